@@ -1,0 +1,77 @@
+"""Shared fixtures: dtypes, seeds, real reference data (EMT, GFN2-xTB) and tiny MACE models."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk, molecule
+from ase.calculators.emt import EMT
+from ase.calculators.singlepoint import SinglePointCalculator
+
+TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
+
+
+@pytest.fixture(params=[torch.float64, torch.float32], ids=["float64", "float32"])
+def dtype(request):
+    """Run a test in both dtypes; never changes the global default."""
+    return request.param
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    np.random.seed(0)
+
+
+def label(atoms, calc):
+    """Label a copy of ``atoms`` with ``calc``; the results are frozen in a SinglePointCalculator."""
+    atoms = atoms.copy()
+    atoms.calc = calc
+    results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+    if atoms.pbc.all():
+        results["stress"] = atoms.get_stress()
+    atoms.calc = SinglePointCalculator(atoms, **results)
+    return atoms
+
+
+def rattled_cu_frames(n: int, seed: int = 0, amplitude: float = 0.08, size=(2, 2, 2)):
+    """``n`` rattled and strained fcc Cu/Al cells labelled by ASE's EMT."""
+    rng = np.random.default_rng(seed)
+    frames = []
+    for _ in range(n):
+        atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * size
+        atoms.numbers[rng.choice(len(atoms), size=len(atoms) // 4, replace=False)] = 13
+        strain = np.eye(3) + rng.normal(scale=0.01, size=(3, 3))
+        atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+        atoms.positions += rng.normal(scale=amplitude, size=atoms.positions.shape)
+        frames.append(label(atoms, EMT()))
+    return frames
+
+
+@pytest.fixture(scope="session")
+def cu_frames():
+    return rattled_cu_frames(12)
+
+
+@pytest.fixture(scope="session")
+def tiny_mace():
+    """A fresh tiny ScaleShiftMACE (float64) for H, C, O, Al, Cu."""
+    from uq_bias.training.build import build_mace
+
+    return build_mace([1, 6, 8, 13, 29], cutoff=4.0, preset="tiny", dtype=torch.float64)
+
+
+@pytest.fixture
+def methanol():
+    atoms = molecule("CH3OH")
+    atoms.rattle(0.05, seed=3)
+    return atoms
+
+
+@pytest.fixture
+def cu_cell():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 2)
+    atoms.numbers[::5] = 13
+    atoms.rattle(0.05, seed=4)
+    return atoms

@@ -1,0 +1,64 @@
+"""The data contract: every result name, its shape and its unit, written once.
+
+``PER_ATOM`` names have a leading dimension of ``n_atoms``; ``PER_STRUCTURE`` names have a leading
+dimension of ``n_structures``. Batching and slicing code uses these sets instead of guessing.
+
+=========================  ====================  =========  =====================================
+name                       shape                 unit       meaning
+=========================  ====================  =========  =====================================
+energy                     (n_structures,)       eV         total energy (biased if a bias is on)
+free_energy                (n_structures,)       eV         same as energy (no electronic entropy)
+energies                   (n_atoms,)            eV         per-atom energies
+forces                     (n_atoms, 3)          eV/A       -dE/dr (biased if a bias is on)
+stress                     (n_structures, 3, 3)  eV/A^3     (1/V) dE/d(eps) (periodic cells only)
+energy_uncertainty         (n_structures,)       eV         calibrated energy uncertainty
+forces_uncertainty         (n_atoms,)            eV/A       calibrated per-atom force uncertainty
+stress_uncertainty         (n_structures, 3, 3)  eV/A^3     ensemble spread of the stress
+unbiased_energy            (n_structures,)       eV         energy without the bias
+unbiased_forces            (n_atoms, 3)          eV/A       forces without the bias
+unbiased_stress            (n_structures, 3, 3)  eV/A^3     stress without the bias
+bias_energy                (n_structures,)       eV         -tau * U, the bias added to the energy
+bias_forces                (n_atoms, 3)          eV/A       the bias part of the forces
+bias_stress                (n_structures, 3, 3)  eV/A^3     the bias part of the stress
+bias_strength              (n_structures,)       1          tau in use for this call
+=========================  ====================  =========  =====================================
+"""
+
+from __future__ import annotations
+
+ENERGY = "energy"
+FREE_ENERGY = "free_energy"
+ENERGIES = "energies"
+FORCES = "forces"
+STRESS = "stress"
+
+ENERGY_UNCERTAINTY = "energy_uncertainty"
+FORCES_UNCERTAINTY = "forces_uncertainty"
+STRESS_UNCERTAINTY = "stress_uncertainty"
+
+UNBIASED_ENERGY = "unbiased_energy"
+UNBIASED_FORCES = "unbiased_forces"
+UNBIASED_STRESS = "unbiased_stress"
+BIAS_ENERGY = "bias_energy"
+BIAS_FORCES = "bias_forces"
+BIAS_STRESS = "bias_stress"
+BIAS_STRENGTH = "bias_strength"
+
+PER_ATOM = frozenset({ENERGIES, FORCES, FORCES_UNCERTAINTY, UNBIASED_FORCES, BIAS_FORCES})
+PER_STRUCTURE = frozenset(
+    {
+        ENERGY,
+        FREE_ENERGY,
+        STRESS,
+        ENERGY_UNCERTAINTY,
+        STRESS_UNCERTAINTY,
+        UNBIASED_ENERGY,
+        UNBIASED_STRESS,
+        BIAS_ENERGY,
+        BIAS_STRESS,
+        BIAS_STRENGTH,
+    }
+)
+
+#: Names ASE itself knows; only these go in ``Calculator.implemented_properties``.
+ASE_PROPERTIES = ("energy", "free_energy", "forces", "stress", "energies")
