@@ -211,7 +211,9 @@ def atoms_to_graph(
         atomic_numbers=tensor(np.concatenate(numbers), torch.int64),
         batch=torch.repeat_interleave(torch.arange(n_structures, device=device), counts_t),
         ptr=torch.cat([counts_t.new_zeros(1), counts_t.cumsum(0)]),
-        edge_index=tensor(np.stack([np.concatenate(senders), np.concatenate(receivers)]), torch.int64),
+        edge_index=tensor(
+            np.stack([np.concatenate(senders), np.concatenate(receivers)]), torch.int64
+        ),
         unit_shifts=tensor(np.concatenate(shifts), dtype),
         strain=torch.zeros((n_structures, 3, 3), dtype=dtype, device=device),
         cutoff=float(cutoff),

@@ -21,7 +21,16 @@ bias_energy                (n_structures,)       eV         -tau * U, the bias a
 bias_forces                (n_atoms, 3)          eV/A       the bias part of the forces
 bias_stress                (n_structures, 3, 3)  eV/A^3     the bias part of the stress
 bias_strength              (n_structures,)       1          tau in use for this call
+members_energy             (K, n_structures)     eV         each ensemble member's energy
+members_energies           (K, n_atoms)          eV         each member's per-atom energies
+members_forces             (K, n_atoms, 3)       eV/A       each member's forces
+members_stress             (K, n_structures,3,3) eV/A^3     each member's stress
 =========================  ====================  =========  =====================================
+
+``MEMBERS_PER_ATOM`` / ``MEMBERS_PER_STRUCTURE`` names carry the member axis K first and the atom
+or structure axis second. For one structure the ASE calculator gives ``members_energy`` as (K,),
+``members_stress`` as (K, 6) Voigt and per-atom member arrays as (K, n_atoms, ...); in
+``atoms.arrays`` these are stored as (n_atoms, K * ...) so that extended XYZ can write them.
 """
 
 from __future__ import annotations
@@ -44,6 +53,11 @@ BIAS_FORCES = "bias_forces"
 BIAS_STRESS = "bias_stress"
 BIAS_STRENGTH = "bias_strength"
 
+MEMBERS_ENERGY = "members_energy"
+MEMBERS_ENERGIES = "members_energies"
+MEMBERS_FORCES = "members_forces"
+MEMBERS_STRESS = "members_stress"
+
 PER_ATOM = frozenset({ENERGIES, FORCES, FORCES_UNCERTAINTY, UNBIASED_FORCES, BIAS_FORCES})
 PER_STRUCTURE = frozenset(
     {
@@ -59,6 +73,9 @@ PER_STRUCTURE = frozenset(
         BIAS_STRENGTH,
     }
 )
+
+MEMBERS_PER_ATOM = frozenset({MEMBERS_ENERGIES, MEMBERS_FORCES})
+MEMBERS_PER_STRUCTURE = frozenset({MEMBERS_ENERGY, MEMBERS_STRESS})
 
 #: Names ASE itself knows; only these go in ``Calculator.implemented_properties``.
 ASE_PROPERTIES = ("energy", "free_energy", "forces", "stress", "energies")

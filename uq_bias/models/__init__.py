@@ -66,10 +66,14 @@ def load_model(
     if isinstance(model, (str, Path)):
         model = read_model_file(model, map_location=device or "cpu")
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"load_model: expected a path or a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(
+            f"load_model: expected a path or a torch.nn.Module, got {type(model).__name__}"
+        )
     if isinstance(model, AtomisticModel):
         adapter = model
-    elif hasattr(model, "readouts") and hasattr(model, "r_max") and hasattr(model, "atomic_numbers"):
+    elif (
+        hasattr(model, "readouts") and hasattr(model, "r_max") and hasattr(model, "atomic_numbers")
+    ):
         from uq_bias.models.mace import MACEAdapter
 
         adapter = MACEAdapter(model, head=head)

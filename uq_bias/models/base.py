@@ -98,9 +98,7 @@ def energy_gradients(
     to require grad; structures that are not periodic get a NaN stress.
     """
     inputs = [graph.positions] + ([graph.strain] if stress else [])
-    grads = torch.autograd.grad(
-        energy.sum(), inputs, create_graph=create_graph, allow_unused=True
-    )
+    grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
     forces = -grads[0] if grads[0] is not None else torch.zeros_like(graph.positions)
     if not stress:
         return forces, None

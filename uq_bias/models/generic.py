@@ -83,7 +83,11 @@ class GenericAdapter(AtomisticModel):
         phi = None
         if features:
             x = captured[0].reshape(graph.n_atoms, -1)
-            phi = torch.cat([x, torch.ones_like(x[:, :1])], 1) if self.last_layer.bias is not None else x
+            phi = (
+                torch.cat([x, torch.ones_like(x[:, :1])], 1)
+                if self.last_layer.bias is not None
+                else x
+            )
         return ModelOutput(energy=energy, node_energy=node_energy, features=phi)
 
     def last_layer_parameters(self) -> list[torch.nn.Parameter]:
