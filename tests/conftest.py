@@ -25,7 +25,7 @@ def _seed():
 
 
 def label(atoms, calc):
-    """Label a copy of ``atoms`` with ``calc``; the results are frozen in a SinglePointCalculator."""
+    """Label a copy of ``atoms`` with ``calc``; results frozen in a SinglePointCalculator."""
     atoms = atoms.copy()
     atoms.calc = calc
     results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}

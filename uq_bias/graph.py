@@ -3,7 +3,7 @@
 A batch of S structures with N atoms in total is one :class:`Graph`. Edges come from the
 ``vesin`` neighbour-list library; an edge (s -> r) has the vector
 
-    d_sr = r_r - r_s + n_sr . C        (n_sr: integer cell shifts, C: the cell, rows = lattice vectors)
+    d_sr = r_r - r_s + n_sr . C     (n_sr: integer cell shifts; C: cell, rows = lattice vectors)
 
 Stress is obtained from a symmetric strain eps (one 3x3 per structure) applied as
 
@@ -173,7 +173,7 @@ def atoms_to_graph(
     dtype: torch.dtype = torch.float64,
     device: torch.device | str | None = None,
 ) -> Graph:
-    """Batch one or several ``ase.Atoms`` into a :class:`Graph` with a ``cutoff`` (A) neighbour list.
+    """Batch one or several ``ase.Atoms`` into a :class:`Graph` with a neighbour list (cutoff in A).
 
     Raises ValueError for an empty list, an empty Atoms, non-finite positions, or an element
     outside ``atomic_numbers`` (when given). The input atoms are not modified.

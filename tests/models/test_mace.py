@@ -1,4 +1,4 @@
-"""MACE adapter: exact last-layer features, derivatives, and agreement with mace's own calculator."""
+"""MACE adapter: exact last-layer features, derivatives, agreement with MACECalculator."""
 
 from __future__ import annotations
 
