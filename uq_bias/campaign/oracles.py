@@ -1,0 +1,176 @@
+"""Reference calculators ("oracles") that label frames with energy, forces and stress.
+
+An :class:`OracleSpec` is a small picklable recipe (kind, import path, keyword arguments): a
+worker process or a Dask worker builds the ASE calculator from it, so nothing unpicklable
+travels. Labelling a frame gives either a labelled copy (a ``SinglePointCalculator`` with
+energy in eV, forces in eV/A and, for cells periodic in all three directions, stress in
+eV/A^3) or a :class:`Failure` with the reason: an exception of the calculator or a non-finite
+value. A failure is recorded and the frame skipped; it is never added to the data.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+
+KINDS = ("gfn2-xtb", "gfn1-xtb", "emt", "import")
+_TBLITE = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A frame the oracle could not label.
+
+    Attributes:
+        frame_id: the frame's id (``atoms.info["frame_id"]``), or its index if it has none.
+        reason: what went wrong, e.g. ``"ValueError: SCF did not converge"``.
+    """
+
+    frame_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OracleSpec:
+    """How to build the reference calculator.
+
+    Args:
+        kind: one of ``gfn2-xtb``, ``gfn1-xtb`` (tblite), ``emt`` (ASE) or ``import``.
+        calculator: for ``import``: ``package.module:Class``, ``package.module.Class`` or
+            ``/path/to/file.py:Class``; any ASE calculator class (or factory function).
+        kwargs: keyword arguments of the calculator (for tblite e.g. ``charge``, ``multiplicity``,
+            ``accuracy``).
+    """
+
+    kind: str = "emt"
+    calculator: str | None = None
+    kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown oracle kind {self.kind!r}; choose one of {list(KINDS)}")
+        if self.kind == "import" and not self.calculator:
+            raise ValueError(
+                "oracle kind 'import' needs calculator='package.module:Class' (an ASE calculator)"
+            )
+
+    def build(self):
+        """A fresh ASE calculator."""
+        if self.kind == "emt":
+            from ase.calculators.emt import EMT
+
+            return EMT(**self.kwargs)
+        if self.kind in _TBLITE:
+            try:
+                from tblite.ase import TBLite
+            except ImportError as err:  # pragma: no cover - depends on the environment
+                raise ImportError(
+                    "GFN-xTB labels need tblite: install it with `pip install uq_bias[xtb]`"
+                ) from err
+            return TBLite(**{"method": _TBLITE[self.kind], "verbosity": 0, **self.kwargs})
+        return import_object(self.calculator)(**self.kwargs)
+
+
+def import_object(path: str):
+    """The object named by ``package.module:name``, ``package.module.name`` or ``file.py:name``."""
+    if ":" in path:
+        module_name, _, name = path.rpartition(":")
+    else:
+        module_name, _, name = path.rpartition(".")
+    if not module_name or not name:
+        raise ValueError(
+            f"import path {path!r} must look like 'package.module:Class' or '/path/file.py:Class'"
+        )
+    if module_name.endswith(".py"):
+        file = Path(module_name).expanduser()
+        if not file.is_file():
+            raise FileNotFoundError(f"import path {path!r}: no file {str(file)!r}")
+        key = f"_uq_bias_user_{abs(hash(str(file.resolve())))}"
+        module = sys.modules.get(key)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(key, file)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[key] = module
+            spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(
+                f"import path {path!r}: cannot import {module_name!r} ({err})"
+            ) from err
+    if not hasattr(module, name):
+        raise ValueError(f"import path {path!r}: module {module_name!r} has no {name!r}")
+    return getattr(module, name)
+
+
+def _frame_name(atoms: Atoms, index: int) -> str:
+    return str(atoms.info.get("frame_id", index))
+
+
+def label_frame(spec: OracleSpec, atoms: Atoms, index: int = 0) -> Atoms | Failure:
+    """Label one frame; returns a labelled copy or a :class:`Failure` (never raises for the
+    calculator's own errors). Module level so that process pools and Dask can pickle it."""
+    frame = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    frame.info.update(atoms.info)
+    name = _frame_name(atoms, index)
+    try:
+        frame.calc = spec.build()
+        results = {"energy": float(frame.get_potential_energy()), "forces": frame.get_forces()}
+        if frame.pbc.all() and "stress" in frame.calc.implemented_properties:
+            results["stress"] = frame.get_stress(voigt=True)
+    except Exception as err:  # the reference failed on this frame: record it, go on
+        return Failure(name, f"{type(err).__name__}: {err}".strip())
+    bad = [k for k, v in results.items() if not np.isfinite(np.asarray(v, dtype=float)).all()]
+    if bad:
+        return Failure(name, f"non-finite {', '.join(bad)} from the oracle")
+    frame.calc = SinglePointCalculator(frame, **{k: np.array(v) for k, v in results.items()})
+    frame.calc.results["energy"] = results["energy"]
+    return frame
+
+
+class _Labeller:
+    """``label_frame`` with the spec bound: a picklable one-argument function of (index, atoms)."""
+
+    def __init__(self, spec: OracleSpec):
+        self.spec = spec
+
+    def __call__(self, item: tuple[int, Atoms]) -> Atoms | Failure:
+        index, atoms = item
+        return label_frame(self.spec, atoms, index)
+
+
+class Oracle:
+    """Labels frames with a reference calculator, in process or through an executor.
+
+    Args:
+        spec: the calculator recipe.
+        executor: an :class:`~uq_bias.campaign.executors.Executor`; None labels in process.
+    """
+
+    def __init__(self, spec: OracleSpec, executor=None):
+        self.spec = spec
+        self.executor = executor
+
+    def labeller(self) -> _Labeller:
+        """The picklable function an executor maps over ``(index, atoms)`` pairs."""
+        return _Labeller(self.spec)
+
+    def label(self, frames: Sequence[Atoms]) -> tuple[list[Atoms], list[Failure]]:
+        """Label ``frames``: (labelled frames in input order, failures with their reasons)."""
+        items = list(enumerate(frames))
+        if self.executor is None:
+            results = [self.labeller()(item) for item in items]
+        else:
+            results = self.executor.map(self.labeller(), items)
+        labelled = [r for r in results if isinstance(r, Atoms)]
+        failures = [r for r in results if isinstance(r, Failure)]
+        return labelled, failures
