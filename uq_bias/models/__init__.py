@@ -60,10 +60,15 @@ def load_model(
     """An adapter for a model file or module.
 
     Accepts an :class:`AtomisticModel` (returned as is, moved to ``dtype``/``device``), a MACE
-    module or a path to a MACE model file. For any other module, wrap it in
-    :class:`GenericAdapter` yourself and name its last linear layer.
+    module or a path to a MACE model file, a nequip GraphModel or a nequip package
+    (``.nequip.zip``) or checkpoint (``.ckpt``; needs the ``nequip`` extra). For any other
+    module, wrap it in :class:`GenericAdapter` yourself and name its last linear layer.
     """
-    if isinstance(model, (str, Path)):
+    from uq_bias.models import nequip  # no nequip import at module level; see models/nequip.py
+
+    if isinstance(model, (str, Path)) and nequip.is_nequip_file(model):
+        model = nequip.read_nequip_file(model)
+    elif isinstance(model, (str, Path)):
         model = read_model_file(model, map_location=device or "cpu")
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
@@ -77,9 +82,12 @@ def load_model(
         from uq_bias.models.mace import MACEAdapter
 
         adapter = MACEAdapter(model, head=head)
+    elif nequip.is_nequip_module(model):
+        adapter = nequip.NequIPAdapter(model)
     else:
         raise ValueError(
             f"load_model does not know how to wrap a {type(model).__name__}; supported: MACE "
-            "models. Wrap other modules with uq_bias.models.GenericAdapter(module, last_layer=...)"
+            "and NequIP models. Wrap other modules with "
+            "uq_bias.models.GenericAdapter(module, last_layer=...)"
         )
     return adapter.to(device=device, dtype=dtype) if (dtype or device) else adapter
