@@ -1,0 +1,89 @@
+"""Shared training fixtures: small EMT-labelled Cu/Al files and one model trained by the CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import ase.io
+import pytest
+import torch
+
+
+def _root_conftest():
+    """tests/conftest.py as a module (``tests`` is not a package, and site-packages has one)."""
+    path = Path(__file__).parents[1] / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_uq_bias_root_conftest", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_ROOT = _root_conftest()
+rattled_cu_frames, label = _ROOT.rattled_cu_frames, _ROOT.label
+
+CUTOFF = 3.5
+EPOCHS = 4
+
+
+def _fast_args(tmp, out, *extra) -> list[str]:
+    """`uq-bias train` arguments that train a tiny model in seconds."""
+    return [
+        "train",
+        "--train", str(tmp / "train.extxyz"),
+        "--valid", str(tmp / "valid.extxyz"),
+        "--out", str(out),
+        "--cutoff", str(CUTOFF),
+        "--max-epochs", str(EPOCHS),
+        "--batch-size", "4",
+        "--ema-decay", "0.5",
+        "--no-progress-bar",
+        "--accelerator", "cpu",
+        *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def fast_args():
+    """fast_args(data_dir, out, *extra): `uq-bias train` arguments for a tiny, quick run."""
+    return _fast_args
+
+
+@pytest.fixture(scope="session")
+def mixed_frames():
+    """Two EMT-labelled periodic Cu/Al cells (with stress) and one GFN2-xTB water (no stress)."""
+    from ase.build import molecule
+    from tblite.ase import TBLite
+
+    water = molecule("H2O")
+    water.rattle(0.05, seed=2)
+    cells = rattled_cu_frames(2, seed=3, size=(2, 1, 1))
+    return cells + [label(water, TBLite(method="GFN2-xTB", verbosity=0))]
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """train.extxyz (8 frames) and valid.extxyz (3 frames): 8-atom rattled Cu/Al cells, EMT."""
+    tmp = tmp_path_factory.mktemp("training_data")
+    frames = rattled_cu_frames(11, seed=1, amplitude=0.1, size=(2, 1, 1))
+    ase.io.write(tmp / "train.extxyz", frames[:8])
+    ase.io.write(tmp / "valid.extxyz", frames[8:])
+    return tmp
+
+
+@pytest.fixture(scope="session")
+def trained(data_dir):
+    """The model file written by `uq-bias train` (seed 0) and its metrics CSV."""
+    from uq_bias.cli import main
+
+    out = data_dir / "cli.model"
+    assert main(_fast_args(data_dir, out)) == 0
+    return out
+
+
+@pytest.fixture
+def restore_default_dtype():
+    """MACECalculator sets torch's global default dtype; put it back after the test."""
+    saved = torch.get_default_dtype()
+    yield
+    torch.set_default_dtype(saved)

@@ -1,0 +1,53 @@
+"""Exponential moving average of model weights.
+
+After each optimiser step, for every trained parameter p with shadow copy p_ema,
+
+    p_ema <- d * p_ema + (1 - d) * p,    d = decay in [0, 1).
+
+Validation and the saved model use the shadow weights (swap in, evaluate, swap back).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+
+import torch
+
+
+class ExponentialMovingAverage:
+    """Shadow copies of ``parameters`` updated with :meth:`update`."""
+
+    def __init__(self, parameters: Iterable[torch.nn.Parameter], decay: float = 0.99):
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.parameters = [p for p in parameters if p.requires_grad]
+        self.shadow = [p.detach().clone() for p in self.parameters]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        for p, s in zip(self.parameters, self.shadow):
+            s.lerp_(p.detach().to(s.device), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def to(self, device: torch.device) -> None:
+        self.shadow = [s.to(device) for s in self.shadow]
+
+    @torch.no_grad()
+    def copy_to_model(self) -> None:
+        """Overwrite the parameters with the shadow weights."""
+        for p, s in zip(self.parameters, self.shadow):
+            p.copy_(s)
+
+    @contextmanager
+    def swapped(self) -> Iterator[None]:
+        """Parameters hold the shadow weights inside the block and their own weights after."""
+        saved = [p.detach().clone() for p in self.parameters]
+        self.copy_to_model()
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, v in zip(self.parameters, saved):
+                    p.copy_(v)

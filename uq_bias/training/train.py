@@ -1,0 +1,227 @@
+"""Train an adapter-wrapped model with Lightning (:func:`fit`) and MACE model files (:func:`train`).
+
+:func:`train` reads extended-XYZ files, builds a fresh ScaleShiftMACE from data statistics (or
+loads ``init`` to fine-tune), fits it and writes a normal MACE model file atomically (temporary
+file in the same directory, then ``os.replace``), which ``mace.calculators.MACECalculator`` loads.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning
+import torch
+from ase import Atoms
+
+from uq_bias.models import AtomisticModel, load_model
+from uq_bias.training.build import PRESETS, DataStatistics, build_mace
+from uq_bias.training.callbacks import EpochCSVLogger
+from uq_bias.training.datamodule import AtomsDataModule
+from uq_bias.training.labels import LabelKeys, check_elements, elements, labelled, read_frames
+from uq_bias.training.loss import LossWeights
+from uq_bias.training.module import AtomisticLitModule
+from uq_bias.training.statistics import compute_statistics
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """Passed to ``lightning.Trainer`` unchanged (multi-GPU / multi-node is configuration only)."""
+
+    accelerator: str = "auto"
+    devices: int | str | list[int] = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"
+    progress_bar: bool = True
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Optimisation settings of :func:`fit` (see :class:`AtomisticLitModule` for their meaning)."""
+
+    max_epochs: int = 100
+    batch_size: int = 4
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    weights: LossWeights = field(default_factory=LossWeights)
+    ema_decay: float | None = 0.99
+    scheduler: str = "plateau"
+    patience: int = 20
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_epochs < 0:
+            raise ValueError(f"max_epochs must be >= 0, got {self.max_epochs}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+
+
+@dataclass
+class FitResult:
+    """The trained model (best validation weights loaded) and one metrics dict per epoch."""
+
+    model: AtomisticModel
+    history: list[dict[str, float]]
+    best_loss: float
+
+
+def fit(
+    model: AtomisticModel,
+    train_frames: Sequence[Atoms],
+    valid_frames: Sequence[Atoms],
+    options: FitOptions | None = None,
+    trainer_options: TrainerOptions | None = None,
+    log: str | Path | None = None,
+) -> FitResult:
+    """Train ``model`` in place on labelled frames; validation before training is epoch 0.
+
+    Early stopping watches val_loss (``options.patience`` epochs); the returned model holds the
+    (EMA) weights of the best validation epoch, which may be the initial weights.
+    """
+    options, trainer_options = options or FitOptions(), trainer_options or TrainerOptions()
+    check_elements(train_frames, model.atomic_numbers, "the training data", "the model")
+    check_elements(valid_frames, model.atomic_numbers, "the validation data", "the model")
+    lightning.seed_everything(options.seed, workers=True, verbose=False)
+    module = AtomisticLitModule(
+        model,
+        weights=options.weights,
+        lr=options.lr,
+        weight_decay=options.weight_decay,
+        ema_decay=options.ema_decay,
+        scheduler=options.scheduler,
+        max_epochs=options.max_epochs,
+    )
+    data = AtomsDataModule(
+        train_frames,
+        valid_frames,
+        model.cutoff,
+        model.atomic_numbers,
+        batch_size=options.batch_size,
+        dtype=model.dtype,
+        seed=options.seed,
+    )
+    csv_logger = EpochCSVLogger(log) if log is not None else None
+    callbacks = [lightning.pytorch.callbacks.EarlyStopping("val_loss", patience=options.patience)]
+    trainer = lightning.Trainer(
+        max_epochs=options.max_epochs,
+        accelerator=trainer_options.accelerator,
+        devices=trainer_options.devices,
+        num_nodes=trainer_options.num_nodes,
+        strategy=trainer_options.strategy,
+        enable_progress_bar=trainer_options.progress_bar,
+        callbacks=callbacks + ([csv_logger] if csv_logger else []),
+        inference_mode=False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+    )
+    history = []
+    trainer.validate(module, datamodule=data, verbose=False)
+    history.append(dict(module.record))
+    if options.max_epochs > 0:
+        trainer.fit(module, datamodule=data)
+        history.extend(csv_logger.rows[1:] if csv_logger else [])
+    if module.best_state is not None:
+        model.load_state_dict(module.best_state)
+    return FitResult(model=model, history=history, best_loss=module.best_loss)
+
+
+def save_model(model: AtomisticModel | torch.nn.Module, path: str | Path) -> Path:
+    """Write ``model`` atomically: the wrapped MACE module for a MACE adapter, else the module."""
+    path = Path(path)
+    inner = getattr(model, "model", None)
+    obj = inner if type(model).__name__ == "MACEAdapter" else model
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def _frames(data: str | Path | Sequence[Atoms], what: str, keys: LabelKeys) -> list[Atoms]:
+    if isinstance(data, (str, Path)):
+        return read_frames(data, keys)
+    frames = list(data)
+    if not frames:
+        raise ValueError(f"no {what} frames given")
+    return [labelled(a, f"{what} frame {k}", keys) for k, a in enumerate(frames)]
+
+
+def _check_output(out: Path) -> None:
+    if out.is_dir():
+        raise ValueError(
+            f"output {str(out)!r} is a directory; give a file name such as model.model"
+        )
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"the output directory {str(out.parent)!r} does not exist")
+
+
+def train(
+    train: str | Path | Sequence[Atoms],
+    valid: str | Path | Sequence[Atoms],
+    out: str | Path,
+    *,
+    init: str | Path | None = None,
+    preset: str = "tiny",
+    cutoff: float = 5.0,
+    dtype: str = "float64",
+    statistics: DataStatistics | None = None,
+    keys: LabelKeys | None = None,
+    options: FitOptions | None = None,
+    trainer_options: TrainerOptions | None = None,
+    log: str | Path | None = "auto",
+) -> Path:
+    """Train a MACE model on extended-XYZ files (or labelled frames) and save it to ``out``.
+
+    Args:
+        train, valid: extended-XYZ paths or lists of ``ase.Atoms`` with labels.
+        out: the model file to write (a normal MACE model file).
+        init: a MACE model file to fine-tune; ``preset``, ``cutoff`` and ``statistics`` are then
+            ignored (the model's own are kept).
+        preset: model size for a fresh model, one of :data:`uq_bias.training.build.PRESETS`.
+        cutoff: neighbour cutoff of a fresh model, A.
+        dtype: 'float64' or 'float32'.
+        statistics: data statistics of a fresh model (default: computed from ``train``).
+        keys: where the labels are (e.g. ``LabelKeys.with_prefix('REF_')``).
+        log: CSV of the per-epoch losses and errors; 'auto' puts ``<out stem>_metrics.csv``
+            beside ``out``; None writes none.
+
+    Returns the path written. All inputs are checked before anything is written.
+    """
+    keys, options = keys or LabelKeys(), options or FitOptions()
+    trainer_options = trainer_options or TrainerOptions()
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+    if init is None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    out = Path(out)
+    _check_output(out)
+    train_frames = _frames(train, "training", keys)
+    valid_frames = _frames(valid, "validation", keys)
+    check_elements(valid_frames, elements(train_frames), "the validation data", "the training data")
+    if init is not None:
+        model = load_model(init, dtype=DTYPES[dtype])
+    else:
+        stats = statistics or compute_statistics(train_frames, cutoff)
+        mace = build_mace(
+            elements(train_frames),
+            cutoff=cutoff,
+            preset=preset,
+            statistics=stats,
+            dtype=DTYPES[dtype],
+            seed=options.seed,
+        )
+        model = load_model(mace)
+    if log == "auto":
+        log = out.with_name(f"{out.stem}_metrics.csv")
+    result = fit(model, train_frames, valid_frames, options, trainer_options, log)
+    return save_model(result.model, out)
