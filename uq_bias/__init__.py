@@ -8,6 +8,7 @@ from __future__ import annotations
 from uq_bias.calculator import Calculator
 from uq_bias.graph import Graph, atoms_to_graph
 from uq_bias.models import AtomisticModel, GenericAdapter, load_model
+from uq_bias.selection import Selection, select
 
 __version__ = "0.1.0"
 
@@ -16,6 +17,8 @@ __all__ = [
     "Calculator",
     "GenericAdapter",
     "Graph",
+    "Selection",
     "atoms_to_graph",
     "load_model",
+    "select",
 ]

@@ -14,7 +14,55 @@ def _add_train(sub) -> None:
     """`uq-bias train`: see uq_bias.training."""
 
 
+def _add_select(sub) -> None:
+    """`uq-bias select`: see uq_bias.selection.select."""
+    p = sub.add_parser("select", help="pick the k pool frames most worth labelling")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--unc", help="uncertainty model directory (uq_bias.uncertainty.load)")
+    src.add_argument("--features", help="precomputed (n_pool, D) posterior features, .pt or .npy")
+    p.add_argument("--pool", required=True, help="candidate frames, extended XYZ")
+    p.add_argument("--k", type=int, required=True, help="number of frames to select")
+    p.add_argument("--out", required=True, help="selected frames to write, extended XYZ")
+    p.add_argument("--method", default="maxdet", choices=["maxdet", "maxdist", "lcmd", "random"])
+    p.add_argument("--seed", type=int, default=0, help="seed of --method random")
+    p.add_argument("--chunk-size", type=int, default=64, help="frames per batch for features")
+    p.set_defaults(func=_run_select)
+
+
+def _run_select(args) -> int:
+    from ase.io import read
+
+    from uq_bias.selection import select
+    from uq_bias.selection.io import annotate, load_features, write_frames
+
+    frames = read(args.pool, index=":")
+    model, features = None, None
+    if args.features:
+        features = load_features(args.features)
+    else:
+        from uq_bias.uncertainty import load
+
+        model = load(args.unc)
+    sel = select(
+        model,
+        frames,
+        args.k,
+        args.method,
+        features=features,
+        seed=args.seed,
+        chunk_size=args.chunk_size,
+    )
+    write_frames(args.out, annotate(frames, sel))
+    print(f"selected {len(sel)} of {len(frames)} frames with {sel.method} -> {args.out}")
+    if sel.n_filled:
+        print(f"  the last {sel.n_filled} add nothing new (duplicates or rank used up)")
+    for rank, (index, score) in enumerate(zip(sel.indices, sel.scores)):
+        print(f"  {rank:4d}  pool frame {index:6d}  score {score:.6g}")
+    return 0
+
+
 COMMANDS = [_add_train]
+COMMANDS.append(_add_select)
 
 
 def build_parser() -> argparse.ArgumentParser:

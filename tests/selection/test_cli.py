@@ -1,0 +1,37 @@
+"""`uq-bias select` on precomputed features: the frames written are the ones chosen."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.io import read, write
+
+from uq_bias.cli import main
+from uq_bias.selection import greedy_logdet_reference
+
+
+def test_cli_select_with_features(tmp_path, cu_frames, gaussian, capsys):
+    pool = tmp_path / "candidates.extxyz"
+    write(pool, cu_frames, format="extxyz")
+    feats = gaussian(len(cu_frames), 6, seed=2)
+    torch.save(feats, tmp_path / "features.pt")
+    out = tmp_path / "selected.extxyz"
+    argv = ["select", "--features", str(tmp_path / "features.pt"), "--pool", str(pool)]
+    assert main([*argv, "--k", "4", "--out", str(out)]) == 0
+    chosen = read(out, index=":")
+    expected = greedy_logdet_reference(feats @ feats.T, 4)
+    assert [a.info["selection_index"] for a in chosen] == expected
+    assert [a.info["selection_rank"] for a in chosen] == [0, 1, 2, 3]
+    for atoms, index in zip(chosen, expected):
+        np.testing.assert_allclose(atoms.positions, cu_frames[index].positions, atol=1e-8)
+        assert atoms.get_potential_energy() == pytest.approx(
+            cu_frames[index].get_potential_energy()
+        )
+    assert "selected 4 of 12 frames with maxdet" in capsys.readouterr().out
+
+    np.save(tmp_path / "short.npy", feats[:5].numpy())  # 5 rows for 12 frames
+    bad = ["select", "--features", str(tmp_path / "short.npy"), "--pool", str(pool)]
+    assert main([*bad, "--k", "2", "--out", str(tmp_path / "x.extxyz")]) == 2
+    assert "5 rows but pool_frames has 12" in capsys.readouterr().err
+    assert not (tmp_path / "x.extxyz").exists()
