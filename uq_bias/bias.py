@@ -1,0 +1,399 @@
+"""Uncertainty bias: strength (absolute, relative-adaptive, per element) and biased E, F, stress.
+
+Equations (one structure S with atoms i, uncertainty U(S) in eV, element weights w_Z >= 0):
+
+    w_i      = w_{Z_i}                                 (atom weight, default 1)
+    w_S      = mean_{i in S} w_i                       (structure weight)
+    E_b      = E - tau * w_S * U                       biased energy, eV
+    F_b,i    = F_i + tau * w_i * dU/dr_i               biased force, eV/A
+    sigma_b  = sigma - tau * w_S * (1/V) dU/d(eps)     biased stress, eV/A^3
+
+With all weights equal (the default: all 1) the biased forces and stress are exactly minus the
+gradient of E_b (tau w plays the role of tau). With unequal weights the bias force on atom i is
+scaled by w_i, so the biased forces are *not* the gradient of any energy: an element with weight 0
+feels no bias at all, at the price of exact energy conservation of the biased dynamics.
+
+Relative strength (the bias force a fixed fraction tau_rel of the physical force):
+
+    tau = tau_rel * <|F|> / <|F_bias / tau|>
+
+where <.> is the mean over the last ``window`` distinct configurations of the per-structure
+mean over atoms of |F_i| and of |w_i dU/dr_i|; tau = 0 until the window is full.
+
+Symbols to names: tau ``tau``, U ``uncertainty``, dU/dr ``du_dr`` (N, 3), (1/V) dU/d(eps)
+``du_deps`` (S, 3, 3), w_i ``atom_weight``, w_S ``structure_weight``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from ase.data import atomic_numbers as symbol_to_number
+from ase.data import chemical_symbols
+
+from uq_bias import keys
+from uq_bias.graph import Graph
+from uq_bias.models.base import energy_gradients
+from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
+
+GRADIENT_MODES = ("auto", "autograd", "closed_form")
+
+
+@dataclass(frozen=True)
+class BiasConfig:
+    """How strongly and where to bias.
+
+    Attributes:
+        tau: absolute strength (dimensionless, E_b = E - tau U); exclusive with ``tau_rel``.
+        tau_rel: relative strength, the target ratio <|F_bias|> / <|F|>; exclusive with ``tau``.
+        window: number of distinct configurations averaged for ``tau_rel`` (unbiased until full).
+        weights: per-element weights on the bias force, by symbol or atomic number (default 1;
+            e.g. ``{"H": 0.0}`` puts no bias on hydrogen).
+        gradient: how dU/dr is obtained: "autograd" (one batched autograd pass), "closed_form"
+            (ensembles: -dU/dr = U sum_k dE_k F_k / sum_k dE_k^2), or "auto" (closed form when
+            the model gives member forces, else autograd).
+    """
+
+    tau: float | None = None
+    tau_rel: float | None = None
+    window: int = 100
+    weights: Mapping[str | int, float] = field(default_factory=dict)
+    gradient: str = "auto"
+
+    def __post_init__(self):
+        if (self.tau is None) == (self.tau_rel is None):
+            raise ValueError(
+                f"BiasConfig: give exactly one of tau (absolute) or tau_rel (relative), got "
+                f"tau={self.tau}, tau_rel={self.tau_rel}"
+            )
+        for name in ("tau", "tau_rel"):
+            value = getattr(self, name)
+            if value is not None and not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"BiasConfig: {name} must be a finite number >= 0, got {value}")
+        if not (isinstance(self.window, int) and self.window >= 1):
+            raise ValueError(f"BiasConfig: window must be an integer >= 1, got {self.window!r}")
+        if self.gradient not in GRADIENT_MODES:
+            raise ValueError(
+                f"BiasConfig: unknown gradient {self.gradient!r}; choose one of {GRADIENT_MODES}"
+            )
+        for element, weight in self.weights.items():
+            _atomic_number(element)
+            if not (np.isfinite(weight) and weight >= 0):
+                raise ValueError(
+                    f"BiasConfig: weight for {element!r} must be a finite number >= 0, got {weight}"
+                )
+
+
+def _atomic_number(element: str | int) -> int:
+    """Atomic number of a symbol or number; ValueError for an unknown element."""
+    if isinstance(element, (int, np.integer)) and not isinstance(element, bool):
+        if 1 <= int(element) < len(chemical_symbols):
+            return int(element)
+    elif isinstance(element, str) and element in symbol_to_number and element != "X":
+        return symbol_to_number[element]
+    raise ValueError(
+        f"BiasConfig: unknown element {element!r} in weights; use a chemical symbol such as 'H' "
+        "or an atomic number such as 1"
+    )
+
+
+def weight_table(
+    weights: Mapping[str | int, float],
+    atomic_numbers: tuple[int, ...],
+    *,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """(119,) weight per atomic number: 1 by default, ``weights`` where given.
+
+    Raises ValueError for an element the model does not know (``atomic_numbers``).
+    """
+    table = torch.ones(119, dtype=dtype, device=device)
+    for element, weight in weights.items():
+        z = _atomic_number(element)
+        if z not in atomic_numbers:
+            raise ValueError(
+                f"bias weights: element {chemical_symbols[z]!r} is not known to the model, which "
+                f"knows {[chemical_symbols[k] for k in atomic_numbers]}"
+            )
+        table[z] = float(weight)
+    return table
+
+
+def structure_mean(values: torch.Tensor, batch: torch.Tensor, n_structures: int) -> torch.Tensor:
+    """(S,) mean over each structure's atoms of ``values`` (N,)."""
+    total = values.new_zeros(n_structures).index_add(0, batch, values)
+    count = values.new_zeros(n_structures).index_add(0, batch, torch.ones_like(values))
+    return total / count
+
+
+@dataclass
+class BiasTerms:
+    """Biased results of a batch (S structures, N atoms).
+
+    Attributes:
+        energy, forces, stress: biased E_b (S,) eV, F_b (N, 3) eV/A, sigma_b (S, 3, 3) eV/A^3.
+        node_energy: (N,) biased per-atom energies E_i - tau U w_i / N_S, summing to E_b.
+        bias_energy: (S,) -tau w_S U, eV.  bias_forces: (N, 3) tau w_i dU/dr_i, eV/A.
+        bias_stress: (S, 3, 3) -tau w_S (1/V) dU/d(eps), eV/A^3, or None without stress.
+        bias_strength: (S,) tau.
+    """
+
+    energy: torch.Tensor
+    node_energy: torch.Tensor
+    forces: torch.Tensor
+    stress: torch.Tensor | None
+    bias_energy: torch.Tensor
+    bias_forces: torch.Tensor
+    bias_stress: torch.Tensor | None
+    bias_strength: torch.Tensor
+
+
+def biased_terms(
+    out: UncertaintyOutput,
+    du_dr: torch.Tensor,
+    du_deps: torch.Tensor | None,
+    tau: torch.Tensor,
+    atom_weight: torch.Tensor,
+    batch: torch.Tensor,
+) -> BiasTerms:
+    """Combine the unbiased prediction with the bias (see the module equations).
+
+    Args:
+        out: unbiased prediction with ``forces`` (N, 3) and, for stress, ``stress`` (S, 3, 3).
+        du_dr: (N, 3) dU/dr, eV/A.  du_deps: (S, 3, 3) (1/V) dU/d(eps), eV/A^3, or None.
+        tau: (S,) strength.  atom_weight: (N,) w_i.  batch: (N,) structure of each atom.
+    """
+    n_structures = out.energy.shape[0]
+    w_s = structure_mean(atom_weight, batch, n_structures)
+    counts = torch.bincount(batch, minlength=n_structures).to(out.energy.dtype)
+    u = out.energy_uncertainty
+    bias_energy = -tau * w_s * u
+    bias_forces = (tau[batch] * atom_weight)[:, None] * du_dr
+    node_energy = out.node_energy - (tau * u / counts)[batch] * atom_weight
+    bias_stress = None if du_deps is None else -(tau * w_s)[:, None, None] * du_deps
+    return BiasTerms(
+        energy=out.energy + bias_energy,
+        node_energy=node_energy,
+        forces=out.forces + bias_forces,
+        stress=None if bias_stress is None else out.stress + bias_stress,
+        bias_energy=bias_energy,
+        bias_forces=bias_forces,
+        bias_stress=bias_stress,
+        bias_strength=tau,
+    )
+
+
+def ensemble_uncertainty_gradient(
+    uncertainty: torch.Tensor,
+    member_energy: torch.Tensor,
+    member_forces: torch.Tensor,
+    batch: torch.Tensor,
+    member_stress: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Closed-form gradient of an ensemble uncertainty U = c std_k(E_k), any ddof and c.
+
+        dU/dr_i        = -U sum_k dE_k F_k,i / sum_k dE_k^2        (dE_k = E_k - mean_k E_k)
+        (1/V) dU/deps  =  U sum_k dE_k sigma_k / sum_k dE_k^2
+
+    i.e. -cov_k(E_k, F_k) / std_k(E_k) times the calibration factor.
+
+    Args:
+        uncertainty: (S,) U, eV.  member_energy: (K, S) eV.  member_forces: (K, N, 3) eV/A.
+        batch: (N,) structure of each atom.  member_stress: (K, S, 3, 3) eV/A^3 or None.
+    Returns:
+        dU/dr (N, 3) eV/A and (1/V) dU/deps (S, 3, 3) eV/A^3 (None without member stress).
+        Where all members agree (U = 0) the gradient is set to 0.
+    """
+    delta = member_energy - member_energy.mean(0, keepdim=True)  # (K, S)
+    var = (delta**2).sum(0)  # (S,)
+    ratio = torch.where(var > 0, uncertainty / torch.where(var > 0, var, 1.0), 0.0)  # (S,)
+    du_dr = -ratio[batch][:, None] * torch.einsum("kn,knx->nx", delta[:, batch], member_forces)
+    du_deps = None
+    if member_stress is not None:
+        du_deps = ratio[:, None, None] * torch.einsum("ks,ksxy->sxy", delta, member_stress)
+    return du_dr, du_deps
+
+
+def energy_and_uncertainty_gradients(
+    energy: torch.Tensor, uncertainty: torch.Tensor, graph: Graph, *, stress: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """F = -dE/dr, dU/dr and, with ``stress``, sigma = (1/V) dE/deps, (1/V) dU/deps.
+
+    One autograd pass: the gradients of [sum E, sum U] are taken together with
+    ``is_grads_batched=True`` (a vmapped backward). ``graph.positions`` (and ``graph.strain``
+    for stress) must require grad. Structures that are not periodic get NaN stress.
+    """
+    outputs = torch.stack([energy.sum(), uncertainty.sum()])
+    inputs = [graph.positions] + ([graph.strain] if stress else [])
+    eye = torch.eye(2, dtype=outputs.dtype, device=outputs.device)
+    grads = torch.autograd.grad(
+        outputs, inputs, grad_outputs=eye, is_grads_batched=True, allow_unused=True
+    )
+    d_pos = grads[0] if grads[0] is not None else graph.positions.new_zeros((2, graph.n_atoms, 3))
+    if not stress:
+        return -d_pos[0], d_pos[1], None, None
+    d_eps = grads[1]
+    if d_eps is None:
+        d_eps = torch.zeros_like(graph.strain).expand(2, -1, -1, -1)
+    periodic = graph.periodic
+    volume = torch.where(periodic, graph.volume, torch.ones_like(graph.volume))
+    per_volume = d_eps / volume[None, :, None, None]
+    per_volume = torch.where(periodic[None, :, None, None], per_volume, float("nan"))
+    return -d_pos[0], d_pos[1], per_volume[0], per_volume[1]
+
+
+@dataclass
+class _Sample:
+    key: bytes
+    tau: float
+
+
+class RelativeStrength:
+    """State of the relative bias strength of one walker (no globals; one per calculator).
+
+    ``tau(key, force_mean, bias_mean)`` returns tau for a configuration identified by ``key``
+    (e.g. the bytes of its positions and cell) whose mean |F_i| is ``force_mean`` and mean
+    |w_i dU/dr_i| is ``bias_mean``. A repeated key (the calculator called again at the same
+    positions within one MD step) returns the same tau and is not counted twice. tau is
+    computed from the *previous* ``window`` configurations, 0 until there are that many.
+    """
+
+    def __init__(self, tau_rel: float, window: int = 100):
+        self.tau_rel = float(tau_rel)
+        self.window = int(window)
+        self.forces: deque[float] = deque(maxlen=self.window)
+        self.bias: deque[float] = deque(maxlen=self.window)
+        self._last: _Sample | None = None
+
+    @property
+    def full(self) -> bool:
+        return len(self.forces) == self.window
+
+    def current(self) -> float:
+        """tau from the window as it stands: tau_rel <|F|> / <|F_bias/tau|>, 0 if not full."""
+        if not self.full:
+            return 0.0
+        bias = float(np.mean(self.bias))
+        return self.tau_rel * float(np.mean(self.forces)) / bias if bias > 0 else 0.0
+
+    def tau(self, key: bytes, force_mean: float, bias_mean: float) -> float:
+        if self._last is not None and self._last.key == key:
+            return self._last.tau
+        tau = self.current()
+        self.forces.append(float(force_mean))
+        self.bias.append(float(bias_mean))
+        self._last = _Sample(key, tau)
+        return tau
+
+    def reset(self) -> None:
+        self.forces.clear()
+        self.bias.clear()
+        self._last = None
+
+
+def configuration_key(graph: Graph) -> bytes:
+    """Bytes identifying a configuration (positions, cell, species)."""
+    parts = (graph.positions, graph.cell, graph.atomic_numbers)
+    return b"".join(t.detach().cpu().numpy().tobytes() for t in parts)
+
+
+class Bias:
+    """The bias of one calculator: config, element weights and (for tau_rel) its state.
+
+    Args:
+        config: a :class:`BiasConfig`.
+        model: the uncertainty model it biases (checked to be one, and to know the weighted
+            elements).
+    """
+
+    def __init__(self, config: BiasConfig, model: UncertaintyModel):
+        if not isinstance(config, BiasConfig):
+            raise TypeError(f"bias must be a uq_bias.BiasConfig, got {type(config).__name__}")
+        if not isinstance(model, UncertaintyModel):
+            raise TypeError(
+                f"a bias needs a model with uncertainty (a uq_bias.uncertainty.UncertaintyModel, "
+                f"e.g. an ensemble or gradient-feature model), got {type(model).__name__}; wrap "
+                "the model first (see uq_bias.uncertainty)"
+            )
+        self.config = config
+        self.table = weight_table(config.weights, tuple(model.atomic_numbers))
+        self.relative = (
+            RelativeStrength(config.tau_rel, config.window) if config.tau_rel is not None else None
+        )
+
+    def _gradients(self, model, out, graph, stress):
+        if self.relative is None and self.config.tau == 0:  # no bias: the plain gradients
+            forces, sigma = out.forces, out.stress
+            if forces is None or (stress and sigma is None):
+                forces, sigma = energy_gradients(out.energy, graph, stress=stress)
+            zero = torch.zeros_like(forces)
+            return forces, zero, sigma, None if sigma is None else torch.zeros_like(sigma)
+        members = out.members
+        closed = "forces" in members and "energy" in members and out.forces is not None
+        if self.config.gradient == "closed_form" and not closed:
+            raise ValueError(
+                "BiasConfig(gradient='closed_form') needs an ensemble that reports member "
+                "energies and forces; use gradient='autograd' for this model"
+            )
+        if closed and self.config.gradient != "autograd" and (not stress or "stress" in members):
+            du_dr, du_deps = ensemble_uncertainty_gradient(
+                out.energy_uncertainty,
+                members["energy"],
+                members["forces"],
+                graph.batch,
+                members.get("stress") if stress else None,
+            )
+            return out.forces, du_dr, out.stress, du_deps
+        return energy_and_uncertainty_gradients(
+            out.energy, out.energy_uncertainty, graph, stress=stress
+        )
+
+    def evaluate(
+        self, model: UncertaintyModel, graph: Graph, stress: bool
+    ) -> tuple[UncertaintyOutput, BiasTerms]:
+        """Unbiased prediction (forces and stress filled in) and the biased terms for ``graph``.
+
+        ``graph.positions`` (and ``graph.strain`` with ``stress``) must require grad.
+        """
+        out = model(graph, forces=True, stress=stress)
+        forces, du_dr, sigma, du_deps = self._gradients(model, out, graph, stress)
+        out = replace(out, forces=forces, stress=sigma if stress else out.stress)
+        atom_weight = self.table.to(forces)[graph.atomic_numbers]
+        tau = self._strength(graph, forces, du_dr, atom_weight)
+        du_deps = du_deps if stress else None
+        return out, biased_terms(out, du_dr, du_deps, tau, atom_weight, graph.batch)
+
+    def _strength(self, graph, forces, du_dr, atom_weight) -> torch.Tensor:
+        ones = forces.new_ones(graph.n_structures)
+        if self.relative is None:
+            return ones * self.config.tau
+        if graph.n_structures != 1:
+            raise ValueError("a relative bias strength (tau_rel) follows one walker: one structure")
+        force_mean = float(forces.detach().norm(dim=1).mean())
+        bias_mean = float((atom_weight[:, None] * du_dr).detach().norm(dim=1).mean())
+        return ones * self.relative.tau(configuration_key(graph), force_mean, bias_mean)
+
+
+def bias_results(out: UncertaintyOutput, terms: BiasTerms) -> dict[str, torch.Tensor]:
+    """Result tensors keyed by :mod:`uq_bias.keys`: biased energy/forces/stress, unbiased values
+    and the bias terms."""
+    results = {
+        keys.ENERGY: terms.energy,
+        keys.ENERGIES: terms.node_energy,
+        keys.FORCES: terms.forces,
+        keys.UNBIASED_ENERGY: out.energy,
+        keys.UNBIASED_FORCES: out.forces,
+        keys.BIAS_ENERGY: terms.bias_energy,
+        keys.BIAS_FORCES: terms.bias_forces,
+        keys.BIAS_STRENGTH: terms.bias_strength,
+    }
+    if terms.stress is not None:
+        results[keys.STRESS] = terms.stress
+        results[keys.UNBIASED_STRESS] = out.stress
+        results[keys.BIAS_STRESS] = terms.bias_stress
+    return results
