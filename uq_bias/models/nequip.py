@@ -74,7 +74,7 @@ def import_nequip():
 
 
 @contextlib.contextmanager
-def _nequip_global_state():
+def nequip_global_state():
     """nequip's ``set_global_state`` (needed to build or load models), without its side effects
     on the caller: the default dtype and the torch, numpy and random RNG states are restored."""
     from nequip.utils.global_state import set_global_state
@@ -121,7 +121,7 @@ def read_nequip_file(path: str | Path) -> torch.nn.Module:
     import_nequip()
     from nequip.model.saved_models import load_saved_model
 
-    with _nequip_global_state():
+    with nequip_global_state():
         return load_saved_model(str(path), compile_mode="eager")
 
 
