@@ -1,0 +1,20 @@
+"""The active-learning campaign: train, calibrate, explore with biased MD, select, label, repeat.
+
+``run(config)`` runs (or resumes) a campaign from a YAML file or a :class:`CampaignConfig`;
+``demo()`` runs the built-in alanine-dipeptide campaign. Everything a campaign produces lives in
+one folder (see :mod:`uq_bias.campaign.state`). Heavy dependencies load only when used.
+"""
+
+from __future__ import annotations
+
+from uq_bias.campaign.config import CampaignConfig, ConfigError, from_dict, load
+from uq_bias.campaign.loop import CampaignResult, run
+
+__all__ = ["CampaignConfig", "CampaignResult", "ConfigError", "demo", "from_dict", "load", "run"]
+
+
+def demo(*args, **kwargs):
+    """Run the built-in demo campaign (see :func:`uq_bias.campaign.demo.demo`)."""
+    from uq_bias.campaign.demo import demo as _demo
+
+    return _demo(*args, **kwargs)

@@ -1,0 +1,170 @@
+"""The active-learning loop, one function per stage, resumable at stage granularity.
+
+Iteration 0 labels the first frames (rattled start structures and any ``initial_data``).
+Iteration k >= 1 runs
+
+    train -> uncertainty (fit + calibrate) -> metrics -> [stop?] -> explore -> select -> label
+    -> evaluate -> merge
+
+Each stage reads what earlier stages wrote to the campaign folder, writes its own files
+atomically, and is then marked in the journal (see :mod:`uq_bias.campaign.state`). A campaign
+killed at any moment is resumed by running it again: finished stages are skipped, the
+interrupted one is redone, and work inside labelling and exploration is kept frame by frame
+and walker by walker. Merging is idempotent (frames carry a content ``frame_id``), so every
+label is in the data exactly once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from uq_bias.campaign import config as cfg
+from uq_bias.campaign import stages
+from uq_bias.campaign.executors import Executor, make_executor
+from uq_bias.campaign.state import CampaignState, write_text
+
+#: Config sections that may change when a campaign is resumed (they do not change its data).
+MUTABLE = ("stop", "executor", "report")
+
+
+@dataclass
+class CampaignResult:
+    """What :func:`run` did.
+
+    Attributes:
+        folder: the campaign folder.
+        report: path of report.md.
+        iterations: the last iteration that trained a model.
+        n_labelled: labelled frames in the data.
+        reason: why the campaign stopped.
+        seconds: wall-clock time of this call.
+    """
+
+    folder: Path
+    report: Path
+    iterations: int
+    n_labelled: int
+    reason: str
+    seconds: float
+
+
+class LazyExecutor:
+    """Creates the configured executor on first use only (a resumed campaign whose remaining
+    stages need no workers starts no cluster)."""
+
+    def __init__(self, config: cfg.ExecutorConfig):
+        self.config = config
+        self._executor: Executor | None = None
+
+    def get(self) -> Executor:
+        if self._executor is None:
+            c = self.config
+            self._executor = make_executor(c.kind, c.workers, c.address, c.threads_per_worker)
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
+            self._executor = None
+
+
+def _check_resume(state: CampaignState, config: cfg.CampaignConfig) -> None:
+    """Refuse to resume a folder started with different data, oracle, model or methods."""
+    import yaml
+
+    path = state.root / "config.yaml"
+    current = cfg.to_dict(config)
+    current["base_dir"] = config.base_dir
+    if path.is_file():
+        before = yaml.safe_load(path.read_text()) or {}
+        changed = [
+            key
+            for key in current
+            if key not in MUTABLE and key != "folder" and before.get(key) != current[key]
+        ]
+        if changed:
+            raise cfg.ConfigError(
+                f"the campaign folder {str(state.root)!r} was started with different settings "
+                f"for {changed}; only {list(MUTABLE)} may change on resume. Use a new folder "
+                "(key 'folder') for a new campaign"
+            )
+    write_text(path, yaml.safe_dump(current, sort_keys=False))
+
+
+def stop_reason(state: CampaignState, config: cfg.CampaignConfig, k: int) -> str | None:
+    """Why the campaign stops after training iteration ``k``, or None to go on."""
+    metrics = stages.read_metrics(state, k)
+    valid = metrics.get("valid", {})
+    stop = config.stop
+    if stop.target_forces_rmse is not None and valid.get("forces_rmse", np.inf) <= (
+        stop.target_forces_rmse
+    ):
+        return f"target force RMSE reached ({valid['forces_rmse']:.4g} eV/A)"
+    if stop.target_energy_rmse is not None and valid.get("energy_rmse_per_atom", np.inf) <= (
+        stop.target_energy_rmse
+    ):
+        return f"target energy RMSE reached ({valid['energy_rmse_per_atom']:.4g} eV/atom)"
+    n_labelled = len(state.labelled())
+    if stop.label_budget is not None and n_labelled >= stop.label_budget:
+        return f"label budget reached ({n_labelled} labelled frames)"
+    if k > stop.iterations:
+        return f"{stop.iterations} iterations done"
+    return None
+
+
+def _stage(ctx: stages.Context, k: int, name: str, fn: Callable | None = None) -> None:
+    """Run stage ``name`` of iteration ``k`` unless the journal has it; then mark it."""
+    if ctx.state.done(k, name):
+        return
+    ctx.state.log(f"iteration {k}: {name} ...")
+    (fn or stages.STAGES[name])(ctx, k)
+    ctx.state.mark(k, name)
+
+
+def run(
+    config: str | Path | cfg.CampaignConfig, *, progress: Callable[[str], None] | None = print
+) -> CampaignResult:
+    """Run (or resume) the campaign described by a YAML file or a :class:`CampaignConfig`.
+
+    ``progress`` receives one line per stage (None for silence). Returns a
+    :class:`CampaignResult`; the report is in ``<folder>/report/report.md``.
+    """
+    start = time.perf_counter()
+    if not isinstance(config, cfg.CampaignConfig):
+        config = cfg.load(config)
+    folder = config.path(config.folder or "campaign")
+    state = CampaignState(folder)
+    _check_resume(state, config)
+    structures = stages.start_structures(config)  # fails early on a missing file
+    say = progress or (lambda message: None)
+    ctx = stages.Context(state, config, LazyExecutor(config.executor), structures)
+    state.log(f"campaign run in {folder}")
+    try:
+        _stage(ctx, 0, "label", stages.label_initial)
+        _stage(ctx, 0, "merge")
+        k = 1
+        while True:
+            for name in ("train", "uncertainty", "metrics"):
+                say(f"iteration {k}: {name}")
+                _stage(ctx, k, name)
+            reason = stop_reason(state, config, k)
+            if reason is not None:
+                break
+            for name in ("explore", "select", "label", "evaluate", "merge"):
+                say(f"iteration {k}: {name}")
+                _stage(ctx, k, name)
+            k += 1
+    finally:
+        ctx.executor.close()
+    state.finish(reason)
+    from uq_bias.campaign.report import write_report
+
+    report = write_report(state, config)
+    seconds = time.perf_counter() - start
+    say(f"campaign finished after iteration {k}: {reason}")
+    return CampaignResult(folder, report, k, len(state.labelled()), reason, seconds)

@@ -1,0 +1,398 @@
+"""The stages of one campaign iteration. Each reads the folder, writes its files atomically.
+
+Every stage is ``stage(ctx, k)`` with a :class:`Context`; :mod:`uq_bias.campaign.loop` decides
+which to run and marks them in the journal. Files of iteration k (``iterations/NNN/``)::
+
+    labels/NNNN.extxyz | NNNN.failed.json   one per frame sent to the oracle (kept on a kill)
+    labelled.extxyz                         the frames the oracle labelled in this iteration
+    model/member_J.model                    the trained model(s) (MACE model files)
+    uncertainty/                            the fitted, calibrated uncertainty model
+    calibration.json                        calibration factors and metrics
+    metrics.json                            validation errors; errors on the new batch
+    predictions.json                        validation per-atom errors and uncertainties
+    walkers/wNN.extxyz + wNN.json           each walker's candidates and why it stopped
+    candidates.extxyz, selection.json, selected.extxyz
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from uq_bias.campaign import config as cfg
+from uq_bias.campaign import uq as unc
+from uq_bias.campaign.oracles import Failure, Oracle, OracleSpec
+from uq_bias.campaign.state import (
+    FRAME_ID,
+    CampaignState,
+    read_frames,
+    read_json,
+    with_id,
+    write_frames,
+    write_json,
+)
+from uq_bias.campaign.systems import read_structures
+
+#: Info keys of a candidate that travel with it into the labelled data.
+KEPT_INFO = (FRAME_ID, "walker", "step", "iteration")
+
+
+@dataclass
+class Context:
+    """What every stage needs: the folder, the config, the (lazy) executor, start structures."""
+
+    state: CampaignState
+    config: cfg.CampaignConfig
+    executor: object  # loop.LazyExecutor: .get() -> Executor
+    structures: list[Atoms]
+
+    def dir(self, k: int) -> Path:
+        return self.state.iteration_dir(k)
+
+
+def start_structures(config: cfg.CampaignConfig) -> list[Atoms]:
+    """The start structures named by ``data.structures``."""
+    spec = config.data.structures
+    return read_structures(spec, None if spec.startswith("builtin:") else config.path(spec))
+
+
+def split(frames: Sequence[Atoms], fraction: float, seed: int) -> tuple[list[Atoms], list[Atoms]]:
+    """(train, valid): a frame is in valid when hash(seed, frame_id) / 2^32 < fraction, so it
+    never changes side as the data grow. With two or more frames, each side gets one at least."""
+    scores = [
+        int(hashlib.sha1(f"{seed}:{a.info[FRAME_ID]}".encode()).hexdigest()[:8], 16) / 2**32
+        for a in frames
+    ]
+    valid_mask = np.array(scores) < fraction
+    if len(frames) >= 2 and valid_mask.all():
+        valid_mask[int(np.argmax(scores))] = False
+    if len(frames) >= 2 and not valid_mask.any():
+        valid_mask[int(np.argmin(scores))] = True
+    train = [a for a, v in zip(frames, valid_mask) if not v]
+    valid = [a for a, v in zip(frames, valid_mask) if v]
+    return train, valid
+
+
+# -- labelling ---------------------------------------------------------------------------------
+
+
+def _clean(atoms: Atoms) -> Atoms:
+    """A bare copy (no calculator, no arrays beyond positions) keeping only KEPT_INFO."""
+    frame = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    frame.info.update({k: atoms.info[k] for k in KEPT_INFO if k in atoms.info})
+    return with_id(frame)
+
+
+def map_resumable(
+    ctx: Context,
+    fn: Callable,
+    items: Sequence,
+    done: Callable[[int], bool],
+    save: Callable[[int, object], None],
+) -> None:
+    """Run ``fn`` over the items not ``done`` yet, saving each result as soon as it comes."""
+    todo = [i for i in range(len(items)) if not done(i)]
+    if not todo:
+        return
+    executor = ctx.executor.get() if len(todo) > 1 else None
+    if executor is None:
+        for i in todo:
+            save(i, fn(items[i]))
+        return
+    for j, result in executor.imap(fn, [items[i] for i in todo]):
+        save(todo[j], result)
+
+
+def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> None:
+    """Label ``frames`` with the oracle, frame by frame into ``labels/``; then write
+    ``labelled.extxyz`` and record the failures."""
+    folder = ctx.dir(k) / "labels"
+    folder.mkdir(exist_ok=True)
+    frames = [_clean(a) for a in frames]
+
+    def paths(i: int) -> tuple[Path, Path]:
+        return folder / f"{i:04d}.extxyz", folder / f"{i:04d}.failed.json"
+
+    def done(i: int) -> bool:
+        return any(p.is_file() for p in paths(i))
+
+    def save(i: int, result) -> None:
+        good, bad = paths(i)
+        if isinstance(result, Failure):
+            write_json(bad, {"frame_id": result.frame_id, "reason": result.reason})
+        else:
+            write_frames(good, [result])
+
+    spec = OracleSpec(
+        ctx.config.oracle.kind, ctx.config.oracle.calculator, ctx.config.oracle.kwargs
+    )
+    map_resumable(ctx, Oracle(spec).labeller(), list(enumerate(frames)), done, save)
+    labelled, failures = [], []
+    for i in range(len(frames)):
+        good, bad = paths(i)
+        if good.is_file():
+            labelled.extend(read_frames(good))
+        else:
+            failures.append(Failure(**read_json(bad)))
+    write_frames(ctx.dir(k) / "labelled.extxyz", labelled)
+    ctx.state.add_failures(failures, k)
+
+
+def label_initial(ctx: Context, k: int) -> None:
+    """Iteration 0: label ``initial_frames`` rattled copies of the start structures, and take
+    the frames of ``initial_data`` as they are."""
+    data = ctx.config.data
+    rng = np.random.default_rng(ctx.config.seed)
+    frames = []
+    for i in range(data.initial_frames):
+        atoms = ctx.structures[i % len(ctx.structures)].copy()
+        atoms.positions = atoms.positions + rng.normal(scale=data.rattle, size=(len(atoms), 3))
+        frames.append(atoms)
+    label_frames(ctx, k, frames)
+    if data.initial_data:
+        from uq_bias.training.labels import read_frames as read_labelled
+
+        given = [with_id(a) for a in read_labelled(ctx.config.path(data.initial_data))]
+        mine = read_frames(ctx.dir(k) / "labelled.extxyz")
+        write_frames(ctx.dir(k) / "labelled.extxyz", given + mine)
+
+
+def merge(ctx: Context, k: int) -> None:
+    """Add this iteration's labelled frames to the data (each frame id once)."""
+    frames = read_frames(ctx.dir(k) / "labelled.extxyz")
+    added = ctx.state.add_labelled(frames, k)
+    ctx.state.log(f"iteration {k}: {added} frames added, {len(ctx.state.labelled())} in total")
+
+
+def label(ctx: Context, k: int) -> None:
+    """Label the selected frames."""
+    label_frames(ctx, k, read_frames(ctx.dir(k) / "selected.extxyz"))
+
+
+# -- training and uncertainty ------------------------------------------------------------------
+
+
+def model_paths(ctx: Context, k: int) -> list[Path]:
+    folder = ctx.dir(k) / "model"
+    return [folder / f"member_{j}.model" for j in range(ctx.config.model.ensemble)]
+
+
+def train(ctx: Context, k: int) -> None:
+    """Train (or fine-tune) the model or ensemble with Lightning on the training split."""
+    from uq_bias.training import FitOptions, LossWeights, TrainerOptions, compute_statistics
+    from uq_bias.training import train as train_model
+
+    config = ctx.config
+    frames = ctx.state.labelled()
+    train_frames, valid_frames = split(frames, config.data.valid_fraction, config.seed)
+    if not train_frames or not valid_frames:
+        raise ValueError(
+            f"iteration {k}: need at least 2 labelled frames to train, have {len(frames)}; "
+            "raise data.initial_frames"
+        )
+    t = config.training
+    options = FitOptions(
+        max_epochs=t.max_epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weights=LossWeights(t.energy_weight, t.forces_weight, t.stress_weight),
+        seed=config.seed + 1000 * k,
+    )
+    trainer = TrainerOptions(t.accelerator, t.devices, t.num_nodes, t.strategy, progress_bar=False)
+    previous = model_paths(ctx, k - 1) if (config.model.fine_tune and k > 1) else None
+    fresh = previous is None and config.model.file is None
+    stats = compute_statistics(train_frames, config.model.cutoff) if fresh else None
+    for j, out in enumerate(model_paths(ctx, k)):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        init = (
+            previous[j]
+            if previous
+            else (config.path(config.model.file) if config.model.file else None)
+        )
+        train_model(
+            train_frames,
+            valid_frames,
+            out,
+            init=init,
+            preset=config.model.preset,
+            cutoff=config.model.cutoff,
+            dtype=config.model.dtype,
+            statistics=stats,
+            options=replace(options, seed=options.seed + j),
+            trainer_options=trainer,
+            log=out.with_name(f"member_{j}_metrics.csv"),
+        )
+
+
+def uncertainty_dir(ctx: Context, k: int) -> Path:
+    return ctx.dir(k) / "uncertainty"
+
+
+def fit_uncertainty(ctx: Context, k: int) -> None:
+    """Fit the uncertainty on the training split and calibrate it on the validation split."""
+    config = ctx.config
+    train_frames, valid_frames = split(
+        ctx.state.labelled(), config.data.valid_fraction, config.seed
+    )
+    model, calibration = unc.fit(
+        [str(p) for p in model_paths(ctx, k)], train_frames, valid_frames, config
+    )
+    target = uncertainty_dir(ctx, k)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    unc.save(model, tmp)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    write_json(ctx.dir(k) / "calibration.json", calibration)
+
+
+def load_uncertainty(ctx: Context, k: int):
+    return unc.load(uncertainty_dir(ctx, k))
+
+
+def metrics(ctx: Context, k: int) -> None:
+    """Errors of iteration k's model on the validation split, with its uncertainties."""
+    config = ctx.config
+    _, valid_frames = split(ctx.state.labelled(), config.data.valid_fraction, config.seed)
+    predictions = unc.predict(load_uncertainty(ctx, k), valid_frames)
+    summary = unc.error_metrics(predictions)
+    write_json(ctx.dir(k) / "predictions.json", unc.atom_errors(predictions))
+    write_json(
+        ctx.dir(k) / "metrics.json",
+        {"iteration": k, "n_labelled": len(ctx.state.labelled()), "valid": summary},
+    )
+
+
+def read_metrics(state: CampaignState, k: int) -> dict:
+    return read_json(state.iteration_dir(k) / "metrics.json", {})
+
+
+def evaluate(ctx: Context, k: int) -> None:
+    """Errors of iteration k's model on the frames just labelled (which it has not seen)."""
+    frames = read_frames(ctx.dir(k) / "labelled.extxyz")
+    path = ctx.dir(k) / "metrics.json"
+    metrics_k = read_json(path, {})
+    if frames:
+        predictions = unc.predict(load_uncertainty(ctx, k), frames)
+        metrics_k["batch"] = unc.error_metrics(predictions)
+    write_json(path, metrics_k)
+
+
+# -- exploration and selection -----------------------------------------------------------------
+
+
+def _bias(config: cfg.CampaignConfig):
+    from uq_bias.bias import BiasConfig
+
+    b = config.exploration.bias
+    if b.mode == "none":
+        return None
+    strength = {"tau": b.strength} if b.mode == "absolute" else {"tau_rel": b.strength}
+    return BiasConfig(**strength, window=b.window, weights=dict(b.species))
+
+
+def walker_starts(ctx: Context) -> list[Atoms]:
+    """Where the walkers start: the start structures or the latest labelled frames."""
+    if ctx.config.exploration.start == "labelled":
+        frames = ctx.state.labelled()[-ctx.config.exploration.walkers :]
+        return [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
+    return ctx.structures
+
+
+def explore(ctx: Context, k: int) -> None:
+    """Biased MD from every walker; each walker's frames are saved as it finishes."""
+    from uq_bias.dynamics import ExploreConfig, WatchdogConfig, run_walker, walker_specs
+
+    e = ctx.config.exploration
+    explore_config = ExploreConfig(
+        steps=e.steps,
+        timestep=e.timestep,
+        temperature=e.temperature,
+        ensemble=e.ensemble,
+        pressure=e.pressure,
+        friction=e.friction,
+        sample_every=e.sample_every,
+        watchdog=WatchdogConfig(max_uncertainty=e.max_uncertainty),
+        seed=ctx.config.seed * 1000 + k,
+        progress=False,
+    )
+    recipe = unc.CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=_bias(ctx.config))
+    specs = walker_specs(recipe, walker_starts(ctx), explore_config, walkers=e.walkers)
+    folder = ctx.dir(k) / "walkers"
+    folder.mkdir(exist_ok=True)
+
+    def done(i: int) -> bool:
+        return (folder / f"w{i:02d}.json").is_file()
+
+    def save(i: int, result) -> None:
+        write_frames(folder / f"w{i:02d}.extxyz", [with_id(a) for a in result.frames])
+        write_json(
+            folder / f"w{i:02d}.json",
+            {
+                "stop_reason": result.stop_reason,
+                "stop_step": result.stop_step,
+                "message": result.message,
+                "max_uncertainty": float(result.max_uncertainty),
+                "n_frames": len(result.frames),
+            },
+        )
+
+    map_resumable(ctx, run_walker, specs, done, save)
+    candidates = []
+    for i in range(len(specs)):
+        candidates.extend(read_frames(folder / f"w{i:02d}.extxyz"))
+        ctx.state.log(f"iteration {k}: walker {i}: {read_json(folder / f'w{i:02d}.json')}")
+    write_frames(ctx.dir(k) / "candidates.extxyz", candidates)
+
+
+def select(ctx: Context, k: int) -> None:
+    """Pick a batch of candidates with the configured method (max-det by default)."""
+    from uq_bias.selection import select as select_batch
+
+    config = ctx.config
+    known = {a.info[FRAME_ID] for a in ctx.state.labelled()}
+    pool = [
+        a for a in read_frames(ctx.dir(k) / "candidates.extxyz") if a.info[FRAME_ID] not in known
+    ]
+    n = config.selection.batch_size
+    if config.stop.label_budget is not None:
+        n = min(n, max(0, config.stop.label_budget - len(known)))
+    indices, scores = [], []
+    if pool and n > 0:
+        chosen = select_batch(
+            load_uncertainty(ctx, k), pool, n, config.selection.method, seed=config.seed + k
+        )
+        indices = [int(i) for i in chosen.indices]
+        scores = [float(s) for s in chosen.scores]
+    selected = [pool[i] for i in indices]
+    write_frames(ctx.dir(k) / "selected.extxyz", selected)
+    write_json(
+        ctx.dir(k) / "selection.json",
+        {
+            "method": config.selection.method,
+            "n_candidates": len(pool),
+            "indices": indices,
+            "scores": scores,
+            "frame_ids": [a.info[FRAME_ID] for a in selected],
+        },
+    )
+
+
+STAGES: dict[str, Callable[[Context, int], None]] = {
+    "label_initial": label_initial,
+    "train": train,
+    "uncertainty": fit_uncertainty,
+    "metrics": metrics,
+    "explore": explore,
+    "select": select,
+    "label": label,
+    "evaluate": evaluate,
+    "merge": merge,
+}
