@@ -1,0 +1,11 @@
+"""Uncertainty models: deep ensembles and gradient features of one model, calibrated.
+
+Nothing heavy is imported here: mace loads only when a MACE model is wrapped.
+"""
+
+from __future__ import annotations
+
+from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
+from uq_bias.uncertainty.ensemble import Ensemble
+
+__all__ = ["Ensemble", "UncertaintyModel", "UncertaintyOutput"]

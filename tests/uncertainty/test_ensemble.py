@@ -1,0 +1,123 @@
+"""Deep ensembles against MACE's own committee calculator, finite differences and bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+from ase.io import read, write
+
+from uq_bias import keys
+from uq_bias.calculator import Calculator
+from uq_bias.models.mace import MACEAdapter
+from uq_bias.training.build import build_mace
+from uq_bias.uncertainty.ensemble import Ensemble
+
+
+def test_matches_mace_committee(cu_members, cu_cell):
+    from mace.calculators import MACECalculator
+
+    calc = Calculator(Ensemble(cu_members))
+    atoms = cu_cell.copy()
+    atoms.calc = calc
+    atoms.get_potential_energy()
+    ref_atoms = cu_cell.copy()
+    ref_atoms.calc = MACECalculator(
+        models=[copy.deepcopy(m) for m in cu_members], device="cpu", default_dtype="float64"
+    )
+    ref_atoms.get_potential_energy()
+    ours, ref = calc.results, ref_atoms.calc.results
+    assert abs(ours["energy"] - ref["energy"]) < 1e-6
+    np.testing.assert_allclose(ours["forces"], ref["forces"], atol=1e-6)
+    np.testing.assert_allclose(ours["stress"], ref["stress"], atol=1e-6)
+    np.testing.assert_allclose(ours[keys.MEMBERS_ENERGY], ref["energy_comm"], atol=1e-6)
+    np.testing.assert_allclose(ours[keys.MEMBERS_FORCES], ref["forces_comm"], atol=1e-6)
+    assert abs(ours["energy_uncertainty"] ** 2 - ref["energy_var"]) < 1e-6
+    np.testing.assert_allclose(
+        ours["forces_uncertainty"] ** 2, ref["forces_var"].mean(axis=1), atol=1e-6
+    )
+    ref_stress_comm = np.array([s.reshape(3, 3) for s in ref["stress_comm"]])
+    np.testing.assert_allclose(
+        ours[keys.MEMBERS_STRESS],
+        ref_stress_comm[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]],
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        ours["stress_uncertainty"], np.std(ours[keys.MEMBERS_STRESS], axis=0), atol=1e-12
+    )
+
+
+def test_uncertainty_is_differentiable(cu_members, cu_cell):
+    """dU/dr and dU/d(eps) by autograd through the ensemble equal central finite differences."""
+    ensemble = Ensemble(cu_members[:2])
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True) * (1, 1, 2)
+    cell.numbers[2] = 13
+    cell.rattle(0.05, seed=5)
+
+    def uncertainty(atoms):
+        return ensemble(ensemble.graph(atoms)).energy_uncertainty.item()
+
+    graph = ensemble.graph(cell).requires_grad_(positions=True, strain=True)
+    out = ensemble(graph, forces=True, stress=True)
+    grad_r, grad_eps = torch.autograd.grad(
+        out.energy_uncertainty.sum(), [graph.positions, graph.strain]
+    )
+    h = 1e-5
+    moved = [cell.copy(), cell.copy()]
+    moved[0].positions[3, 2] += h
+    moved[1].positions[3, 2] -= h
+    fd = (uncertainty(moved[0]) - uncertainty(moved[1])) / (2 * h)
+    assert abs(grad_r[3, 2].item() - fd) < 1e-7 * max(1.0, abs(fd))
+    strained = [cell.copy(), cell.copy()]
+    for atoms, sign in zip(strained, (1, -1)):
+        deform = np.eye(3)
+        deform[0, 1] = deform[1, 0] = sign * h
+        atoms.set_cell(atoms.cell.array @ deform, scale_atoms=True)
+    fd = (uncertainty(strained[0]) - uncertainty(strained[1])) / (2 * h)
+    # the graph symmetrises eps, so dU/d(eps_01) is the derivative along eps_01 = eps_10
+    assert abs(2 * grad_eps[0, 0, 1].item() - fd) < 1e-7 * max(1.0, abs(fd))
+
+
+def test_batched_equals_single_and_selection_features(cu_members, cu_cell, methanol):
+    members = [build_mace([1, 6, 8], cutoff=4.0, seed=s) for s in range(3)]
+    ensemble = Ensemble(members)
+    mol2 = methanol.copy()
+    mol2.rattle(0.1, seed=7)
+    both = ensemble(ensemble.graph([methanol, mol2]))
+    for index, frame in enumerate([methanol, mol2]):
+        single = ensemble(ensemble.graph(frame))
+        assert torch.allclose(both.energy_uncertainty[index], single.energy_uncertainty[0])
+    features = ensemble.selection_features(ensemble.graph([methanol, mol2]))
+    energies = both.members["energy"].detach()
+    cov = torch.cov(energies.T)  # rows: structures, columns: members -> (S, S)
+    torch.testing.assert_close(features @ features.T, cov.detach(), atol=1e-12, rtol=1e-10)
+
+
+def test_extxyz_keeps_member_values(cu_members, cu_cell, tmp_path):
+    atoms = cu_cell.copy()
+    atoms.calc = Calculator(Ensemble(cu_members), copy_to_atoms=True)
+    atoms.get_forces()
+    results = atoms.calc.results
+    assert results[keys.MEMBERS_ENERGY].shape == (4,)
+    assert results[keys.MEMBERS_STRESS].shape == (4, 6)
+    path = tmp_path / "frame.xyz"
+    atoms.calc = None
+    write(path, atoms)
+    back = read(path)
+    np.testing.assert_allclose(back.info[keys.ENERGY_UNCERTAINTY], results["energy_uncertainty"])
+    np.testing.assert_allclose(back.info[keys.MEMBERS_STRESS], results[keys.MEMBERS_STRESS])
+    forces = back.arrays[keys.MEMBERS_FORCES].reshape(len(atoms), 4, 3).transpose(1, 0, 2)
+    np.testing.assert_allclose(forces, results[keys.MEMBERS_FORCES], atol=1e-7)  # 8 decimals
+
+
+def test_members_must_agree():
+    a = build_mace([13, 29], cutoff=4.0, seed=0)
+    with pytest.raises(ValueError, match="elements"):
+        Ensemble([a, build_mace([1, 6, 8], cutoff=4.0, seed=1)])
+    with pytest.raises(ValueError, match="cutoff"):
+        Ensemble([a, build_mace([13, 29], cutoff=5.0, seed=1)])
+    with pytest.raises(ValueError, match="at least 2"):
+        Ensemble([MACEAdapter(a)])

@@ -1,0 +1,180 @@
+"""Deep ensembles: K independently trained models evaluated on one shared graph.
+
+Equations (k = 1..K members, population statistics as in MACE's committee mode):
+
+    E(S)        = mean_k E_k(S)                                   (eV)
+    F_i         = mean_k F_{i,k},   F_{i,k} = -dE_k/dr_i           (eV/A)
+    U(S)        = c_E * std_k E_k(S)                              (eV)
+    U_i         = c_Z[Z_i] * sqrt( mean_xyz var_k F_{i,k} )       (eV/A)
+    U_sigma(S)  = std_k sigma_k(S),   sigma_k = (1/V) dE_k/d(eps)  (eV/A^3, not calibrated)
+    G_k(S)      = (E_k(S) - E(S)) / sqrt(K - 1)                   (selection features)
+
+so that G G^T is the members' sample covariance of the energies. U(S) is a smooth function of the
+members' energies and stays differentiable with respect to ``graph.positions`` and
+``graph.strain`` (member forces are taken with ``retain_graph=True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from ase import Atoms
+
+from uq_bias.graph import Graph, atoms_to_graph
+from uq_bias.models import AtomisticModel, load_model
+from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
+from uq_bias.uncertainty.scales import CalibrationScales
+
+
+def safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt(x) with a finite gradient at x = 0 (clamped at the dtype's smallest normal)."""
+    return torch.sqrt(x.clamp_min(torch.finfo(x.dtype).tiny))
+
+
+def member_std(values: torch.Tensor) -> torch.Tensor:
+    """(K, ...) -> (...) population standard deviation over members, differentiable."""
+    return safe_sqrt(values.var(dim=0, unbiased=False))
+
+
+def atom_force_spread(forces: torch.Tensor) -> torch.Tensor:
+    """(K, N, 3) member forces -> (N,) sqrt(mean_xyz var_k F_{i,k}), eV/A."""
+    return safe_sqrt(forces.var(dim=0, unbiased=False).mean(dim=-1))
+
+
+def member_gradients(
+    energies: torch.Tensor, graph: Graph, *, stress: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Forces (K, N, 3) eV/A and stresses (K, S, 3, 3) eV/A^3 of each member, one backward each.
+
+    ``energies`` is (K, S). The autograd graph is retained so that the caller can still
+    differentiate functions of the energies. Non-periodic structures get a NaN stress.
+    """
+    inputs = [graph.positions] + ([graph.strain] if stress else [])
+    forces, strains = [], []
+    for energy in energies:
+        grads = torch.autograd.grad(energy.sum(), inputs, retain_graph=True, allow_unused=True)
+        d_pos = grads[0] if grads[0] is not None else torch.zeros_like(graph.positions)
+        forces.append(-d_pos)
+        if stress:
+            strains.append(grads[1] if grads[1] is not None else torch.zeros_like(graph.strain))
+    if not stress:
+        return torch.stack(forces), None
+    periodic = graph.periodic
+    volume = torch.where(periodic, graph.volume, torch.ones_like(graph.volume))
+    sigma = torch.stack(strains) / volume[None, :, None, None]
+    nan = torch.full_like(sigma, float("nan"))
+    return torch.stack(forces), torch.where(periodic[None, :, None, None], sigma, nan)
+
+
+def check_members(members: Sequence[AtomisticModel]) -> None:
+    """Raise ValueError unless all members share elements, cutoff and dtype."""
+    if len(members) < 2:
+        raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
+    first = members[0]
+    for k, member in enumerate(members[1:], start=1):
+        if tuple(member.atomic_numbers) != tuple(first.atomic_numbers):
+            raise ValueError(
+                f"ensemble member {k} was trained for elements {list(member.atomic_numbers)} but "
+                f"member 0 for {list(first.atomic_numbers)}; all members must know the same "
+                "elements"
+            )
+        if abs(member.cutoff - first.cutoff) > 1e-12:
+            raise ValueError(
+                f"ensemble member {k} has cutoff {member.cutoff} A but member 0 has "
+                f"{first.cutoff} A; members share one graph, so their cutoffs must be equal"
+            )
+        if member.dtype != first.dtype:
+            raise ValueError(
+                f"ensemble member {k} is {member.dtype} but member 0 is {first.dtype}; "
+                "convert them to one dtype"
+            )
+
+
+class Ensemble(UncertaintyModel):
+    """A deep ensemble of K adapter-wrapped models.
+
+    Args:
+        members: adapters, MACE modules or model files (trusted pickles), at least 2.
+        head: head for multi-head MACE members.
+    """
+
+    def __init__(
+        self,
+        members: Sequence[AtomisticModel | torch.nn.Module | str],
+        *,
+        head: str | int | None = None,
+    ):
+        super().__init__()
+        adapters = [
+            m if isinstance(m, AtomisticModel) else load_model(m, head=head) for m in members
+        ]
+        check_members(adapters)
+        self.members = torch.nn.ModuleList(adapters)
+        self.cutoff = float(adapters[0].cutoff)
+        self.atomic_numbers = tuple(adapters[0].atomic_numbers)
+        self.calibration = CalibrationScales(dtype=adapters[0].dtype)
+
+    @property
+    def n_members(self) -> int:
+        return len(self.members)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.members[0].dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.members[0].device
+
+    def graph(self, atoms: Atoms | Sequence[Atoms]) -> Graph:
+        return atoms_to_graph(
+            atoms,
+            self.cutoff,
+            atomic_numbers=self.atomic_numbers,
+            dtype=self.dtype,
+            device=self.device,
+        )
+
+    def member_energies(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, S) energies and (K, N) per-atom energies of the members, eV."""
+        outs = [member(graph) for member in self.members]
+        return torch.stack([o.energy for o in outs]), torch.stack([o.node_energy for o in outs])
+
+    def forward(
+        self, graph: Graph, *, forces: bool = False, stress: bool = False
+    ) -> UncertaintyOutput:
+        """Mean prediction, calibrated uncertainties and the members' values.
+
+        Member forces are always computed (the per-atom uncertainty needs them); ``forces``
+        only decides whether they are needed by the caller. If ``graph.positions`` does not
+        require grad, a copy that does is used (then U(S) is not differentiable w.r.t. the
+        caller's graph). ``stress=True`` needs ``graph.strain.requires_grad`` in that case too.
+        """
+        if not graph.positions.requires_grad or (stress and not graph.strain.requires_grad):
+            graph = graph.requires_grad_(positions=True, strain=stress)
+        with torch.enable_grad():
+            energies, node_energies = self.member_energies(graph)
+            member_forces, member_stress = member_gradients(energies, graph, stress=stress)
+            energy_u = self.calibration.apply_energy(member_std(energies))
+        atom_u = self.calibration.apply_atom(atom_force_spread(member_forces), graph.atomic_numbers)
+        members = {"energy": energies, "energies": node_energies, "forces": member_forces}
+        out = UncertaintyOutput(
+            energy=energies.mean(dim=0),
+            node_energy=node_energies.mean(dim=0),
+            energy_uncertainty=energy_u,
+            atom_uncertainty=atom_u,
+            forces=member_forces.mean(dim=0),
+            members=members,
+        )
+        if stress:
+            out.stress = member_stress.mean(dim=0)
+            out.stress_uncertainty = member_std(member_stress)
+            members["stress"] = member_stress
+        return out
+
+    def selection_features(self, graph: Graph) -> torch.Tensor:
+        """(S, K) G_k(S) = (E_k - mean_k E_k) / sqrt(K - 1), eV (uncalibrated)."""
+        energies, _ = self.member_energies(graph)
+        centred = energies - energies.mean(dim=0, keepdim=True)
+        return (centred / (self.n_members - 1) ** 0.5).T

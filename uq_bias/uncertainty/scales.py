@@ -1,0 +1,41 @@
+"""Calibration factors held by an uncertainty model and applied to its raw uncertainties.
+
+A fitted model multiplies its raw energy uncertainty by one factor c_E and its raw per-atom
+uncertainty by c_Z[Z_i] (one factor per element, all equal for a global calibration):
+
+    U(S) = c_E * u(S)          (eV)
+    U_i  = c_Z[Z_i] * u_i      (eV/A)
+
+The factors are found by :mod:`uq_bias.uncertainty.calibration`; before calibration they are 1.
+"""
+
+from __future__ import annotations
+
+import torch
+
+N_ELEMENTS = 119
+
+
+class CalibrationScales(torch.nn.Module):
+    """Buffers ``energy`` (scalar) and ``atom`` (119,), indexed by atomic number."""
+
+    def __init__(self, dtype: torch.dtype = torch.float64):
+        super().__init__()
+        self.register_buffer("energy", torch.ones((), dtype=dtype))
+        self.register_buffer("atom", torch.ones(N_ELEMENTS, dtype=dtype))
+
+    def apply_energy(self, raw: torch.Tensor) -> torch.Tensor:
+        """(S,) -> (S,) c_E * u(S)."""
+        return raw * self.energy.to(raw.dtype)
+
+    def apply_atom(self, raw: torch.Tensor, atomic_numbers: torch.Tensor) -> torch.Tensor:
+        """(N,) -> (N,) c_Z[Z_i] * u_i."""
+        return raw * self.atom.to(raw.dtype)[atomic_numbers]
+
+    def set(self, energy: float, atom: torch.Tensor | float) -> None:
+        """Replace the factors (``atom`` a float for all elements or a (119,) tensor)."""
+        self.energy.fill_(float(energy))
+        if isinstance(atom, torch.Tensor):
+            self.atom.copy_(atom.to(self.atom))
+        else:
+            self.atom.fill_(float(atom))
