@@ -1,0 +1,76 @@
+"""Time per energy+forces call: uq_bias calculators against the reference on the same model.
+
+Rows compare, in one run and on the same model and structures:
+  plain      uq_bias.Calculator(model)   vs  mace.calculators.MACECalculator(model)   (target <= 1.05)
+
+Run: python benchmarks/calculator_overhead.py [--preset small] [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from uq_bias import Calculator
+from uq_bias.structures import alanine_dipeptide, cu_al_cell
+from uq_bias.training.build import build_mace
+
+
+def one_call(atoms, stress: bool) -> float:
+    """Wall time of one energy+forces(+stress) call after a small move (so nothing is cached)."""
+    atoms.positions += np.random.default_rng(len(atoms)).normal(scale=1e-3, size=(len(atoms), 3))
+    start = time.perf_counter()
+    atoms.get_potential_energy()
+    atoms.get_forces()
+    if stress:
+        atoms.get_stress()
+    return time.perf_counter() - start
+
+
+def compare(label: str, system: str, ours, reference, atoms, repeats: int, stress=False):
+    """Print one row: median ms of both and their ratio ours/reference.
+
+    Calls alternate between the two calculators, so load from other processes hits both alike.
+    """
+    pair = [atoms.copy(), atoms.copy()]
+    pair[0].calc, pair[1].calc = ours, reference
+    times = ([], [])
+    for k in range(repeats + 3):
+        for side in (0, 1):
+            elapsed = one_call(pair[side], stress)
+            if k >= 3:  # warm-up calls are not counted
+                times[side].append(elapsed)
+    t_ours, t_ref = (statistics.median(t) for t in times)
+    print(f"{label:<34} {system:<22} {1e3 * t_ours:9.2f} {1e3 * t_ref:9.2f} {t_ours / t_ref:7.3f}")
+    return t_ours / t_ref
+
+
+def systems():
+    molecule = alanine_dipeptide()
+    cell = cu_al_cell(size=3, al_fraction=0.0)  # 108-atom Cu
+    cell.rattle(0.02, seed=1)
+    return [("alanine dipeptide (22)", molecule), ("Cu fcc cell (108)", cell)]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args(argv)
+    from mace.calculators import MACECalculator
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    model = build_mace([1, 6, 7, 8, 13, 29], cutoff=5.0, preset=args.preset)
+    print(f"model: MACE preset {args.preset!r}, float64, {torch.get_num_threads()} threads")
+    print(f"{'row':<34} {'system':<22} {'ours ms':>9} {'ref ms':>9} {'ratio':>7}")
+    for name, atoms in systems():
+        reference = MACECalculator(models=model, device="cpu", default_dtype="float64")
+        compare("plain vs MACECalculator", name, Calculator(model), reference, atoms, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
