@@ -1,7 +1,7 @@
 """Time per energy+forces call: uq_bias calculators against the reference on the same model.
 
 Rows compare, in one run and on the same model and structures:
-  plain      uq_bias.Calculator(model)   vs  mace.calculators.MACECalculator(model)   (target <= 1.05)
+  plain   uq_bias.Calculator(model)  vs  mace.calculators.MACECalculator(model)  (target <= 1.05)
 
 Run: python benchmarks/calculator_overhead.py [--preset small] [--repeats 30]
 """
