@@ -173,6 +173,60 @@ class MACEAdapter(AtomisticModel):
             parts.append(block.view(readout.mul_in, readout.mul_out)[readout.rows, self.head])
         return torch.cat(parts)
 
+    def readout_gradients(self, graph: Graph) -> ReadoutGradients:
+        """Energies, exact last-layer features and the hidden layer's gradient factors.
+
+        For the non-linear readout y_i = linear_2(act(h_i)), h_i = alpha_1 x_i W_1, the gradient
+        of the energy with respect to linear_1's 0e -> 0e weight is a sum of outer products,
+
+            dE/dW_1[c, j] = sum_i (alpha_1 x_{i,c}) * g_{i,j},    g_i = dE/dh_i   (eV),
+
+        restricted to head h's hidden block. g_i is taken by autograd from E to h only (cheap),
+        with ``create_graph=True`` so that functions of g stay differentiable in the positions.
+        """
+        block = self.model.readouts[-1]
+        if not hasattr(block, "linear_1"):
+            raise ValueError("readout_gradients needs a MACE model with a non-linear last readout")
+        ins, _ = _scalar_instruction(block.linear_1)
+        start = block.linear_1.irreps_in.slices()[ins.i_in].start
+        width = ins.path_shape[1] // len(self.heads)
+        hidden = slice(self.head * width, (self.head + 1) * width)
+        store: dict[str, torch.Tensor] = {}
+
+        def pre_hook(module, args):
+            store["x"] = args[0][:, start : start + ins.path_shape[0]] * float(ins.path_weight)
+
+        def hook(module, args, output):
+            store["h"] = output
+
+        handles = [
+            block.linear_1.register_forward_pre_hook(pre_hook),
+            block.linear_1.register_forward_hook(hook),
+        ]
+        try:
+            with torch.enable_grad():
+                out = self.forward(graph, features=True)
+                (grad_h,) = torch.autograd.grad(out.energy.sum(), store["h"], create_graph=True)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return ReadoutGradients(out, store["x"], grad_h[:, hidden])
+
+
+@dataclass
+class ReadoutGradients:
+    """What :meth:`MACEAdapter.readout_gradients` returns for a batch with N atoms.
+
+    Attributes:
+        output: energies and the exact last-layer features (N, P).
+        inputs: (N, n0) alpha_1 x_i, the scaled scalars entering the hidden layer.
+        grads: (N, H) g_i = dE/dh_i, the energy's gradient at the hidden pre-activation (eV).
+    """
+
+    output: ModelOutput
+    inputs: torch.Tensor
+    grads: torch.Tensor
+
 
 def _capture(store: list[torch.Tensor], readout: _Readout):
     def hook(module, args):

@@ -7,5 +7,6 @@ from __future__ import annotations
 
 from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
 from uq_bias.uncertainty.ensemble import Ensemble
+from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
 
-__all__ = ["Ensemble", "UncertaintyModel", "UncertaintyOutput"]
+__all__ = ["Ensemble", "GradientFeatureUncertainty", "UncertaintyModel", "UncertaintyOutput"]

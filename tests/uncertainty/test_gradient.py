@@ -1,0 +1,84 @@
+"""The gradient-feature uncertainty model: limits in sigma, distance from data, derivatives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from uq_bias.calculator import Calculator
+from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
+
+
+@pytest.fixture(scope="module")
+def fitted(cu_model, small_cu_frames):
+    return GradientFeatureUncertainty(cu_model, sigma=1e-2).fit(small_cu_frames[:6])
+
+
+def energy_u(model, atoms) -> float:
+    return model(model.graph(atoms)).energy_uncertainty.item()
+
+
+@pytest.mark.parametrize("features", ["last_layer", "all_readouts"])
+def test_posterior_shrinks_with_sigma_and_grows_far_from_data(cu_model, small_cu_frames, features):
+    """u(train) -> 0 linearly in sigma; a strongly distorted frame keeps a large u."""
+    train = small_cu_frames[:6]
+    far = train[0].copy()
+    far.rattle(0.35, seed=2)
+    values = {}
+    for sigma in (1e-1, 1e-2, 1e-3):
+        model = GradientFeatureUncertainty(cu_model, sigma=sigma, features=features).fit(train)
+        values[sigma] = (energy_u(model, train[0]), energy_u(model, far))
+    for big, small in ((1e-1, 1e-2), (1e-2, 1e-3)):
+        assert values[small][0] < 0.3 * values[big][0]
+    assert values[1e-3][1] > 10 * values[1e-3][0]
+
+
+def test_distance_is_zero_on_training_frames(cu_model, small_cu_frames):
+    model = GradientFeatureUncertainty(cu_model, method="distance").fit(small_cu_frames[:6])
+    out = model(model.graph(small_cu_frames[2]))
+    assert out.energy_uncertainty.item() < 1e-6
+    assert energy_u(model, small_cu_frames[7]) > 1e-3
+
+
+def test_uncertainty_gradient_matches_finite_differences(fitted, small_cu_frames):
+    atoms = small_cu_frames[7]
+    graph = fitted.graph(atoms).requires_grad_(positions=True)
+    out = fitted(graph)
+    (grad,) = torch.autograd.grad(out.energy_uncertainty.sum(), graph.positions)
+    h = 1e-5
+    plus, minus = atoms.copy(), atoms.copy()
+    plus.positions[4, 1] += h
+    minus.positions[4, 1] -= h
+    fd = (energy_u(fitted, plus) - energy_u(fitted, minus)) / (2 * h)
+    assert abs(grad[4, 1].item() - fd) < 1e-6 * max(1.0, abs(fd))
+
+
+def test_batch_and_selection_features(fitted, small_cu_frames):
+    frames = small_cu_frames[6:8]
+    both = fitted(fitted.graph(frames))
+    single = [fitted(fitted.graph(a)).energy_uncertainty.item() for a in frames]
+    np.testing.assert_allclose(both.energy_uncertainty.detach().numpy(), single, rtol=1e-10)
+    g = fitted.selection_features(fitted.graph(frames))
+    torch.testing.assert_close(torch.diagonal(g @ g.T).sqrt(), both.energy_uncertainty.detach())
+
+
+def test_calculator_reports_uncertainties(fitted, small_cu_frames):
+    atoms = small_cu_frames[7].copy()
+    atoms.calc = Calculator(fitted, copy_to_atoms=True)
+    forces = atoms.get_forces()
+    plain = small_cu_frames[7].copy()
+    plain.calc = Calculator(fitted.model)
+    np.testing.assert_allclose(forces, plain.get_forces(), atol=1e-12)
+    assert atoms.calc.results["forces_uncertainty"].shape == (len(atoms),)
+    assert atoms.info["energy_uncertainty"] == atoms.calc.results["energy_uncertainty"]
+
+
+def test_fit_needs_two_frames(cu_model, small_cu_frames):
+    model = GradientFeatureUncertainty(cu_model)
+    with pytest.raises(ValueError, match="got 0 frame"):
+        model.fit([])
+    with pytest.raises(ValueError, match="got 1 frame"):
+        model.fit(small_cu_frames[:1])
+    with pytest.raises(ValueError, match="not fitted"):
+        model(model.graph(small_cu_frames[0]))

@@ -1,0 +1,188 @@
+"""Gradient-feature uncertainty of one model: posterior (default) or distance, calibrated.
+
+Equations (see :mod:`uq_bias.uncertainty.posterior`, :mod:`uq_bias.uncertainty.features`):
+
+    structure level (energy):   Phi(S) = sum_i phi_i,  rows = training structures' Phi
+        posterior  u(S) = sigma || L_S^{-1} s_S Phi(S) ||
+        distance   u(S) = min_j || s_S (Phi(S) - Phi_j) ||
+    atom level (forces):        rows = all training atoms' phi_i
+        posterior  u_i  = sigma || L_A^{-1} s_A phi_i ||
+        distance   u_i  = min_j || s_A (phi_i - phi_j) ||
+    calibrated:  U(S) = c_E u(S) (eV),  U_i = c_Z[Z_i] u_i (eV/A)
+    selection:   G(S) = sigma L_S^{-1} s_S Phi(S) (uncalibrated; G G^T is the posterior kernel,
+                 diag(G G^T) = u(S)^2 in posterior mode)
+
+U(S) and U_i are smooth functions of the phi_i and so differentiable with respect to the graph's
+positions and strain whenever the energy is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from ase import Atoms
+
+from uq_bias.graph import Graph
+from uq_bias.models import AtomisticModel, load_model
+from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
+from uq_bias.uncertainty.ensemble import safe_sqrt
+from uq_bias.uncertainty.features import FEATURE_KINDS, FeatureMap, structure_sum
+from uq_bias.uncertainty.posterior import (
+    cholesky_factor,
+    feature_scale,
+    gram,
+    min_distance,
+    whiten,
+)
+from uq_bias.uncertainty.scales import CalibrationScales
+
+METHODS = ("posterior", "distance")
+
+
+def _frames(frames: Atoms | Sequence[Atoms], where: str) -> list[Atoms]:
+    frames = [frames] if isinstance(frames, Atoms) else list(frames)
+    if len(frames) < 2:
+        raise ValueError(
+            f"{where}: got {len(frames)} frame(s); fitting needs at least 2 training structures "
+            "(the posterior scale and the distances are meaningless for fewer)"
+        )
+    return frames
+
+
+class GradientFeatureUncertainty(UncertaintyModel):
+    """Uncertainty from the gradient features of one adapter-wrapped model.
+
+    Args:
+        model: an adapter, a MACE module or a model file (trusted pickle).
+        method: ``posterior`` (default) or ``distance``.
+        features: ``last_layer`` (exact), ``sketch`` (random projection to ``sketch_dim``) or
+            ``all_readouts`` (exact last layer + product sketch of the hidden readout layer).
+        sketch_dim: p, the sketch dimension (default 512).
+        sigma: the posterior's noise/prior ratio (default 1e-2).
+        seed: seed of the sketches.
+        head: head of a multi-head MACE model.
+    """
+
+    def __init__(
+        self,
+        model: AtomisticModel | torch.nn.Module | str | Path,
+        *,
+        method: str = "posterior",
+        features: str = "last_layer",
+        sketch_dim: int = 512,
+        sigma: float = 1e-2,
+        seed: int = 0,
+        head: str | int | None = None,
+    ):
+        super().__init__()
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
+        if features not in FEATURE_KINDS:
+            raise ValueError(f"unknown features {features!r}; choose one of {list(FEATURE_KINDS)}")
+        if not sigma > 0:
+            raise ValueError(f"sigma must be positive, got {sigma}")
+        self.model_path = str(model) if isinstance(model, (str, Path)) else None
+        self.model = model if isinstance(model, AtomisticModel) else load_model(model, head=head)
+        self.cutoff = float(self.model.cutoff)
+        self.atomic_numbers = tuple(self.model.atomic_numbers)
+        self.method, self.sigma = method, float(sigma)
+        self.feature_map = FeatureMap(self.model, features, sketch_dim, seed)
+        self.calibration = CalibrationScales(dtype=self.model.dtype)
+        dim = self.feature_map.dim
+        for level in ("structure", "atom"):
+            self.register_buffer(f"{level}_factor", torch.zeros(dim, dim, dtype=torch.float64))
+            self.register_buffer(f"{level}_scale", torch.zeros((), dtype=torch.float64))
+            self.register_buffer(f"{level}_train", torch.zeros(0, dim, dtype=torch.float64))
+        self.register_buffer("n_train", torch.zeros((), dtype=torch.int64))
+
+    @property
+    def fitted(self) -> bool:
+        return int(self.n_train) > 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    def graph(self, atoms: Atoms | Sequence[Atoms]) -> Graph:
+        return self.model.graph(atoms)
+
+    def config(self) -> dict:
+        """The JSON-able options that rebuild this model around the same adapter."""
+        fmap = self.feature_map
+        return {
+            "method": self.method,
+            "features": fmap.kind,
+            "sketch_dim": fmap.sketch_dim,
+            "sigma": self.sigma,
+            "seed": fmap.seed,
+        }
+
+    def atom_features(self, graph: Graph):
+        """The adapter's output and the (N, D) per-atom features phi_i."""
+        return self.feature_map(self.model, graph)
+
+    def fit(self, frames: Atoms | Sequence[Atoms], batch_size: int = 8):
+        """Condition on the training structures ``frames`` (labels are not needed)."""
+        frames = _frames(frames, "GradientFeatureUncertainty.fit")
+        dim = self.feature_map.dim
+        grams = {level: torch.zeros(dim, dim, dtype=torch.float64) for level in ("s", "a")}
+        rows: dict[str, list[torch.Tensor]] = {"s": [], "a": []}
+        n_atoms = 0
+        for start in range(0, len(frames), batch_size):
+            graph = self.graph(frames[start : start + batch_size])
+            phi = self.atom_features(graph)[1].detach()
+            big_phi = structure_sum(phi, graph.batch, graph.n_structures)
+            for level, values in (("s", big_phi), ("a", phi)):
+                grams[level] = grams[level].to(values.device) + gram(values)
+                if self.method == "distance":
+                    rows[level].append(values.to(torch.float64))
+            n_atoms += graph.n_atoms
+        for level, name, count in (("s", "structure", len(frames)), ("a", "atom", n_atoms)):
+            scale = feature_scale(grams[level], count)
+            getattr(self, f"{name}_scale").fill_(scale)
+            setattr(self, f"{name}_factor", cholesky_factor(grams[level], scale, self.sigma))
+            if self.method == "distance":
+                setattr(self, f"{name}_train", torch.cat(rows[level]))
+        self.n_train.fill_(len(frames))
+        return self
+
+    def _check_fitted(self) -> None:
+        if not self.fitted:
+            raise ValueError(
+                "this GradientFeatureUncertainty is not fitted yet: call .fit(train_frames) or "
+                "load a saved state with uq_bias.uncertainty.load(path, model=...)"
+            )
+
+    def _raw(self, values: torch.Tensor, level: str) -> torch.Tensor:
+        """(m, D) -> (m,) raw uncertainty at ``level`` ('structure' or 'atom')."""
+        scale = float(getattr(self, f"{level}_scale"))
+        if self.method == "distance":
+            return min_distance(values, getattr(self, f"{level}_train"), scale)
+        factor = getattr(self, f"{level}_factor")
+        return safe_sqrt(whiten(values, factor, scale, self.sigma).pow(2).sum(dim=1))
+
+    def forward(
+        self, graph: Graph, *, forces: bool = False, stress: bool = False
+    ) -> UncertaintyOutput:
+        """Energies and calibrated uncertainties; forces/stress are left to the caller
+        (differentiate ``energy``)."""
+        self._check_fitted()
+        out, phi = self.atom_features(graph)
+        big_phi = structure_sum(phi, graph.batch, graph.n_structures)
+        energy_u = self.calibration.apply_energy(self._raw(big_phi, "structure"))
+        atom_u = self.calibration.apply_atom(self._raw(phi, "atom"), graph.atomic_numbers)
+        return UncertaintyOutput(
+            energy=out.energy,
+            node_energy=out.node_energy,
+            energy_uncertainty=energy_u,
+            atom_uncertainty=atom_u,
+        )
+
+    def selection_features(self, graph: Graph) -> torch.Tensor:
+        """(S, D) G(S) = sigma L_S^{-1} s_S Phi(S) (uncalibrated)."""
+        self._check_fitted()
+        phi = self.atom_features(graph)[1]
+        big_phi = structure_sum(phi, graph.batch, graph.n_structures)
+        return whiten(big_phi, self.structure_factor, float(self.structure_scale), self.sigma)
