@@ -65,6 +65,40 @@ COMMANDS = [_add_train]
 COMMANDS.append(_add_select)
 
 
+def _add_run(sub) -> None:
+    """`uq-bias run campaign.yaml`: see uq_bias.campaign.run."""
+    p = sub.add_parser("run", help="run or resume an active-learning campaign from a YAML file")
+    p.add_argument("config", help="campaign YAML file (see docs/config.md)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_run_campaign)
+
+
+def _run_campaign(args) -> int:
+    from uq_bias.campaign import run
+
+    result = run(args.config, progress=None if args.quiet else print)
+    print(f"report: {result.report}")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    """`uq-bias demo`: see uq_bias.campaign.demo."""
+    p = sub.add_parser("demo", help="run the built-in alanine-dipeptide campaign (GFN2-xTB)")
+    p.add_argument("--folder", default="uq_bias_demo", help="campaign folder to (re)use")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args) -> int:
+    from uq_bias.campaign import demo
+
+    demo(args.folder, quiet=args.quiet)
+    return 0
+
+
+COMMANDS += [_add_run, _add_demo]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="uq-bias",

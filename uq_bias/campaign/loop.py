@@ -26,6 +26,7 @@ import numpy as np
 from uq_bias.campaign import config as cfg
 from uq_bias.campaign import stages
 from uq_bias.campaign.executors import Executor, make_executor
+from uq_bias.campaign.oracles import OracleSpec
 from uq_bias.campaign.state import CampaignState, write_text
 
 #: Config sections that may change when a campaign is resumed (they do not change its data).
@@ -137,10 +138,12 @@ def run(
     start = time.perf_counter()
     if not isinstance(config, cfg.CampaignConfig):
         config = cfg.load(config)
+    structures = stages.start_structures(config)  # fails before any work on a missing file
+    oracle = config.oracle
+    OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()  # and on a bad oracle
     folder = config.path(config.folder or "campaign")
     state = CampaignState(folder)
     _check_resume(state, config)
-    structures = stages.start_structures(config)  # fails early on a missing file
     say = progress or (lambda message: None)
     ctx = stages.Context(state, config, LazyExecutor(config.executor), structures)
     state.log(f"campaign run in {folder}")

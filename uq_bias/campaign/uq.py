@@ -13,6 +13,7 @@ Error metrics of a model with uncertainty on labelled frames (S structures, N at
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,10 @@ def fit(
     """The uncertainty model of ``config.uncertainty`` for the trained model(s): fitted on
     ``train``, calibrated on ``valid``. Returns (model, calibration summary)."""
     u = config.uncertainty
-    model = _build(u.method, list(model_paths), u, train)
+    paths = [str(p) for p in model_paths]
+    model = _tag(_build(u.method, paths, _options(u)), u.method, paths, _options(u))
+    if u.method != "ensemble":
+        model.fit(list(train))
     raw = predict(model, valid)
     c_energy = calibration_factor(
         raw.energy - raw.energy_ref, raw.energy_uncertainty, u.calibration, u.alpha
@@ -152,35 +156,73 @@ def fit(
     return model, summary
 
 
-def _build(method: str, paths: list[str], u: cfg.UncertaintyConfig, train):
+def _build(method: str, paths: list[str], options: dict):
+    """A fresh (unfitted, uncalibrated) uncertainty model around the model file(s)."""
     if method == "ensemble":
-        from uq_bias.uncertainty.ensemble import Ensemble
+        from uq_bias.uncertainty import Ensemble
 
-        model = Ensemble(paths)
-        model._paths = paths
-        return model
-    raise NotImplementedError(method)
+        return Ensemble(paths)
+    from uq_bias.uncertainty import GradientFeatureUncertainty
+
+    return GradientFeatureUncertainty(paths[0], method=method, **options)
+
+
+def _options(u: cfg.UncertaintyConfig) -> dict:
+    if u.method == "ensemble":
+        return {}
+    sketch = {"features": "sketch", "sketch_dim": u.sketch} if u.sketch else {}
+    return {"sigma": u.sigma, **sketch}
+
+
+def _own_state(model) -> dict[str, torch.Tensor]:
+    """The fitted state: every buffer that is not part of the wrapped model file(s)."""
+    return {
+        name: value
+        for name, value in model.state_dict().items()
+        if not name.startswith(("model.", "members."))
+    }
 
 
 def save(model, path: str | Path) -> None:
-    """Save a fitted uncertainty model to the folder ``path`` (tensors + JSON)."""
+    """Save a fitted uncertainty model to the folder ``path``: ``bundle.json`` (method, model
+    files relative to the folder, options) and ``state.pt`` (the fitted tensors). The model
+    files themselves stay where they are."""
     from uq_bias.campaign.state import write_json
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    torch.save(dict(model.calibration.state_dict()), path / "calibration.pt")
-    write_json(path / "bundle.json", {"method": "ensemble", "members": model._paths})
+    paths = model._campaign_paths
+    relative = [os.path.relpath(Path(p).resolve(), path.resolve()) for p in paths]
+    torch.save(_own_state(model), path / "state.pt")
+    write_json(
+        path / "bundle.json",
+        {"method": model._campaign_method, "models": relative, "options": model._campaign_options},
+    )
 
 
 def load(path: str | Path):
-    """Load what :func:`save` wrote (a folder of tensors + JSON; model files are pickles)."""
+    """Load what :func:`save` wrote. The model files it names are pickles: trusted files only;
+    the fitted state is read with ``weights_only=True``."""
     import json
 
     path = Path(path)
-    spec = json.loads((path / "bundle.json").read_text())
-    model = _build(spec["method"], spec["members"], None, None)
-    state = torch.load(path / "calibration.pt", weights_only=True)
-    model.calibration.load_state_dict(state)
+    bundle = path / "bundle.json"
+    if not bundle.is_file():
+        raise FileNotFoundError(f"{str(path)!r} holds no saved uncertainty model (bundle.json)")
+    spec = json.loads(bundle.read_text())
+    paths = [str((path / p).resolve()) for p in spec["models"]]
+    model = _tag(
+        _build(spec["method"], paths, spec["options"]), spec["method"], paths, spec["options"]
+    )
+    for name, value in torch.load(path / "state.pt", weights_only=True).items():
+        owner, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(owner) if owner else model, attr, value)
+    return model
+
+
+def _tag(model, method: str, paths: list[str], options: dict):
+    """Remember how to rebuild ``model`` (for :func:`save`)."""
+    model._campaign_method, model._campaign_paths, model._campaign_options = method, paths, options
     return model
 
 
