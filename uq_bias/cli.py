@@ -11,7 +11,71 @@ import sys
 
 
 def _add_train(sub) -> None:
-    """`uq-bias train`: see uq_bias.training."""
+    """`uq-bias train`: see uq_bias.training.train."""
+    p = sub.add_parser("train", help="train (or fine-tune) a MACE model on extended XYZ")
+    p.add_argument("--train", required=True, help="training data, extended XYZ")
+    p.add_argument("--valid", required=True, help="validation data, extended XYZ")
+    p.add_argument("--out", required=True, help="model file to write (a normal MACE model)")
+    p.add_argument("--init", help="MACE model file to fine-tune instead of a fresh model")
+    p.add_argument("--preset", default="tiny", help="fresh model size: tiny, small, medium")
+    p.add_argument("--cutoff", type=float, default=5.0, help="fresh model cutoff, A")
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.add_argument("--max-epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-2)
+    p.add_argument("--energy-weight", type=float, default=1.0)
+    p.add_argument("--forces-weight", type=float, default=10.0)
+    p.add_argument("--stress-weight", type=float, default=100.0)
+    p.add_argument("--ema-decay", type=float, default=0.99, help="0 disables the EMA")
+    p.add_argument("--scheduler", default="plateau", choices=["plateau", "cosine", "none"])
+    p.add_argument("--patience", type=int, default=20, help="early-stopping patience, epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--energy-key", default="energy")
+    p.add_argument("--forces-key", default="forces")
+    p.add_argument("--stress-key", default="stress")
+    p.add_argument("--log", default="auto", help="per-epoch CSV ('auto': <out>_metrics.csv)")
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--devices", default="auto")
+    p.add_argument("--num-nodes", type=int, default=1)
+    p.add_argument("--strategy", default="auto")
+    p.add_argument("--no-progress-bar", action="store_true")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args) -> int:
+    from uq_bias.training import FitOptions, LabelKeys, LossWeights, TrainerOptions, train
+
+    devices = int(args.devices) if args.devices.isdigit() else args.devices
+    path = train(
+        args.train,
+        args.valid,
+        args.out,
+        init=args.init,
+        preset=args.preset,
+        cutoff=args.cutoff,
+        dtype=args.dtype,
+        keys=LabelKeys(args.energy_key, args.forces_key, args.stress_key),
+        options=FitOptions(
+            max_epochs=args.max_epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            weights=LossWeights(args.energy_weight, args.forces_weight, args.stress_weight),
+            ema_decay=args.ema_decay or None,
+            scheduler=args.scheduler,
+            patience=args.patience,
+            seed=args.seed,
+        ),
+        trainer_options=TrainerOptions(
+            accelerator=args.accelerator,
+            devices=devices,
+            num_nodes=args.num_nodes,
+            strategy=args.strategy,
+            progress_bar=not args.no_progress_bar,
+        ),
+        log=None if args.log == "none" else args.log,
+    )
+    print(path)
+    return 0
 
 
 def _add_select(sub) -> None:

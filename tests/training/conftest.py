@@ -23,7 +23,7 @@ _ROOT = _root_conftest()
 rattled_cu_frames, label = _ROOT.rattled_cu_frames, _ROOT.label
 
 CUTOFF = 3.5
-EPOCHS = 4
+EPOCHS = 3
 
 
 def _fast_args(tmp, out, *extra) -> list[str]:
@@ -50,6 +50,18 @@ def fast_args():
 
 
 @pytest.fixture(scope="session")
+def fast_kwargs():
+    """The keyword arguments of uq_bias.training.train equal to `fast_args` (same seed 0)."""
+    from uq_bias.training import FitOptions, TrainerOptions
+
+    return {
+        "cutoff": CUTOFF,
+        "options": FitOptions(max_epochs=EPOCHS, batch_size=4, ema_decay=0.5),
+        "trainer_options": TrainerOptions(accelerator="cpu", progress_bar=False),
+    }
+
+
+@pytest.fixture(scope="session")
 def mixed_frames():
     """Two EMT-labelled periodic Cu/Al cells (with stress) and one GFN2-xTB water (no stress)."""
     from ase.build import molecule
@@ -63,9 +75,9 @@ def mixed_frames():
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
-    """train.extxyz (8 frames) and valid.extxyz (3 frames): 8-atom rattled Cu/Al cells, EMT."""
+    """train.extxyz (8 frames) and valid.extxyz (3 frames): 4-atom rattled Cu3Al cells, EMT."""
     tmp = tmp_path_factory.mktemp("training_data")
-    frames = rattled_cu_frames(11, seed=1, amplitude=0.1, size=(2, 1, 1))
+    frames = rattled_cu_frames(11, seed=1, amplitude=0.1, size=(1, 1, 1))
     ase.io.write(tmp / "train.extxyz", frames[:8])
     ase.io.write(tmp / "valid.extxyz", frames[8:])
     return tmp

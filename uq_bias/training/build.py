@@ -93,4 +93,12 @@ def build_mace(
         atomic_inter_scale=[float(stats.scale)] * n_heads if heads else float(stats.scale),
         atomic_inter_shift=[float(stats.shift)] * n_heads if heads else float(stats.shift),
     )
-    return model.to(dtype)
+    model = model.to(dtype)
+    # mace stores these buffers in torch's default dtype (often float32): put back exact values
+    with torch.no_grad():
+        e0 = model.atomic_energies_fn.atomic_energies
+        e0.copy_(torch.as_tensor(energies, dtype=dtype).expand_as(e0))
+        scale_shift = model.scale_shift
+        scale_shift.scale.fill_(float(stats.scale))
+        scale_shift.shift.fill_(float(stats.shift))
+    return model

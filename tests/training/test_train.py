@@ -1,0 +1,124 @@
+"""`uq-bias train` end to end: errors go down, MACE loads the file, --init, seeds, bad input."""
+
+from __future__ import annotations
+
+import csv
+import re
+
+import ase.io
+import numpy as np
+import pytest
+import torch
+
+from uq_bias import Calculator, load_model
+from uq_bias.cli import main
+from uq_bias.training import save_model
+
+
+def _rows(path):
+    with open(path) as handle:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]
+
+
+def _mace_force_rmse(model_path, frames):
+    """Force RMSE of a model file on labelled frames, computed by MACE's own calculator."""
+    from mace.calculators import MACECalculator
+
+    calc = MACECalculator(model_paths=str(model_path), default_dtype="float64")
+    errors = []
+    for frame in frames:
+        atoms = frame.copy()
+        atoms.calc = calc
+        errors.append(atoms.get_forces() - frame.get_forces())
+    return float(np.sqrt(np.mean(np.square(np.concatenate(errors)))))
+
+
+def test_cli_training_lowers_validation_force_error(trained, data_dir, restore_default_dtype):
+    rows = _rows(data_dir / "cli_metrics.csv")
+    assert [row["epoch"] for row in rows] == list(range(len(rows)))
+    assert len(rows) > 1 and "train_loss" in rows[1]
+    valid = ase.io.read(data_dir / "valid.extxyz", ":")
+    rmse = _mace_force_rmse(trained, valid)
+    assert rmse < rows[0]["val_forces_rmse"]  # epoch 0 = before training
+    best = min(rows, key=lambda row: row["val_loss"])  # the saved weights are the best epoch's
+    np.testing.assert_allclose(rmse, best["val_forces_rmse"], rtol=1e-9)
+
+
+def test_saved_file_loads_in_mace_calculator(trained, data_dir, restore_default_dtype):
+    from mace.calculators import MACECalculator
+
+    frame = ase.io.read(data_dir / "valid.extxyz", "0")
+    ours, theirs = frame.copy(), frame.copy()
+    ours.calc = Calculator(load_model(trained))
+    theirs.calc = MACECalculator(model_paths=str(trained), default_dtype="float64")
+    np.testing.assert_allclose(
+        ours.get_potential_energy(), theirs.get_potential_energy(), rtol=0, atol=1e-10
+    )
+    np.testing.assert_allclose(ours.get_forces(), theirs.get_forces(), rtol=0, atol=1e-10)
+    np.testing.assert_allclose(ours.get_stress(), theirs.get_stress(), rtol=0, atol=1e-10)
+
+
+def test_init_with_zero_epochs_keeps_the_initial_model(
+    trained, data_dir, fast_args, restore_default_dtype
+):
+    out = data_dir / "finetuned.model"
+    assert main(fast_args(data_dir, out, "--init", str(trained), "--max-epochs", "0")) == 0
+    before = torch.load(trained, weights_only=False).state_dict()
+    after = torch.load(out, weights_only=False).state_dict()
+    assert before.keys() == after.keys()
+    for name in before:
+        torch.testing.assert_close(after[name], before[name], rtol=0, atol=0)
+    (row,) = _rows(data_dir / "finetuned_metrics.csv")  # only the validation before training
+    valid = ase.io.read(data_dir / "valid.extxyz", ":")
+    np.testing.assert_allclose(row["val_forces_rmse"], _mace_force_rmse(trained, valid), rtol=1e-9)
+
+
+def _bad_frames(data_dir, tmp_path):
+    frames = ase.io.read(data_dir / "train.extxyz", ":")
+    no_energy = frames[2].copy()  # copy() drops the calculator: positions only
+    no_energy.arrays["forces"] = frames[2].get_forces()
+    ase.io.write(tmp_path / "no_energy.extxyz", frames[:2] + [no_energy])
+    nickel = frames[0].copy()
+    nickel.numbers[0] = 28
+    nickel.calc = frames[0].calc
+    ase.io.write(tmp_path / "nickel.extxyz", [nickel])
+    (tmp_path / "not_a_model.model").write_text("hello")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"--train": "no_energy.extxyz"}, r"no_energy\.extxyz, frame 2: no energy label"),
+        ({"--train": "missing.extxyz"}, r"missing\.extxyz'? does not exist"),
+        ({"--valid": "nickel.extxyz"}, r"validation data contains element\(s\) \['Ni'\]"),
+        ({"--init": "not_a_model.model"}, r"not_a_model\.model'? is not a torch model file"),
+    ],
+)
+def test_bad_input_is_named_and_writes_nothing(
+    data_dir, tmp_path, fast_args, capsys, change, message
+):
+    _bad_frames(data_dir, tmp_path)
+    out = tmp_path / "out.model"
+    args = fast_args(data_dir, out)
+    for flag, name in change.items():
+        if flag in args:
+            args[args.index(flag) + 1] = str(tmp_path / name)
+        else:
+            args += [flag, str(tmp_path / name)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert not out.exists() and not (tmp_path / "out_metrics.csv").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_save_is_atomic(tmp_path):
+    path = tmp_path / "model.model"
+    save_model(torch.nn.Linear(2, 1), path)
+    before = path.read_bytes()
+    unpicklable = torch.nn.Linear(2, 1)
+    unpicklable.hook = lambda x: x  # a lambda cannot be pickled: torch.save fails midway
+    with pytest.raises(Exception, match="pickle|lambda"):
+        save_model(unpicklable, path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["model.model"]
