@@ -134,6 +134,9 @@ class AtomsDataModule(lightning.LightningDataModule):
         self.num_workers = num_workers
         self.collate = _Collate(cutoff, atomic_numbers, dtype)
 
+    def transfer_batch_to_device(self, batch: Batch, device, dataloader_idx: int) -> Batch:
+        return batch.to(device)
+
     def train_dataloader(self) -> torch.utils.data.DataLoader:
         return torch.utils.data.DataLoader(
             self.train_frames,

@@ -34,7 +34,8 @@ class AtomisticLitModule(lightning.LightningModule):
             val_loss), 'cosine' (to 0 over ``max_epochs``) or 'none'.
         max_epochs: used by the cosine schedule.
 
-    After each validation epoch ``record`` holds that epoch's metrics (plain floats); after
+    After each validation epoch ``record`` holds that epoch's metrics (plain floats) and
+    ``history`` all of them so far; after
     fitting, ``best_state`` holds the model state (EMA weights) of the lowest val_loss seen.
     """
 
@@ -65,6 +66,7 @@ class AtomisticLitModule(lightning.LightningModule):
         self.max_epochs = max_epochs
         self.ema: ExponentialMovingAverage | None = None
         self.record: dict[str, float] = {}
+        self.history: list[dict[str, float]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_loss = float("inf")
         self._train_sums = ErrorSums()
@@ -74,9 +76,6 @@ class AtomisticLitModule(lightning.LightningModule):
     def forward(self, batch: Batch, create_graph: bool = False):
         stress = bool(batch.has_stress.any()) and self.weights.stress > 0
         return predict(self.model, batch.graph, stress=stress, create_graph=create_graph)
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx: int = 0):
-        return batch.to(device)
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -152,6 +151,7 @@ class AtomisticLitModule(lightning.LightningModule):
         self.record = {"epoch": epoch, "lr": lr} | {k: float(v) for k, v in metrics.items()}
         if self.trainer.sanity_checking:
             return
+        self.history.append(dict(self.record))
         val_loss = self.record["val_loss"]
         if val_loss < self.best_loss:
             self.best_loss = val_loss

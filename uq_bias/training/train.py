@@ -121,15 +121,12 @@ def fit(
         num_sanity_val_steps=0,
         deterministic=True,
     )
-    history = []
     trainer.validate(module, datamodule=data, verbose=False)
-    history.append(dict(module.record))
     if options.max_epochs > 0:
         trainer.fit(module, datamodule=data)
-        history.extend(csv_logger.rows[1:] if csv_logger else [])
     if module.best_state is not None:
         model.load_state_dict(module.best_state)
-    return FitResult(model=model, history=history, best_loss=module.best_loss)
+    return FitResult(model=model, history=module.history, best_loss=module.best_loss)
 
 
 def save_model(model: AtomisticModel | torch.nn.Module, path: str | Path) -> Path:

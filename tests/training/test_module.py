@@ -1,0 +1,64 @@
+"""The Lightning module trains any adapter: a user's GenericAdapter model in float32."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from uq_bias import Calculator, GenericAdapter
+from uq_bias.graph import edge_vectors
+from uq_bias.training import FitOptions, TrainerOptions, fit, read_frames
+
+
+class PairNet(torch.nn.Module):
+    """E_i = out(tanh(W g_i)), g_i = sum_j exp(-(r_ij - mu)^2) f_cut(r_ij) * embed(Z_i)."""
+
+    def __init__(self, cutoff: float, width: int = 8):
+        super().__init__()
+        self.cutoff = cutoff
+        self.register_buffer("mu", torch.linspace(1.5, cutoff, 6))
+        self.embed = torch.nn.Embedding(100, 6)
+        self.hidden = torch.nn.Linear(6, width)
+        self.out = torch.nn.Linear(width, 1)
+
+    def forward(self, graph):
+        lengths = edge_vectors(graph).norm(dim=1)
+        cut = 0.5 * (torch.cos(torch.pi * lengths / self.cutoff) + 1)
+        basis = torch.exp(-((lengths[:, None] - self.mu) ** 2)) * cut[:, None]
+        density = basis.new_zeros(graph.n_atoms, 6).index_add(0, graph.edge_index[1], basis)
+        hidden = torch.tanh(self.hidden(density * self.embed(graph.atomic_numbers)))
+        return self.out(hidden).squeeze(-1)
+
+
+def _force_rmse(model, frames):
+    """Force RMSE by the ASE calculator, frame by frame (independent of batching and the loss)."""
+    calc = Calculator(model)
+    errors = []
+    for frame in frames:
+        atoms = frame.copy()
+        atoms.calc = calc
+        errors.append(atoms.get_forces() - frame.get_forces())
+    return float(np.sqrt(np.mean(np.square(np.concatenate(errors)))))
+
+
+def test_fit_trains_a_generic_float32_model(data_dir):
+    train = read_frames(data_dir / "train.extxyz")
+    valid = read_frames(data_dir / "valid.extxyz")
+    torch.manual_seed(1)
+    model = GenericAdapter(PairNet(cutoff=3.5), "out", cutoff=3.5, atomic_numbers=[13, 29])
+    assert model.dtype == torch.float32
+    before = _force_rmse(model, valid)
+    result = fit(
+        model,
+        train,
+        valid,
+        FitOptions(max_epochs=6, batch_size=2, lr=5e-2, ema_decay=None),
+        TrainerOptions(accelerator="cpu", progress_bar=False),
+    )
+    assert [row["epoch"] for row in result.history] == list(range(7))
+    np.testing.assert_allclose(result.history[0]["val_forces_rmse"], before, rtol=1e-5)
+    after = _force_rmse(result.model, valid)
+    best = min(result.history, key=lambda row: row["val_loss"])
+    np.testing.assert_allclose(best["val_forces_rmse"], after, rtol=1e-5)
+    assert after < 0.9 * before
+    assert result.model.dtype == torch.float32
