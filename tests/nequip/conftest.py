@@ -7,6 +7,7 @@ mace-torch pins e3nn==0.4.4); elsewhere every test module skips with ``importors
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -14,8 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
+from ase.build import bulk
 from ase.io import write
+
+from uq_bias.models.nequip import nequip_global_state
 
 CUTOFF = 4.0
 TYPE_NAMES = ["Al", "Cu"]
@@ -91,6 +96,66 @@ def training_config(data_file: Path, out_dir: Path, shift: float, epochs: int = 
     }
 
 
+def cu_al_cell(seed: int = 4):
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 1)
+    atoms.numbers[::3] = 13
+    atoms.rattle(0.05, seed=seed)
+    return atoms
+
+
+def cu_al_cluster(seed: int = 5):
+    """A non-periodic 13-atom Cu/Al cluster (fcc centre and its 12 neighbours)."""
+    atoms = bulk("Cu", "fcc", a=3.6) * (3, 3, 3)
+    centre = atoms.positions[13]
+    distances = np.linalg.norm(atoms.positions - centre, axis=1)
+    cluster = atoms[distances < 2.6]
+    cluster.pbc = False
+    cluster.cell = np.zeros((3, 3))
+    cluster.numbers[::4] = 13
+    cluster.rattle(0.05, seed=seed)
+    return cluster
+
+
+def build_nequip_model(type_names=("Al", "Cu"), seed: int = 3, **readout) -> torch.nn.Module:
+    """A fresh float64 NequIPGNNModel built in Python (no training)."""
+    from nequip.model import NequIPGNNModel
+
+    scales = dict(zip(type_names, (0.4, 0.9)))
+    with nequip_global_state():
+        return NequIPGNNModel(
+            seed=seed,
+            model_dtype="float64",
+            type_names=list(type_names),
+            r_max=4.0,
+            num_layers=2,
+            l_max=1,
+            num_features=8,
+            radial_mlp_width=16,
+            avg_num_neighbors=20.0,
+            per_type_energy_scales=scales,
+            per_type_energy_shifts=dict(zip(type_names, (-1.0, 0.5))),
+            **readout,
+        )
+
+
+@pytest.fixture
+def cell():
+    """A rattled 16-atom periodic Cu/Al cell."""
+    return cu_al_cell()
+
+
+@pytest.fixture
+def cluster():
+    """A rattled 13-atom Cu/Al cluster (not periodic)."""
+    return cu_al_cluster()
+
+
+@pytest.fixture(scope="session")
+def build_nequip():
+    """The builder of fresh float64 NequIP models (see :func:`build_nequip_model`)."""
+    return build_nequip_model
+
+
 @dataclass(frozen=True)
 class TrainedNequIP:
     checkpoint: Path
@@ -99,8 +164,19 @@ class TrainedNequIP:
     config: dict
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and on 2 busy cores OpenMP's spinning threads make
+    nequip's scatter ~40x slower: run these tests on one thread, then restore the setting."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _run(args: list[str], cwd: Path) -> None:
-    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env)
     if done.returncode != 0:
         output = f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         raise RuntimeError(f"{' '.join(args)} failed:\n{output}")

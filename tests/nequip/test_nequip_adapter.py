@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from ase.build import bulk
 
 from uq_bias import load_model
 from uq_bias.models import energy_gradients
@@ -14,48 +13,6 @@ from uq_bias.testing import check_adapter, check_last_layer_features
 pytest.importorskip("nequip")
 
 from uq_bias.models.nequip import NequIPAdapter, nequip_global_state  # noqa: E402
-
-
-def cu_al_cell(seed: int = 4):
-    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 2, 1)
-    atoms.numbers[::3] = 13
-    atoms.rattle(0.05, seed=seed)
-    return atoms
-
-
-def cu_al_cluster(seed: int = 5):
-    """A non-periodic 13-atom Cu/Al cluster (fcc centre and its 12 neighbours)."""
-    atoms = bulk("Cu", "fcc", a=3.6) * (3, 3, 3)
-    centre = atoms.positions[13]
-    distances = np.linalg.norm(atoms.positions - centre, axis=1)
-    cluster = atoms[distances < 2.6]
-    cluster.pbc = False
-    cluster.cell = np.zeros((3, 3))
-    cluster.numbers[::4] = 13
-    cluster.rattle(0.05, seed=seed)
-    return cluster
-
-
-def build_nequip(type_names=("Al", "Cu"), seed: int = 3, **readout) -> torch.nn.Module:
-    """A fresh float64 NequIPGNNModel built in Python (no training)."""
-    from nequip.model import NequIPGNNModel
-
-    scales = dict(zip(type_names, (0.4, 0.9)))
-    with nequip_global_state():
-        return NequIPGNNModel(
-            seed=seed,
-            model_dtype="float64",
-            type_names=list(type_names),
-            r_max=4.0,
-            num_layers=2,
-            l_max=1,
-            num_features=8,
-            radial_mlp_width=16,
-            avg_num_neighbors=20.0,
-            per_type_energy_scales=scales,
-            per_type_energy_shifts=dict(zip(type_names, (-1.0, 0.5))),
-            **readout,
-        )
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +55,12 @@ def test_nequip_training_moved_the_forces_towards_emt(adapter, trained_nequip):
     assert errors[1] < 0.8 * errors[0], f"force MAE before/after training: {errors}"
 
 
-def test_features_include_per_type_scales(adapter):
+def test_features_include_per_type_scales(adapter, cell, cluster):
     """sum_i phi_i = dE/dw to 1e-10; the trained per-type scales differ, so a phi without
     them would fail this check."""
     scales = adapter._scale_shifts[0].scales.detach().flatten()
     assert abs(float(scales[0] - scales[1])) > 0.1
-    check_last_layer_features(adapter, [cu_al_cluster(), cu_al_cell()])
+    check_last_layer_features(adapter, [cluster, cell])
 
 
 @pytest.mark.parametrize(
@@ -119,39 +76,37 @@ def test_features_include_per_type_scales(adapter):
     ],
     ids=["linear", "mlp", "deep-linear"],
 )
-def test_features_for_readout_variants(readout):
+def test_features_for_readout_variants(readout, build_nequip, cell, cluster):
     model = NequIPAdapter(build_nequip(**readout))
     expected = readout.get("readout_mlp_hidden_layers_width", 8)
     assert model.n_features == expected
-    check_last_layer_features(model, [cu_al_cluster(), cu_al_cell()])
+    check_last_layer_features(model, [cluster, cell])
 
 
-def test_adapter_contract(adapter):
+def test_adapter_contract(adapter, cell, cluster):
     """Batching, invariance, unchanged inputs, finite-difference forces and stress."""
-    check_adapter(adapter, molecule=cu_al_cluster(), periodic=cu_al_cell())
+    check_adapter(adapter, molecule=cluster, periodic=cell)
 
 
-def test_python_built_module_through_load_model():
+def test_python_built_module_through_load_model(build_nequip):
     model = build_nequip()
     adapter = load_model(model)
     assert isinstance(adapter, NequIPAdapter) and adapter.model is model
 
 
-def test_type_names_that_are_not_symbols_need_a_map():
+def test_type_names_that_are_not_symbols_need_a_map(build_nequip, cell):
     named = build_nequip(type_names=("A", "B"))
     with pytest.raises(ValueError, match="species_to_type"):
         NequIPAdapter(named)
     mapped = NequIPAdapter(named, species_to_type={"Al": "A", "Cu": "B"})
     reference = NequIPAdapter(build_nequip())  # the same seed: the same weights
-    atoms = cu_al_cell()
     with torch.no_grad():
-        a = mapped(mapped.graph(atoms)).energy
-        b = reference(reference.graph(atoms)).energy
+        a = mapped(mapped.graph(cell)).energy
+        b = reference(reference.graph(cell)).energy
     assert torch.allclose(a, b, rtol=0, atol=1e-10)
 
 
-def test_unknown_element_is_refused(adapter):
-    atoms = cu_al_cell()
-    atoms.numbers[0] = 1
+def test_unknown_element_is_refused(adapter, cell):
+    cell.numbers[0] = 1
     with pytest.raises(ValueError, match="not known to the model"):
-        adapter.graph(atoms)
+        adapter.graph(cell)

@@ -75,8 +75,10 @@ def import_nequip():
 
 @contextlib.contextmanager
 def nequip_global_state():
-    """nequip's ``set_global_state`` (needed to build or load models), without its side effects
-    on the caller: the default dtype and the torch, numpy and random RNG states are restored."""
+    """nequip's global state (``set_global_state``, float64 as torch's default dtype), which
+    nequip needs to build or load models and to convert data, for the duration of the block.
+    The caller's default dtype and torch, numpy and random RNG states are restored afterwards."""
+    from nequip.utils.global_dtype import _GLOBAL_DTYPE
     from nequip.utils.global_state import set_global_state
 
     dtype = torch.get_default_dtype()
@@ -85,6 +87,7 @@ def nequip_global_state():
     python_rng = random.getstate()
     try:
         set_global_state(allow_tf32=False)
+        torch.set_default_dtype(_GLOBAL_DTYPE)  # set_global_state sets it only the first time
         yield
     finally:
         torch.set_default_dtype(dtype)
