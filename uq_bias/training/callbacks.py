@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 import lightning
@@ -11,7 +12,7 @@ import lightning
 class EpochCSVLogger(lightning.Callback):
     """Write one CSV row per validation (epoch 0 = before training) with the module's ``record``.
 
-    The file is rewritten whenever a new column appears, so that every row has every column.
+    The file is rewritten (atomically) after every validation, so that every row has every column.
     """
 
     def __init__(self, path: str | Path):
@@ -23,7 +24,9 @@ class EpochCSVLogger(lightning.Callback):
             return
         self.rows.append(dict(pl_module.record))
         columns = list(dict.fromkeys(k for row in self.rows for k in row))
-        with open(self.path, "w", newline="") as handle:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
+        os.replace(tmp, self.path)

@@ -4,6 +4,8 @@ Forces and stress come from one autograd pass over the energy (``create_graph=Tr
 so that the loss can be differentiated again). Validation needs autograd too: the Trainer must use
 ``inference_mode=False``, and :func:`~uq_bias.training.loss.predict` enables grad itself.
 Validation runs on the EMA weights; the module remembers the state of the best validation epoch.
+Epoch metrics are exact sums over the rank's batches; under DDP the ranks' values are averaged
+(``sync_dist``).
 """
 
 from __future__ import annotations

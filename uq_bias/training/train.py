@@ -37,6 +37,9 @@ class TrainerOptions:
     num_nodes: int = 1
     strategy: str = "auto"
     progress_bar: bool = True
+    #: Lightning's ``deterministic``; True also switches torch to deterministic algorithms for the
+    #: whole process (and fails on GPU ops without one). CPU runs repeat exactly without it.
+    deterministic: bool | str | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def fit(
         enable_checkpointing=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        deterministic=True,
+        deterministic=trainer_options.deterministic,
     )
     trainer.validate(module, datamodule=data, verbose=False)
     if options.max_epochs > 0:
