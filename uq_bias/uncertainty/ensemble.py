@@ -17,6 +17,7 @@ members' energies and stays differentiable with respect to ``graph.positions`` a
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from ase import Atoms
@@ -97,6 +98,8 @@ class Ensemble(UncertaintyModel):
     Args:
         members: adapters, MACE modules or model files (trusted pickles), at least 2.
         head: head for multi-head MACE members.
+
+    Calibrate with :func:`uq_bias.uncertainty.calibration.calibrate`; save with :meth:`save`.
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class Ensemble(UncertaintyModel):
             m if isinstance(m, AtomisticModel) else load_model(m, head=head) for m in members
         ]
         check_members(adapters)
+        self.member_paths = [str(m) if isinstance(m, (str, Path)) else None for m in members]
         self.members = torch.nn.ModuleList(adapters)
         self.cutoff = float(adapters[0].cutoff)
         self.atomic_numbers = tuple(adapters[0].atomic_numbers)
@@ -172,6 +176,13 @@ class Ensemble(UncertaintyModel):
             out.stress_uncertainty = member_std(member_stress)
             members["stress"] = member_stress
         return out
+
+    def save(self, path: str | Path) -> Path:
+        """Save the calibration and the members' fingerprints (and file paths, when known) to
+        the folder ``path``; see :mod:`uq_bias.uncertainty.io`."""
+        from uq_bias.uncertainty.io import save
+
+        return save(self, path)
 
     def selection_features(self, graph: Graph) -> torch.Tensor:
         """(S, K) G_k(S) = (E_k - mean_k E_k) / sqrt(K - 1), eV (uncalibrated)."""

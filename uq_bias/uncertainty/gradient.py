@@ -180,6 +180,13 @@ class GradientFeatureUncertainty(UncertaintyModel):
             atom_uncertainty=atom_u,
         )
 
+    def save(self, path: str | Path) -> Path:
+        """Save the fitted, calibrated state (tensors + JSON) to the folder ``path``; see
+        :mod:`uq_bias.uncertainty.io`. Load with ``uq_bias.uncertainty.load(path, model=...)``."""
+        from uq_bias.uncertainty.io import save
+
+        return save(self, path)
+
     def selection_features(self, graph: Graph) -> torch.Tensor:
         """(S, D) G(S) = sigma L_S^{-1} s_S Phi(S) (uncalibrated)."""
         self._check_fitted()

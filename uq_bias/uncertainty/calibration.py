@@ -1,0 +1,220 @@
+"""Calibration of uncertainties on a labelled validation set, and calibration metrics.
+
+Scores r / u with r the error and u the raw uncertainty (energies: r = |E - E_ref| in eV against
+u(S); atoms: r = ||F_i - F_i,ref|| in eV/A against u_i):
+
+    conformal   c = q-th smallest score, q = ceil((n + 1)(1 - alpha))
+                (P(r <= c u) >= 1 - alpha for exchangeable data; the largest score if q > n)
+    likelihood  c = sqrt( mean(r^2 / u^2) )
+                (maximises the Gaussian likelihood of r ~ N(0, c^2 u^2))
+
+per element: one atom factor per element present in the validation set (computed from that
+element's atoms only), the global factor for the others. The energy factor is always global.
+
+Metrics of calibrated uncertainties U:
+
+    coverage            mean(r <= U)
+    nll                 mean( 0.5 log(2 pi U^2) + r^2 / (2 U^2) )          (scalar Gaussian on r)
+    miscalibration_area mean over p in (0, 1) of | mean(r <= z_p U) - p |,  z_p = Phi^-1((1+p)/2)
+    spearman            Spearman rank correlation of U and r
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from ase import Atoms
+from ase.data import chemical_symbols
+
+from uq_bias.uncertainty.base import UncertaintyModel
+
+CALIBRATION_METHODS = ("conformal", "likelihood")
+LEVELS = np.linspace(0.01, 0.99, 99)
+
+
+@dataclass
+class Residuals:
+    """Errors and raw uncertainties of S labelled structures with N atoms.
+
+    Attributes:
+        energy_error: (S,) |E - E_ref|, eV.   energy_u: (S,) raw u(S).
+        atom_error: (N,) ||F_i - F_i,ref||, eV/A.   atom_u: (N,) raw u_i.
+        numbers: (N,) atomic numbers.
+    """
+
+    energy_error: np.ndarray
+    energy_u: np.ndarray
+    atom_error: np.ndarray
+    atom_u: np.ndarray
+    numbers: np.ndarray
+
+
+def conformal_factor(error: np.ndarray, u: np.ndarray, alpha: float) -> float:
+    """c = the ceil((n+1)(1-alpha))-th smallest of error / u (see the module docstring)."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+    scores = np.sort(_scores(error, u))
+    rank = min(len(scores), math.ceil((len(scores) + 1) * (1 - alpha)))
+    return float(scores[rank - 1])
+
+
+def likelihood_factor(error: np.ndarray, u: np.ndarray) -> float:
+    """c = sqrt(mean(error^2 / u^2))."""
+    return float(np.sqrt(np.mean(_scores(error, u) ** 2)))
+
+
+def _scores(error: np.ndarray, u: np.ndarray) -> np.ndarray:
+    if len(error) == 0:
+        raise ValueError("calibration needs at least one validation value, got none")
+    return np.abs(error) / np.maximum(u, np.finfo(np.float64).tiny)
+
+
+def factor(error: np.ndarray, u: np.ndarray, method: str, alpha: float) -> float:
+    """The calibration factor of ``method`` (one of ``CALIBRATION_METHODS``)."""
+    if method == "conformal":
+        return conformal_factor(error, u, alpha)
+    if method == "likelihood":
+        return likelihood_factor(error, u)
+    raise ValueError(f"unknown calibration {method!r}; choose one of {list(CALIBRATION_METHODS)}")
+
+
+def observed_coverage(error: np.ndarray, u: np.ndarray, levels=LEVELS) -> np.ndarray:
+    """(L,) mean(error <= z_p u) for each expected coverage p in ``levels``."""
+    from scipy.stats import norm
+
+    z = norm.ppf(0.5 * (1 + np.asarray(levels)))
+    return (np.abs(error)[None, :] <= z[:, None] * u[None, :]).mean(axis=1)
+
+
+def metrics(error: np.ndarray, u: np.ndarray) -> dict[str, float]:
+    """Coverage, NLL, miscalibration area and Spearman correlation of calibrated ``u``."""
+    from scipy.stats import spearmanr
+
+    u_safe = np.maximum(u, np.finfo(np.float64).tiny)
+    nll = np.mean(0.5 * np.log(2 * np.pi * u_safe**2) + error**2 / (2 * u_safe**2))
+    rho = spearmanr(u, error)[0] if len(error) > 2 else float("nan")
+    return {
+        "n": int(len(error)),
+        "coverage": float(np.mean(np.abs(error) <= u)),
+        "nll": float(nll),
+        "miscalibration_area": float(np.mean(np.abs(observed_coverage(error, u) - LEVELS))),
+        "spearman": float(rho),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "mean_uncertainty": float(np.mean(u)),
+    }
+
+
+def _labels(atoms: Atoms, index: int) -> tuple[float, np.ndarray]:
+    try:
+        return float(atoms.get_potential_energy()), np.asarray(atoms.get_forces())
+    except Exception as err:  # no calculator, or one without energy/forces
+        raise ValueError(
+            f"calibration frame {index} has no energy and forces labels ({type(err).__name__}: "
+            f"{err}); label the frames with a reference calculator or read an extended XYZ "
+            "file that holds energy and forces"
+        ) from err
+
+
+def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int = 8) -> Residuals:
+    """Errors of ``model`` on labelled ``frames`` beside its raw (uncalibrated) uncertainties."""
+    from uq_bias.models import energy_gradients
+
+    frames = [frames] if isinstance(frames, Atoms) else list(frames)
+    if not frames:
+        raise ValueError("calibration needs labelled validation frames, got an empty set")
+    labels = [_labels(atoms, k) for k, atoms in enumerate(frames)]
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in Residuals.__dataclass_fields__}
+    scales = model.calibration
+    for start in range(0, len(frames), batch_size):
+        batch = frames[start : start + batch_size]
+        graph = model.graph(batch).requires_grad_(positions=True)
+        with torch.enable_grad():
+            out = model(graph, forces=True)
+            forces = out.forces
+            if forces is None:
+                forces, _ = energy_gradients(out.energy, graph)
+        energy_u = out.energy_uncertainty / scales.energy
+        atom_u = out.atom_uncertainty / scales.atom[graph.atomic_numbers]
+        ref_e = np.array([e for e, _ in labels[start : start + batch_size]])
+        ref_f = np.concatenate([f for _, f in labels[start : start + batch_size]])
+        parts["energy_error"].append(np.abs(_np(out.energy) - ref_e))
+        parts["energy_u"].append(_np(energy_u))
+        parts["atom_error"].append(np.linalg.norm(_np(forces) - ref_f, axis=1))
+        parts["atom_u"].append(_np(atom_u))
+        parts["numbers"].append(_np(graph.atomic_numbers).astype(int))
+    return Residuals(**{name: np.concatenate(values) for name, values in parts.items()})
+
+
+def _np(tensor: torch.Tensor) -> np.ndarray:
+    return tensor.detach().cpu().to(torch.float64).numpy()
+
+
+def calibrate(
+    model: UncertaintyModel,
+    frames: Sequence[Atoms],
+    *,
+    method: str = "conformal",
+    alpha: float = 0.1,
+    per_element: bool = False,
+    batch_size: int = 8,
+) -> dict:
+    """Set ``model.calibration`` from labelled validation ``frames``; return the report dict.
+
+    The report holds the method, alpha, the factors, metrics before (raw, c = 1) and after
+    calibration for energies and per-atom forces, and the reliability curves.
+    """
+    if method not in CALIBRATION_METHODS:
+        raise ValueError(
+            f"unknown calibration {method!r}; choose one of {list(CALIBRATION_METHODS)}"
+        )
+    res = residuals(model, frames, batch_size)
+    c_energy = factor(res.energy_error, res.energy_u, method, alpha)
+    c_global = factor(res.atom_error, res.atom_u, method, alpha)
+    atom = torch.full_like(model.calibration.atom, c_global)
+    per_z = {}
+    if per_element:
+        for z in np.unique(res.numbers):
+            mask = res.numbers == z
+            per_z[chemical_symbols[z]] = factor(
+                res.atom_error[mask], res.atom_u[mask], method, alpha
+            )
+            atom[int(z)] = per_z[chemical_symbols[z]]
+    model.calibration.set(c_energy, atom)
+    atom_u = res.atom_u * atom.cpu().numpy()[res.numbers]
+    return {
+        "method": method,
+        "alpha": alpha,
+        "per_element": per_element,
+        "n_frames": int(len(res.energy_error)),
+        "n_atoms": int(len(res.atom_error)),
+        "factors": {"energy": c_energy, "atom": c_global, "atom_per_element": per_z},
+        "energy": {
+            "raw": metrics(res.energy_error, res.energy_u),
+            "calibrated": metrics(res.energy_error, c_energy * res.energy_u),
+        },
+        "forces": {
+            "raw": metrics(res.atom_error, res.atom_u),
+            "calibrated": metrics(res.atom_error, atom_u),
+        },
+        "points": _points(res, c_energy * res.energy_u, atom_u),
+        "reliability": {
+            "expected": LEVELS.tolist(),
+            "energy": observed_coverage(res.energy_error, c_energy * res.energy_u).tolist(),
+            "forces": observed_coverage(res.atom_error, atom_u).tolist(),
+        },
+    }
+
+
+def _points(res: Residuals, energy_u: np.ndarray, atom_u: np.ndarray, limit: int = 2000) -> dict:
+    """Errors and calibrated uncertainties for the scatter plot (at most ``limit`` atoms)."""
+    keep = np.linspace(0, len(atom_u) - 1, min(limit, len(atom_u))).astype(int)
+    return {
+        "energy_error": res.energy_error.tolist(),
+        "energy_uncertainty": energy_u.tolist(),
+        "atom_error": res.atom_error[keep].tolist(),
+        "atom_uncertainty": atom_u[keep].tolist(),
+    }

@@ -1,0 +1,191 @@
+"""Save and load fitted, calibrated uncertainty models: tensors + JSON, no pickled code.
+
+A saved state is a folder with
+
+* ``state.pt``: a dict of tensors (posterior factors, scales, sketches, calibration), read with
+  ``torch.load(..., weights_only=True)``;
+* ``uncertainty.json``: the kind (``gradient`` or ``ensemble``), its options, the model file
+  path(s) when known, and a fingerprint of each wrapped model.
+
+The model weights themselves are not in the state (model files are pickles: the user loads those
+knowingly). The fingerprint, a SHA-256 of the model's elements, cutoff, last-layer shapes and all
+its weights, makes loading the state for another model a clear error. Files are written
+atomically (temporary file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from uq_bias.models import AtomisticModel, load_model
+from uq_bias.uncertainty.base import UncertaintyModel
+from uq_bias.uncertainty.report import atomic_write_bytes
+
+FORMAT_VERSION = 1
+STATE_FILE = "state.pt"
+CONFIG_FILE = "uncertainty.json"
+
+
+def model_summary(model: AtomisticModel) -> dict:
+    """What identifies a model besides its weights: class, elements, cutoff, last-layer shapes."""
+    return {
+        "class": type(model).__name__,
+        "atomic_numbers": [int(z) for z in model.atomic_numbers],
+        "cutoff": float(model.cutoff),
+        "n_features": int(model.n_features),
+        "last_layer_shapes": [list(p.shape) for p in model.last_layer_parameters()],
+    }
+
+
+def model_fingerprint(model: AtomisticModel) -> str:
+    """SHA-256 hex digest of :func:`model_summary` and every parameter and buffer's values."""
+    digest = hashlib.sha256(json.dumps(model_summary(model), sort_keys=True).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _own_state(model: UncertaintyModel, skip: str) -> dict[str, torch.Tensor]:
+    """The model's buffers, without the wrapped model(s) under the prefix ``skip``."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith(skip)}
+
+
+def save(model: UncertaintyModel, path: str | Path) -> Path:
+    """Save a fitted uncertainty model to the folder ``path``; returns the folder."""
+    from uq_bias.uncertainty.ensemble import Ensemble
+    from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
+
+    if isinstance(model, GradientFeatureUncertainty):
+        if not model.fitted:
+            raise ValueError("save: the model is not fitted; call .fit(train_frames) first")
+        members, paths = [model.model], [model.model_path]
+        config = {"kind": "gradient", "options": model.config()}
+        state = _own_state(model, _wrapped_prefix(model))
+    elif isinstance(model, Ensemble):
+        members, paths = list(model.members), list(model.member_paths)
+        config = {"kind": "ensemble", "options": {}}
+        state = _own_state(model, _wrapped_prefix(model))
+    else:
+        raise TypeError(
+            "save: expected a GradientFeatureUncertainty or an Ensemble, got "
+            f"{type(model).__name__}"
+        )
+    config.update(
+        format_version=FORMAT_VERSION,
+        model_paths=paths,
+        models=[model_summary(m) for m in members],
+        fingerprints=[model_fingerprint(m) for m in members],
+    )
+    path = Path(path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path / STATE_FILE, buffer.getvalue())
+    atomic_write_bytes(path / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+    return path
+
+
+def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    files = [path / CONFIG_FILE, path / STATE_FILE]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{str(path)!r} is not a saved uncertainty model: missing {missing} (write one with "
+            "model.save(path) or `uq-bias calibrate`)"
+        )
+    config = json.loads(files[0].read_text())
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{str(files[0])!r} has format version {config.get('format_version')}, this "
+            f"uq_bias reads version {FORMAT_VERSION}"
+        )
+    return config, torch.load(files[1], map_location="cpu", weights_only=True)
+
+
+def _adapters(config: dict, model, path: Path) -> list[AtomisticModel]:
+    """The wrapped model(s): from ``model`` if given, else from the recorded file paths."""
+    if model is None:
+        paths = config["model_paths"]
+        if any(p is None for p in paths):
+            raise ValueError(
+                f"the state in {str(path)!r} does not record the model file(s); pass them: "
+                "uq_bias.uncertainty.load(path, model=...)"
+            )
+        model = paths
+    given = list(model) if isinstance(model, (list, tuple)) else [model]
+    adapters = [m if isinstance(m, AtomisticModel) else load_model(m) for m in given]
+    if len(adapters) != len(config["fingerprints"]):
+        raise ValueError(
+            f"the state in {str(path)!r} was saved for {len(config['fingerprints'])} model(s), "
+            f"got {len(adapters)}"
+        )
+    for k, (adapter, expected, summary) in enumerate(
+        zip(adapters, config["fingerprints"], config["models"])
+    ):
+        if model_fingerprint(adapter) != expected:
+            now = model_summary(adapter)
+            diff = [
+                f"{key}: saved {summary[key]}, given {now.get(key)}"
+                for key in summary
+                if summary[key] != now.get(key)
+            ] or ["weights: same shapes but other values (weights checksum differs)"]
+            raise ValueError(
+                f"the uncertainty state in {str(path)!r} was fitted for another model: model {k} "
+                f"differs in {'; '.join(diff)}. Fit and calibrate again for this model, or pass "
+                "the model the state was saved for"
+            )
+    return adapters
+
+
+def _wrapped_prefix(model: UncertaintyModel) -> str:
+    """State-dict prefix of the wrapped model(s), which are not part of the saved state."""
+    return "members." if hasattr(model, "members") else "model."
+
+
+def _set_state(model: UncertaintyModel, state: dict[str, torch.Tensor]) -> None:
+    """Put the saved tensors in place (shapes may differ from the unfitted buffers)."""
+    expected = set(_own_state(model, _wrapped_prefix(model)))
+    if set(state) != expected:
+        raise ValueError(
+            f"saved state keys {sorted(set(state) ^ expected)} do not match this uq_bias version"
+        )
+    device = next(model.parameters()).device
+    for key, value in state.items():
+        owner, _, name = key.rpartition(".")
+        module = model.get_submodule(owner) if owner else model
+        setattr(module, name, value.to(device))
+
+
+def load(
+    path: str | Path,
+    model: AtomisticModel | torch.nn.Module | str | Path | Sequence | None = None,
+) -> UncertaintyModel:
+    """Load a saved uncertainty model from the folder ``path``.
+
+    ``model`` is the wrapped model (an adapter, module or file) or, for an ensemble, the list of
+    members; by default the model file path(s) recorded at save time (trusted pickles).
+    Raises ValueError when ``model`` is not the one the state was fitted for.
+    """
+    from uq_bias.uncertainty.ensemble import Ensemble
+    from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
+
+    path = Path(path)
+    config, state = _read(path)
+    adapters = _adapters(config, model, path)
+    if config["kind"] == "gradient":
+        result = GradientFeatureUncertainty(adapters[0], **config["options"])
+        result.model_path = config["model_paths"][0] if model is None else None
+    elif config["kind"] == "ensemble":
+        result = Ensemble(adapters)
+        if model is None:
+            result.member_paths = list(config["model_paths"])
+    else:
+        raise ValueError(f"unknown uncertainty kind {config['kind']!r} in {str(path)!r}")
+    _set_state(result, state)
+    return result
