@@ -131,3 +131,17 @@ def test_bad_input(args, match):
         maxdet(*args)
     with pytest.raises(ValueError, match="columns"):
         maxdet(torch.ones(3, 2), 1, train_features=torch.ones(2, 5))
+
+
+@pytest.mark.parametrize("pool_kind", ["gaussian", "clustered"])
+def test_lazy_updates_on_a_large_pool_match_bmdal(bmdal, gaussian, clustered, pool_kind):
+    """n = 3000 > 8 * LazyVariances.FIRST_TRY: the lazy path runs, its bounds and refreshes too.
+    Clustered pools make the stale bounds loose (variances drop fast), forcing refreshes."""
+    if pool_kind == "gaussian":
+        pool = gaussian(3000, 64, seed=13)
+    else:
+        pool = clustered(n_clusters=30, per=100, dim=64, seed=14)
+    method = bmdal.MaxDetSelectionMethod(
+        bmdal.features(pool), bmdal.features(pool[:0]), verbosity=0
+    )
+    assert maxdet(pool, 48).indices == method.select(48).tolist()

@@ -12,8 +12,15 @@ orthonormal basis Q (D, t) of the picked frames' residual features:
     r = (I - Q Q^T) g_{x_t}   (computed twice: "twice is enough" re-orthogonalisation)
     q = r / ||r||,   k_{t+1}(x, x) = k_t(x, x) - (g_x . q)^2   for every pool frame x,
 
-so a step costs one (n, D) matrix-vector product: O(n k D) time, O(n D + D k) memory, and the
-n x n kernel is never formed. ``maxdet_kernel`` does the same from an explicit kernel matrix.
+so a step costs at most one pass over G: O(n k D) time, O(n D + D k) memory, and the n x n
+kernel is never formed. ``maxdet_kernel`` does the same from an explicit kernel matrix.
+
+Lazy updates (exact, same picks): variances only decrease, so values from an earlier step s0 are
+upper bounds. :class:`LazyVariances` keeps them stale, computes the exact current variance
+k_s0(x, x) - ||Q[:, s0:t]^T g_x||^2 only for the top candidates by stale value, and accepts the
+best of them when it beats every other stale bound strictly; otherwise it refreshes all frames
+with one (n, D) x (D, t - s0) matrix product. Frames far below the top are touched only at
+refreshes, so on most pools a step costs far less than a pass over G.
 
 Symbols: G ``features``; g_x a row of G; k(x, x) ``prior``; k_t(x, x) ``variance``; Q ``basis``.
 """
@@ -44,6 +51,62 @@ def training_basis(train_features: torch.Tensor, rtol: float) -> torch.Tensor:
     _, s, vh = torch.linalg.svd(train_features, full_matrices=False)
     keep = s**2 > rtol * s[0] ** 2
     return vh[keep].T.contiguous()
+
+
+class LazyVariances:
+    """Conditional variances k_t(x, x) of all frames, updated lazily (see the module doc).
+
+    Args:
+        features: (n, D) G.  variance: (n,) exact k_s0(x, x), -inf for frames already out.
+        floor: (n,) rtol * k(x, x).  basis: (D, >= s0) the orthonormal Q, filled column by column.
+        fresh: s0, the number of basis columns already subtracted from ``variance``.
+    """
+
+    FIRST_TRY = 256  # candidates evaluated exactly before growing 4x
+    MAX_LAG = 16  # refresh all frames once this many basis columns are pending
+
+    def __init__(self, features, variance, floor, basis, fresh: int):
+        self.features, self.stale, self.floor, self.basis = features, variance, floor, basis
+        self.fresh = fresh
+        self.stale.masked_fill_(self.stale <= self.floor, NEG_INF)
+
+    def refresh(self, upto: int) -> None:
+        """Subtract basis columns fresh..upto from every frame's variance."""
+        block = self.basis[:, self.fresh : upto]
+        if block.shape[1]:
+            self.stale -= ((self.features @ block) ** 2).sum(dim=1)
+            self.stale.masked_fill_(self.stale <= self.floor, NEG_INF)
+        self.fresh = upto
+
+    def remove(self, i: int) -> None:
+        self.stale[i] = NEG_INF
+
+    def argmax(self, upto: int) -> int | None:
+        """Index of the largest current variance (lowest index on ties); None if all are out."""
+        size = self.FIRST_TRY
+        if upto - self.fresh >= self.MAX_LAG:
+            self.refresh(upto)
+        while self.fresh < upto and 8 * size < self.stale.shape[0]:
+            found = self._try_candidates(upto, size)
+            if found is not None:
+                return found
+            size *= 4
+        self.refresh(upto)
+        i = int(torch.argmax(self.stale))
+        return None if self.stale[i] == NEG_INF else i
+
+    def _try_candidates(self, upto: int, size: int) -> int | None:
+        top = torch.topk(self.stale, size + 1)
+        candidates, bound = top.indices[:size], top.values[size]
+        block = self.basis[:, self.fresh : upto]
+        exact = self.stale[candidates] - ((self.features[candidates] @ block) ** 2).sum(dim=1)
+        out = exact <= self.floor[candidates]
+        self.stale[candidates[out]] = NEG_INF  # exhausted: stays out at any later step
+        exact[out] = NEG_INF
+        best = exact.max()
+        if best == NEG_INF or not best > bound:
+            return None
+        return int(candidates[exact == best].min())
 
 
 def _residual(g: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -91,22 +154,20 @@ def maxdet(
     basis = g_all.new_zeros(dim, n_train + min(k, n, dim))
     basis[:, :n_train] = train_basis
     floor = rtol * prior
-    variance.masked_fill_(variance <= floor, NEG_INF)
+    lazy = LazyVariances(g_all, variance, floor, basis, n_train)
     picked: list[int] = []
     scores: list[float] = []
     while len(picked) < k and n_train + len(picked) < basis.shape[1]:
-        i = int(torch.argmax(variance))
-        if variance[i] == NEG_INF:
+        cols = n_train + len(picked)
+        i = lazy.argmax(cols)
+        if i is None:
             break
-        r = _residual(g_all[i], basis[:, : n_train + len(picked)])
+        lazy.remove(i)
+        r = _residual(g_all[i], basis[:, :cols])
         res = float(r @ r)
-        variance[i] = NEG_INF
         if res <= float(floor[i]):
             continue
-        q = r / res**0.5
-        basis[:, n_train + len(picked)] = q
-        variance -= (g_all @ q) ** 2
-        variance.masked_fill_(variance <= floor, NEG_INF)
+        basis[:, cols] = r / res**0.5
         picked.append(i)
         scores.append(res)
     return fill_up(picked, scores, prior, k, "maxdet")
