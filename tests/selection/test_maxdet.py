@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from uq_bias.selection import greedy_logdet_reference, maxdet, maxdet_kernel
+from uq_bias.selection.maxdet import LazyVariances
 
 
 @pytest.mark.parametrize("n_train", [0, 6])
@@ -134,9 +135,10 @@ def test_bad_input(args, match):
 
 
 @pytest.mark.parametrize("pool_kind", ["gaussian", "clustered"])
-def test_lazy_updates_on_a_large_pool_match_bmdal(bmdal, gaussian, clustered, pool_kind):
-    """n = 3000 > 8 * LazyVariances.FIRST_TRY: the lazy path runs, its bounds and refreshes too.
-    Clustered pools make the stale bounds loose (variances drop fast), forcing refreshes."""
+def test_lazy_updates_match_bmdal(bmdal, gaussian, clustered, pool_kind, monkeypatch):
+    """With MIN_POOL lowered, n = 3000 > 8 * FIRST_TRY takes the lazy path (accepted bounds and
+    refreshes). Clustered pools make the stale bounds loose (variances drop fast)."""
+    monkeypatch.setattr(LazyVariances, "MIN_POOL", 0)
     if pool_kind == "gaussian":
         pool = gaussian(3000, 64, seed=13)
     else:

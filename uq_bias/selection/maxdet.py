@@ -64,6 +64,7 @@ class LazyVariances:
 
     FIRST_TRY = 256  # candidates evaluated exactly before growing 4x
     MAX_LAG = 16  # refresh all frames once this many basis columns are pending
+    MIN_POOL = 32768  # smaller pools: one pass per step costs no more than the bookkeeping
 
     def __init__(self, features, variance, floor, basis, fresh: int):
         self.features, self.stale, self.floor, self.basis = features, variance, floor, basis
@@ -73,8 +74,11 @@ class LazyVariances:
     def refresh(self, upto: int) -> None:
         """Subtract basis columns fresh..upto from every frame's variance."""
         block = self.basis[:, self.fresh : upto]
+        if block.shape[1] == 1:  # one matrix-vector product, the common case for small pools
+            self.stale -= (self.features @ block[:, 0]).square_()
+        elif block.shape[1] > 1:
+            self.stale -= (self.features @ block).square_().sum(dim=1)
         if block.shape[1]:
-            self.stale -= ((self.features @ block) ** 2).sum(dim=1)
             self.stale.masked_fill_(self.stale <= self.floor, NEG_INF)
         self.fresh = upto
 
@@ -84,9 +88,10 @@ class LazyVariances:
     def argmax(self, upto: int) -> int | None:
         """Index of the largest current variance (lowest index on ties); None if all are out."""
         size = self.FIRST_TRY
-        if upto - self.fresh >= self.MAX_LAG:
+        n = self.stale.shape[0]
+        if upto - self.fresh >= self.MAX_LAG or n < self.MIN_POOL:
             self.refresh(upto)
-        while self.fresh < upto and 8 * size < self.stale.shape[0]:
+        while self.fresh < upto and 8 * size < n:
             found = self._try_candidates(upto, size)
             if found is not None:
                 return found
