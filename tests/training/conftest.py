@@ -23,7 +23,7 @@ _ROOT = _root_conftest()
 rattled_cu_frames, label = _ROOT.rattled_cu_frames, _ROOT.label
 
 CUTOFF = 3.5
-EPOCHS = 3
+EPOCHS = 2
 
 
 def _fast_args(tmp, out, *extra) -> list[str]:

@@ -122,3 +122,15 @@ def test_save_is_atomic(tmp_path):
         save_model(unpicklable, path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["model.model"]
+
+
+def test_init_model_must_know_the_training_elements(trained, data_dir, tmp_path, fast_args, capsys):
+    _bad_frames(data_dir, tmp_path)
+    nickel = str(tmp_path / "nickel.extxyz")
+    args = fast_args(data_dir, tmp_path / "out.model", "--init", str(trained))
+    args[args.index("--train") + 1] = args[args.index("--valid") + 1] = nickel
+    assert main(args) == 2
+    assert "training data contains element(s) ['Ni'] that are not in the model" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "out.model").exists()
