@@ -7,7 +7,7 @@ max-det picks at step t the frame with the largest conditional variance
 
 S = {x_1, ..., x_{t-1}}, which maximises log det K[S + x, S + x] = log det K[S, S] + log k_t(x, x).
 That is a pivoted Cholesky factorisation stopped after k columns. In feature space we keep an
-orthonormal basis Q (D, t) of the picked frames' residual features:
+orthonormal basis Q (D, t) of the picked frames' residual features (stored as rows, Q^T):
 
     r = (I - Q Q^T) g_{x_t}   (computed twice: "twice is enough" re-orthogonalisation)
     q = r / ||r||,   k_{t+1}(x, x) = k_t(x, x) - (g_x . q)^2   for every pool frame x,
@@ -20,7 +20,7 @@ upper bounds. :class:`LazyVariances` keeps them stale, computes the exact curren
 k_s0(x, x) - ||Q[:, s0:t]^T g_x||^2 only for the top candidates by stale value, and accepts the
 best of them when it beats every other stale bound strictly; otherwise it refreshes all frames
 with one (n, D) x (D, t - s0) matrix product. Frames far below the top are touched only at
-refreshes, so on most pools a step costs far less than a pass over G.
+refreshes, so on large pools (>= MIN_POOL frames) a step costs far less than a pass over G.
 
 Symbols: G ``features``; g_x a row of G; k(x, x) ``prior``; k_t(x, x) ``variance``; Q ``basis``.
 """
@@ -42,15 +42,15 @@ NEG_INF = float("-inf")
 
 
 def training_basis(train_features: torch.Tensor, rtol: float) -> torch.Tensor:
-    """(D, r) orthonormal basis of the span of the training features' rows.
+    """(r, D) orthonormal rows spanning the training features' rows.
 
     Directions with singular value s_i^2 <= rtol * s_max^2 are dropped (numerically absent).
     """
     if train_features.shape[0] == 0:
-        return train_features.new_zeros(train_features.shape[1], 0)
+        return train_features.new_zeros(0, train_features.shape[1])
     _, s, vh = torch.linalg.svd(train_features, full_matrices=False)
     keep = s**2 > rtol * s[0] ** 2
-    return vh[keep].T.contiguous()
+    return vh[keep].contiguous()
 
 
 class LazyVariances:
@@ -58,12 +58,12 @@ class LazyVariances:
 
     Args:
         features: (n, D) G.  variance: (n,) exact k_s0(x, x), -inf for frames already out.
-        floor: (n,) rtol * k(x, x).  basis: (D, >= s0) the orthonormal Q, filled column by column.
-        fresh: s0, the number of basis columns already subtracted from ``variance``.
+        floor: (n,) rtol * k(x, x).  basis: (>= s0, D) Q^T, filled row by row.
+        fresh: s0, the number of basis rows already subtracted from ``variance``.
     """
 
     FIRST_TRY = 256  # candidates evaluated exactly before growing 4x
-    MAX_LAG = 16  # refresh all frames once this many basis columns are pending
+    MAX_LAG = 16  # refresh all frames once this many basis rows are pending
     MIN_POOL = 32768  # smaller pools: one pass per step costs no more than the bookkeeping
 
     def __init__(self, features, variance, floor, basis, fresh: int):
@@ -72,13 +72,13 @@ class LazyVariances:
         self.stale.masked_fill_(self.stale <= self.floor, NEG_INF)
 
     def refresh(self, upto: int) -> None:
-        """Subtract basis columns fresh..upto from every frame's variance."""
-        block = self.basis[:, self.fresh : upto]
-        if block.shape[1] == 1:  # one matrix-vector product, the common case for small pools
-            self.stale -= (self.features @ block[:, 0]).square_()
-        elif block.shape[1] > 1:
-            self.stale -= (self.features @ block).square_().sum(dim=1)
-        if block.shape[1]:
+        """Subtract basis rows fresh..upto from every frame's variance."""
+        block = self.basis[self.fresh : upto]
+        if block.shape[0] == 1:  # one matrix-vector product, the common case for small pools
+            self.stale -= (self.features @ block[0]).square_()
+        elif block.shape[0] > 1:
+            self.stale -= (self.features @ block.T).square_().sum(dim=1)
+        if block.shape[0]:
             self.stale.masked_fill_(self.stale <= self.floor, NEG_INF)
         self.fresh = upto
 
@@ -103,8 +103,8 @@ class LazyVariances:
     def _try_candidates(self, upto: int, size: int) -> int | None:
         top = torch.topk(self.stale, size + 1)
         candidates, bound = top.indices[:size], top.values[size]
-        block = self.basis[:, self.fresh : upto]
-        exact = self.stale[candidates] - ((self.features[candidates] @ block) ** 2).sum(dim=1)
+        block = self.basis[self.fresh : upto]
+        exact = self.stale[candidates] - ((self.features[candidates] @ block.T) ** 2).sum(dim=1)
         out = exact <= self.floor[candidates]
         self.stale[candidates[out]] = NEG_INF  # exhausted: stays out at any later step
         exact[out] = NEG_INF
@@ -115,11 +115,12 @@ class LazyVariances:
 
 
 def _residual(g: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """g minus its projection on span(basis), with one re-orthogonalisation pass."""
-    if basis.shape[1] == 0:
+    """g minus its projection on the span of the (t, D) orthonormal rows ``basis``, with one
+    re-orthogonalisation pass."""
+    if basis.shape[0] == 0:
         return g.clone()
-    r = g - basis @ (basis.T @ g)
-    return r - basis @ (basis.T @ r)
+    r = g - basis.T @ (basis @ g)
+    return r - basis.T @ (basis @ r)
 
 
 def maxdet(
@@ -150,29 +151,29 @@ def maxdet(
     if n == 0 or k == 0:
         return Selection([], [], "maxdet")
     variance = prior.clone()
-    train_basis = g_all.new_zeros(dim, 0)
+    train_basis = g_all.new_zeros(0, dim)
     if train_features is not None:
         train = as_features(train_features, "train_features", dim).to(g_all.device)
         train_basis = training_basis(train, rtol)
-        variance -= ((g_all @ train_basis) ** 2).sum(dim=1)
-    n_train = train_basis.shape[1]
-    basis = g_all.new_zeros(dim, n_train + min(k, n, dim))
-    basis[:, :n_train] = train_basis
+        variance -= ((g_all @ train_basis.T) ** 2).sum(dim=1)
+    n_train = train_basis.shape[0]
+    basis = g_all.new_zeros(n_train + min(k, n, dim), dim)
+    basis[:n_train] = train_basis
     floor = rtol * prior
     lazy = LazyVariances(g_all, variance, floor, basis, n_train)
     picked: list[int] = []
     scores: list[float] = []
-    while len(picked) < k and n_train + len(picked) < basis.shape[1]:
+    while len(picked) < k and n_train + len(picked) < basis.shape[0]:
         cols = n_train + len(picked)
         i = lazy.argmax(cols)
         if i is None:
             break
         lazy.remove(i)
-        r = _residual(g_all[i], basis[:, :cols])
+        r = _residual(g_all[i], basis[:cols])
         res = float(r @ r)
         if res <= float(floor[i]):
             continue
-        basis[:, cols] = r / res**0.5
+        basis[cols] = r / res**0.5
         picked.append(i)
         scores.append(res)
     return fill_up(picked, scores, prior, k, "maxdet")
