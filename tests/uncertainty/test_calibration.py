@@ -1,0 +1,106 @@
+"""Calibration: factors against their definitions, coverage on held-out GFN2-xTB frames, rank
+correlation on near and far frames, metrics against closed forms, bad input."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from scipy.stats import norm, spearmanr
+
+from uq_bias.uncertainty.calibration import (
+    LEVELS,
+    calibrate,
+    conformal_factor,
+    likelihood_factor,
+    metrics,
+    residuals,
+)
+from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
+
+ALPHA = 0.2
+
+
+@pytest.fixture(scope="module")
+def posterior(xtb_model, xtb_data):
+    return GradientFeatureUncertainty(xtb_model).fit(xtb_data["train"])
+
+
+def test_factors_follow_their_definitions():
+    rng = np.random.default_rng(0)
+    error, u = np.abs(rng.normal(size=37)), rng.uniform(0.5, 2.0, size=37)
+    scores = sorted(error / u)
+    q = math.ceil(38 * (1 - ALPHA))  # the q-th smallest of n = 37 scores
+    assert conformal_factor(error, u, ALPHA) == scores[q - 1]
+    assert conformal_factor(error, u, 0.01) == scores[-1]  # q > n: the largest score
+    c = likelihood_factor(error, u)
+    assert abs(np.mean(error**2 / (c * u) ** 2) - 1) < 1e-12
+
+
+def test_metrics_against_closed_forms():
+    """Gaussian errors with u = 2 sigma: coverage 2 Phi(2) - 1, area mean|2 Phi(2 z_p) - 1 - p|."""
+    rng = np.random.default_rng(1)
+    error = np.abs(rng.normal(size=200_000))
+    m = metrics(error, np.full_like(error, 2.0))
+    assert abs(m["coverage"] - (2 * norm.cdf(2) - 1)) < 3e-3
+    z = norm.ppf(0.5 * (1 + LEVELS))
+    area = np.mean(np.abs(2 * norm.cdf(2 * z) - 1 - LEVELS))
+    assert abs(m["miscalibration_area"] - area) < 3e-3
+    assert abs(m["nll"] - (0.5 * np.log(2 * np.pi * 4) + 1 / 8)) < 3e-3
+    assert abs(metrics(error, np.ones_like(error))["miscalibration_area"]) < 3e-3
+
+
+def test_conformal_coverage_on_held_out_xtb_frames(posterior, xtb_data):
+    """Over 200 random frame-level splits of 40 held-out GFN2-xTB frames into calibration and
+    test halves, the mean test coverage is >= 1 - alpha - 0.03 (atoms) / - 0.05 (energies)."""
+    pool = xtb_data["valid"] + xtb_data["test"]
+    res = residuals(posterior, pool)
+    per_frame = np.repeat(np.arange(len(pool)), [len(a) for a in pool])
+    rng = np.random.default_rng(0)
+    coverage = {"atoms": [], "energy": []}
+    for _ in range(200):
+        cal = np.zeros(len(pool), bool)
+        cal[rng.permutation(len(pool))[: len(pool) // 2]] = True
+        atom_cal = cal[per_frame]
+        c = conformal_factor(res.atom_error[atom_cal], res.atom_u[atom_cal], ALPHA)
+        coverage["atoms"].append(np.mean(res.atom_error[~atom_cal] <= c * res.atom_u[~atom_cal]))
+        c = conformal_factor(res.energy_error[cal], res.energy_u[cal], ALPHA)
+        coverage["energy"].append(np.mean(res.energy_error[~cal] <= c * res.energy_u[~cal]))
+    assert np.mean(coverage["atoms"]) >= 1 - ALPHA - 0.03
+    assert np.mean(coverage["energy"]) >= 1 - ALPHA - 0.05
+    report = calibrate(posterior, xtb_data["valid"], alpha=ALPHA)
+    assert report["forces"]["calibrated"]["coverage"] >= 1 - ALPHA
+
+
+def test_uncertainty_ranks_force_errors_on_near_and_far_frames(posterior, xtb_model, xtb_data):
+    """Spearman(u_i, |F_i - F_i,ref|) > 0.3 on test frames mixed with strongly rattled ones,
+    for the posterior and the distance uncertainty."""
+    frames = xtb_data["test"] + xtb_data["far"]
+    distance = GradientFeatureUncertainty(xtb_model, method="distance").fit(xtb_data["train"])
+    for model in (posterior, distance):
+        res = residuals(model, frames)
+        assert spearmanr(res.atom_u, res.atom_error)[0] > 0.3
+        assert spearmanr(res.energy_u, res.energy_error)[0] > 0.3
+
+
+def test_per_element_factors(posterior, xtb_data):
+    report = calibrate(posterior, xtb_data["valid"], alpha=ALPHA, per_element=True)
+    res = residuals(posterior, xtb_data["valid"])
+    for symbol, z in (("H", 1), ("C", 6), ("O", 8)):
+        mask = res.numbers == z
+        expected = conformal_factor(res.atom_error[mask], res.atom_u[mask], ALPHA)
+        assert report["factors"]["atom_per_element"][symbol] == pytest.approx(expected, rel=1e-12)
+        assert float(posterior.calibration.atom[z]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_bad_input(posterior, xtb_data):
+    unlabelled = [a.copy() for a in xtb_data["valid"][:3]]
+    with pytest.raises(ValueError, match="frame 0 has no energy and forces labels"):
+        calibrate(posterior, unlabelled)
+    with pytest.raises(ValueError, match="empty"):
+        calibrate(posterior, [])
+    with pytest.raises(ValueError, match="unknown calibration"):
+        calibrate(posterior, xtb_data["valid"], method="isotonic")
+    with pytest.raises(ValueError, match="alpha"):
+        calibrate(posterior, xtb_data["valid"], alpha=1.5)

@@ -1,0 +1,70 @@
+"""Save and load: identical predictions, tensors + JSON only, clear errors for another model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from uq_bias.models.mace import MACEAdapter
+from uq_bias.training.build import build_mace
+from uq_bias.uncertainty import Ensemble, GradientFeatureUncertainty, load
+from uq_bias.uncertainty.calibration import calibrate
+from uq_bias.uncertainty.io import CONFIG_FILE, STATE_FILE
+
+
+def outputs(model, frames):
+    graph = model.graph(frames).requires_grad_(positions=True)
+    out = model(graph, forces=True)
+    return [out.energy, out.energy_uncertainty, out.atom_uncertainty]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"method": "posterior", "features": "all_readouts", "sketch_dim": 64},
+        {"method": "distance", "features": "sketch", "sketch_dim": 32},
+    ],
+    ids=["posterior-all-readouts", "distance-sketch"],
+)
+def test_gradient_round_trip(cu_model, small_cu_frames, tmp_path, options):
+    model = GradientFeatureUncertainty(cu_model, **options).fit(small_cu_frames[:5])
+    calibrate(model, small_cu_frames[5:7], per_element=True)
+    model.save(tmp_path)
+    state = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    assert all(isinstance(value, torch.Tensor) for value in state.values())
+    assert json.loads((tmp_path / CONFIG_FILE).read_text())["options"]["sketch_dim"] > 0
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    loaded = load(tmp_path, model=cu_model)
+    for a, b in zip(outputs(model, small_cu_frames[6:]), outputs(loaded, small_cu_frames[6:])):
+        assert torch.equal(a, b)
+
+
+def test_ensemble_round_trip_from_model_files(cu_members, small_cu_frames, tmp_path):
+    paths = []
+    for k, member in enumerate(cu_members[:2]):
+        paths.append(str(tmp_path / f"member{k}.model"))
+        torch.save(member, paths[-1])
+    ensemble = Ensemble(paths)
+    calibrate(ensemble, small_cu_frames[:3])
+    ensemble.save(tmp_path / "unc")
+    loaded = load(tmp_path / "unc")  # members from the recorded paths
+    for a, b in zip(outputs(ensemble, small_cu_frames[3:5]), outputs(loaded, small_cu_frames[3:5])):
+        assert torch.equal(a, b)
+
+
+def test_loading_for_another_model_fails(cu_model, small_cu_frames, tmp_path):
+    GradientFeatureUncertainty(cu_model).fit(small_cu_frames[:3]).save(tmp_path)
+    with pytest.raises(ValueError, match="weights checksum differs"):
+        load(tmp_path, model=build_mace([13, 29], cutoff=4.0, seed=9))
+    with pytest.raises(ValueError, match="cutoff: saved 4.0, given 5.0"):
+        load(tmp_path, model=build_mace([13, 29], cutoff=5.0, seed=0))
+    with pytest.raises(ValueError, match="atomic_numbers"):
+        load(tmp_path, model=build_mace([13, 28, 29], cutoff=4.0, seed=0))
+    with pytest.raises(ValueError, match="does not record the model file"):
+        load(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not a saved uncertainty model"):
+        load(tmp_path / "nothing", model=cu_model)
+    with pytest.raises(ValueError, match="not fitted"):
+        GradientFeatureUncertainty(MACEAdapter(cu_model)).save(tmp_path / "unfitted")
