@@ -82,10 +82,15 @@ def fit(
 ) -> FitResult:
     """Train ``model`` in place on labelled frames; validation before training is epoch 0.
 
+    Frames carry their labels in ``atoms.calc`` or under the default keys (see
+    :func:`~uq_bias.training.labels.labelled`); a frame without energy or forces is an error.
+
     Early stopping watches val_loss (``options.patience`` epochs); the returned model holds the
     (EMA) weights of the best validation epoch, which may be the initial weights.
     """
     options, trainer_options = options or FitOptions(), trainer_options or TrainerOptions()
+    train_frames = _frames(train_frames, "training", LabelKeys())
+    valid_frames = _frames(valid_frames, "validation", LabelKeys())
     check_elements(train_frames, model.atomic_numbers, "the training data", "the model")
     check_elements(valid_frames, model.atomic_numbers, "the validation data", "the model")
     lightning.seed_everything(options.seed, workers=True, verbose=False)
