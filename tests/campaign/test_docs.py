@@ -20,7 +20,7 @@ def test_every_api_name_in_the_guide_imports():
     for name in names:
         module_name, _, attr = name.rpartition(".")
         try:
-            module = importlib.import_module(name)
+            importlib.import_module(name)
             continue
         except ImportError:
             pass

@@ -131,6 +131,28 @@ def _table(rows: list[dict], state: CampaignState) -> list[str]:
     return lines
 
 
+def _calibration_table(rows: list[dict], state: CampaignState) -> list[str]:
+    """Per iteration: calibration factors and calibrated force metrics on the validation set."""
+    lines = [
+        "## Calibration per iteration (validation frames)",
+        "",
+        "| iteration | energy factor | atom factor | force coverage | force NLL | "
+        "miscalibration area |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        report = read_json(state.iteration_dir(r["iteration"]) / "calibration.json", {})
+        if not report:
+            continue
+        forces = report["forces"]["calibrated"]
+        lines.append(
+            f"| {r['iteration']} | {report['factors']['energy']:.4g} | "
+            f"{report['factors']['atom']:.4g} | {forces['coverage']:.2f} | {forces['nll']:.3g} | "
+            f"{forces['miscalibration_area']:.3f} |"
+        )
+    return lines + [""]
+
+
 def write_report(state: CampaignState, config: cfg.CampaignConfig) -> Path:
     """Write ``report/report.md`` (and the plots) from the campaign folder; returns its path."""
     rows = [read_json(state.iteration_dir(k) / "metrics.json") for k in _iterations(state)]
@@ -158,6 +180,7 @@ def write_report(state: CampaignState, config: cfg.CampaignConfig) -> Path:
         *_table(rows, state),
         "",
     ]
+    lines += _calibration_table(rows, state)
     if config.report.plots and rows:
         plot_errors(rows, out / "errors.png")
         lines += ["![errors and uncertainty per iteration](errors.png)", ""]

@@ -16,7 +16,9 @@ which to run and marks them in the journal. Files of iteration k (``iterations/N
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
@@ -187,7 +189,6 @@ def model_paths(ctx: Context, k: int) -> list[Path]:
 def train(ctx: Context, k: int) -> None:
     """Train (or fine-tune) the model or ensemble with Lightning on the training split."""
     from uq_bias.training import FitOptions, LossWeights, TrainerOptions, compute_statistics
-    from uq_bias.training import train as train_model
 
     config = ctx.config
     frames = ctx.state.labelled()
@@ -209,7 +210,31 @@ def train(ctx: Context, k: int) -> None:
     previous = model_paths(ctx, k - 1) if (config.model.fine_tune and k > 1) else None
     fresh = previous is None and config.model.file is None
     stats = compute_statistics(train_frames, config.model.cutoff) if fresh else None
+    with _quiet_lightning():
+        _train_members(ctx, k, train_frames, valid_frames, options, trainer, previous, stats)
+
+
+@contextlib.contextmanager
+def _quiet_lightning():
+    """Lightning's info lines (GPU available, tips) off while training; restored after."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _train_members(ctx, k, train_frames, valid_frames, options, trainer, previous, stats):
+    """Train each member (one for a single model) with seed ``options.seed + j``; members
+    already written (before a kill) are kept."""
+    from uq_bias.training import train as train_model
+
+    config = ctx.config
     for j, out in enumerate(model_paths(ctx, k)):
+        if out.is_file():  # a member finished before a kill (model files are written atomically)
+            continue
         out.parent.mkdir(parents=True, exist_ok=True)
         init = (
             previous[j]

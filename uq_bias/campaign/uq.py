@@ -13,7 +13,6 @@ Error metrics of a model with uncertainty on labelled frames (S structures, N at
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,119 +110,42 @@ def atom_errors(p: Predictions, limit: int = 4000) -> dict[str, list]:
     }
 
 
-def calibration_factor(residual: np.ndarray, raw: np.ndarray, method: str, alpha: float) -> float:
-    """c such that c * raw predicts |residual|.
-
-    conformal:  c = the ceil((n + 1)(1 - alpha))-th smallest of the scores |r| / u (coverage
-                1 - alpha for exchangeable data; the largest score when n is too small);
-    likelihood: c = sqrt(mean(r^2 / u^2)) (maximises the Gaussian likelihood).
-    """
-    scores = np.abs(residual) / np.maximum(raw, np.finfo(float).tiny)
-    if method == "likelihood":
-        return float(np.sqrt(np.mean(scores**2)))
-    n = len(scores)
-    rank = min(n, int(np.ceil((n + 1) * (1 - alpha))))
-    return float(np.sort(scores)[rank - 1])
-
-
 def fit(
     model_paths: Sequence[str],
     train: Sequence[Atoms],
     valid: Sequence[Atoms],
     config: cfg.CampaignConfig,
 ):
-    """The uncertainty model of ``config.uncertainty`` for the trained model(s): fitted on
-    ``train``, calibrated on ``valid``. Returns (model, calibration summary)."""
+    """The uncertainty model of ``config.uncertainty`` for the trained model file(s): fitted on
+    ``train`` (gradient features), calibrated on ``valid`` by
+    :func:`uq_bias.uncertainty.calibrate`. Returns (model, calibration report)."""
+    from uq_bias.uncertainty import Ensemble, GradientFeatureUncertainty, calibrate
+
     u = config.uncertainty
     paths = [str(p) for p in model_paths]
-    model = _tag(_build(u.method, paths, _options(u)), u.method, paths, _options(u))
-    if u.method != "ensemble":
-        model.fit(list(train))
-    raw = predict(model, valid)
-    c_energy = calibration_factor(
-        raw.energy - raw.energy_ref, raw.energy_uncertainty, u.calibration, u.alpha
-    )
-    atom_error = np.linalg.norm(raw.forces - raw.forces_ref, axis=1)
-    c_atom = calibration_factor(atom_error, raw.atom_uncertainty, u.calibration, u.alpha)
-    model.calibration.set(c_energy, c_atom)
-    summary = {
-        "method": u.calibration,
-        "alpha": u.alpha,
-        "energy_factor": c_energy,
-        "atom_factor": c_atom,
-        "n_valid_frames": len(valid),
-    }
-    return model, summary
-
-
-def _build(method: str, paths: list[str], options: dict):
-    """A fresh (unfitted, uncalibrated) uncertainty model around the model file(s)."""
-    if method == "ensemble":
-        from uq_bias.uncertainty import Ensemble
-
-        return Ensemble(paths)
-    from uq_bias.uncertainty import GradientFeatureUncertainty
-
-    return GradientFeatureUncertainty(paths[0], method=method, **options)
-
-
-def _options(u: cfg.UncertaintyConfig) -> dict:
     if u.method == "ensemble":
-        return {}
-    sketch = {"features": "sketch", "sketch_dim": u.sketch} if u.sketch else {}
-    return {"sigma": u.sigma, **sketch}
-
-
-def _own_state(model) -> dict[str, torch.Tensor]:
-    """The fitted state: every buffer that is not part of the wrapped model file(s)."""
-    return {
-        name: value
-        for name, value in model.state_dict().items()
-        if not name.startswith(("model.", "members."))
-    }
+        model = Ensemble(paths)
+    else:
+        sketch = {"features": "sketch", "sketch_dim": u.sketch} if u.sketch else {}
+        model = GradientFeatureUncertainty(paths[0], method=u.method, sigma=u.sigma, **sketch)
+        model.fit(list(train))
+    report = calibrate(model, list(valid), method=u.calibration, alpha=u.alpha)
+    return model, report
 
 
 def save(model, path: str | Path) -> None:
-    """Save a fitted uncertainty model to the folder ``path``: ``bundle.json`` (method, model
-    files relative to the folder, options) and ``state.pt`` (the fitted tensors). The model
-    files themselves stay where they are."""
-    from uq_bias.campaign.state import write_json
+    """Save a fitted uncertainty model to the folder ``path`` (tensors + JSON; the model files
+    stay where they are): :func:`uq_bias.uncertainty.save`."""
+    from uq_bias.uncertainty import save as save_uncertainty
 
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    paths = model._campaign_paths
-    relative = [os.path.relpath(Path(p).resolve(), path.resolve()) for p in paths]
-    torch.save(_own_state(model), path / "state.pt")
-    write_json(
-        path / "bundle.json",
-        {"method": model._campaign_method, "models": relative, "options": model._campaign_options},
-    )
+    save_uncertainty(model, path)
 
 
 def load(path: str | Path):
-    """Load what :func:`save` wrote. The model files it names are pickles: trusted files only;
-    the fitted state is read with ``weights_only=True``."""
-    import json
+    """Load what :func:`save` wrote (the model files it names are trusted pickles)."""
+    from uq_bias.uncertainty import load as load_uncertainty
 
-    path = Path(path)
-    bundle = path / "bundle.json"
-    if not bundle.is_file():
-        raise FileNotFoundError(f"{str(path)!r} holds no saved uncertainty model (bundle.json)")
-    spec = json.loads(bundle.read_text())
-    paths = [str((path / p).resolve()) for p in spec["models"]]
-    model = _tag(
-        _build(spec["method"], paths, spec["options"]), spec["method"], paths, spec["options"]
-    )
-    for name, value in torch.load(path / "state.pt", weights_only=True).items():
-        owner, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(owner) if owner else model, attr, value)
-    return model
-
-
-def _tag(model, method: str, paths: list[str], options: dict):
-    """Remember how to rebuild ``model`` (for :func:`save`)."""
-    model._campaign_method, model._campaign_paths, model._campaign_options = method, paths, options
-    return model
+    return load_uncertainty(path)
 
 
 @dataclass(frozen=True)
