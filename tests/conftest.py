@@ -75,3 +75,41 @@ def cu_cell():
     atoms.numbers[::5] = 13
     atoms.rattle(0.05, seed=4)
     return atoms
+
+
+@pytest.fixture(scope="session")
+def cu8_frames():
+    """Eight rattled, strained 8-atom Cu/Al cells labelled by EMT (for fitted MD models)."""
+    return rattled_cu_frames(8, seed=1, size=(2, 1, 1), amplitude=0.1)
+
+
+@pytest.fixture(scope="session")
+def untrained_ensemble():
+    """Two untrained tiny MACE models for H, C, O, Al, Cu (seeds 1, 2) as an ensemble."""
+    from uq_bias.models.mace import MACEAdapter
+    from uq_bias.training.build import build_mace
+    from uq_bias.uncertainty.ensemble import Ensemble
+
+    elements = [1, 6, 8, 13, 29]
+    return Ensemble([MACEAdapter(build_mace(elements, cutoff=4.0, seed=s)) for s in (1, 2)])
+
+
+@pytest.fixture(scope="session")
+def fitted_ensemble(cu8_frames):
+    """Three tiny Cu/Al MACE models whose readouts are least-squares fitted to EMT (a crystal
+    that holds together under MD), differing in their random hidden layers."""
+    from readout_fit import fit_readout
+
+    from uq_bias.models.mace import MACEAdapter
+    from uq_bias.training.build import build_mace
+    from uq_bias.training.statistics import compute_statistics
+    from uq_bias.uncertainty.ensemble import Ensemble
+
+    stats = compute_statistics(cu8_frames, 4.0)
+    members = [
+        fit_readout(
+            MACEAdapter(build_mace([13, 29], cutoff=4.0, statistics=stats, seed=s)), cu8_frames
+        )
+        for s in range(3)
+    ]
+    return Ensemble(members)

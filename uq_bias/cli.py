@@ -26,7 +26,7 @@ def _add_train(sub) -> None:
     p.add_argument("--energy-weight", type=float, default=1.0)
     p.add_argument("--forces-weight", type=float, default=10.0)
     p.add_argument("--stress-weight", type=float, default=100.0)
-    p.add_argument("--ema-decay", type=float, default=0.99, help="0 disables the EMA")
+    p.add_argument("--ema-decay", type=float, default=0.99, help="0 disables the EMA (with warmup)")
     p.add_argument("--scheduler", default="plateau", choices=["plateau", "cosine", "none"])
     p.add_argument("--patience", type=int, default=20, help="early-stopping patience, epochs")
     p.add_argument("--seed", type=int, default=0)
@@ -125,6 +125,89 @@ def _run_select(args) -> int:
     return 0
 
 
+def _add_md(sub) -> None:
+    """`uq-bias md`: see uq_bias.dynamics.explore."""
+    p = sub.add_parser("md", help="uncertainty-biased exploration MD with a watchdog")
+    p.add_argument("--unc", required=True, help="uncertainty model directory (uncertainty.load)")
+    p.add_argument("--start", required=True, help="start structure(s), any ASE-readable file")
+    p.add_argument("--out", required=True, help="kept frames, extended XYZ (_w<k> per walker)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--temperature", type=float, default=300.0, help="K")
+    p.add_argument("--timestep", type=float, default=1.0, help="fs")
+    strength = p.add_mutually_exclusive_group()
+    strength.add_argument("--tau", type=float, help="absolute bias strength (E_b = E - tau U)")
+    strength.add_argument("--tau-rel", type=float, help="bias force / physical force ratio")
+    p.add_argument("--window", type=int, default=100, help="steps averaged for --tau-rel")
+    p.add_argument(
+        "--weight", action="append", default=[], metavar="EL=W", help="bias weight, e.g. H=0"
+    )
+    p.add_argument("--npt", action="store_true", help="NPT (MTK barostat; periodic cells only)")
+    p.add_argument("--pressure", type=float, default=0.0, help="NPT pressure, GPa")
+    p.add_argument("--walkers", type=int, default=1)
+    p.add_argument("--sample-every", type=int, default=10, help="keep a frame every n steps")
+    p.add_argument("--max-uncertainty", type=float, help="stop when max_i u_i exceeds, eV/A")
+    p.add_argument("--max-hal-ratio", type=float, help="stop when max_i u_i/(|F_i|+eps) exceeds")
+    p.add_argument("--min-distance", type=float, default=0.5, help="A")
+    p.add_argument("--max-force", type=float, default=50.0, help="eV/A")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_md)
+
+
+def _weights(items: list[str]) -> dict[str, float]:
+    weights = {}
+    for item in items:
+        element, sep, value = item.partition("=")
+        try:
+            weights[element.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--weight expects ELEMENT=WEIGHT such as H=0, got {item!r}")
+    return weights
+
+
+def _run_md(args) -> int:
+    from ase.io import read
+
+    from uq_bias.bias import BiasConfig
+    from uq_bias.dynamics import CalculatorRecipe, ExploreConfig, WatchdogConfig, explore
+
+    bias = None
+    weights = _weights(args.weight)
+    if args.tau is not None or args.tau_rel is not None:
+        bias = BiasConfig(tau=args.tau, tau_rel=args.tau_rel, window=args.window, weights=weights)
+    elif weights:
+        raise ValueError("--weight needs a bias: give --tau or --tau-rel")
+    watchdog = WatchdogConfig(
+        max_uncertainty=args.max_uncertainty,
+        max_hal_ratio=args.max_hal_ratio,
+        min_distance=args.min_distance,
+        max_force=args.max_force,
+    )
+    config = ExploreConfig(
+        steps=args.steps,
+        timestep=args.timestep,
+        temperature=args.temperature,
+        ensemble="npt" if args.npt else "nvt",
+        pressure=args.pressure,
+        sample_every=args.sample_every,
+        watchdog=watchdog,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    starts = read(args.start, index=":")
+    recipe = CalculatorRecipe(str(args.unc), bias=bias)
+    result = explore(recipe, starts, config, walkers=args.walkers, trajectory=args.out)
+    for walker in result.walkers:
+        print(
+            f"walker {walker.index}: {walker.stop_reason} at step {walker.stop_step}, "
+            f"{len(walker.frames)} frames, max u_i {walker.max_uncertainty:.4g} eV/A -> "
+            f"{walker.trajectory}" + (f" ({walker.message})" if walker.message else "")
+        )
+    return 0
+
+
 COMMANDS = [_add_train]
 COMMANDS.append(_add_select)
 
@@ -161,6 +244,7 @@ def _run_demo(args) -> int:
 
 
 COMMANDS += [_add_run, _add_demo]
+COMMANDS.append(_add_md)
 
 
 def _add_calibrate(sub) -> None:

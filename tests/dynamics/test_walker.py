@@ -1,0 +1,233 @@
+"""Exploration walkers: the bias raises the uncertainty reached, the bias stress moves the cell,
+the watchdog stops where an independent recomputation says it should, frames and trajectory."""
+
+from __future__ import annotations
+
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.io import read
+
+from uq_bias import keys
+from uq_bias.bias import BiasConfig
+from uq_bias.calculator import Calculator
+from uq_bias.dynamics import ExploreConfig, WatchdogConfig, explore, walker_specs
+from uq_bias.dynamics.walker import make_dynamics
+from uq_bias.dynamics.watchdog import hal_ratio, min_pair_distance
+
+FAST = {"timestep": 2.0, "temperature": 300.0, "progress": False, "seed": 11}
+
+
+def _calc(ensemble, tau):
+    return Calculator(ensemble, bias=BiasConfig(tau=tau))
+
+
+def _start_results(ensemble, start):
+    """The unbiased results at the start structure (step 0, not kept as a frame)."""
+    atoms = start.copy()
+    atoms.calc = Calculator(ensemble)
+    atoms.get_forces()
+    return atoms.calc.results
+
+
+def _threshold(start_value: float, values: np.ndarray, q: float, above: bool = True):
+    """A threshold beyond the start value (step 0) that the reference run (steps 1, 2, ...)
+    crosses, and the first step that crosses it (``above``: values rising past it)."""
+    sign = 1.0 if above else -1.0
+    threshold = sign * max(sign * float(np.quantile(values, q)), sign * start_value * (1 + 1e-6))
+    crossed = values > threshold if above else values < threshold
+    assert crossed.any(), "the reference run never goes beyond its start value"
+    return threshold, int(np.argmax(crossed)) + 1
+
+
+@pytest.fixture(scope="module")
+def start(cu8_frames):
+    """A training frame: the models agree here, MD moves into less known ground."""
+    return cu8_frames[0]
+
+
+@pytest.fixture(scope="module")
+def lattice(cu8_frames):
+    """The ideal fcc lattice with the composition of the training frames."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1)
+    atoms.numbers = cu8_frames[0].numbers
+    return atoms
+
+
+@pytest.fixture(scope="module")
+def nvt_runs(fitted_ensemble, start):
+    """Unbiased and biased NVT from the same start and seeds, every frame kept."""
+    config = ExploreConfig(steps=40, sample_every=1, **FAST)
+    return {
+        tau: explore(_calc(fitted_ensemble, tau), start, config).walkers[0] for tau in (0.0, 1.5)
+    }
+
+
+@pytest.fixture(scope="module")
+def lattice_run(fitted_ensemble, lattice):
+    """Biased NVT from the ideal lattice (forces ~0, neighbours 2.55 A apart), every frame."""
+    config = ExploreConfig(steps=40, sample_every=1, **FAST)
+    return explore(_calc(fitted_ensemble, 1.5), lattice, config).walkers[0]
+
+
+def test_bias_reaches_higher_uncertainty(nvt_runs, fitted_ensemble, start):
+    """The biased quantity, the energy uncertainty U, gets higher with the bias on."""
+    plain, biased = nvt_runs[0.0], nvt_runs[1.5]
+    assert plain.stop_reason == biased.stop_reason == "completed"
+    u_plain = max(f.info[keys.ENERGY_UNCERTAINTY] for f in plain.frames)
+    u_biased = max(f.info[keys.ENERGY_UNCERTAINTY] for f in biased.frames)
+    assert u_biased > 1.2 * u_plain
+    u_start = _start_results(fitted_ensemble, start)[keys.ENERGY_UNCERTAINTY]
+    assert biased.max_energy_uncertainty == pytest.approx(max(u_biased, u_start))
+
+
+def test_frames_carry_their_results(nvt_runs, fitted_ensemble, start):
+    walker = nvt_runs[1.5]
+    assert [f.info["step"] for f in walker.frames] == list(range(1, 41))
+    frame = walker.frames[-1]
+    np.testing.assert_allclose(
+        frame.arrays["model_forces"],
+        frame.arrays[keys.UNBIASED_FORCES] + frame.arrays[keys.BIAS_FORCES],
+    )
+    assert frame.arrays[keys.FORCES_UNCERTAINTY].shape == (len(frame),)
+    assert frame.calc is None  # model predictions are never mistaken for labels
+    u = np.array([f.arrays[keys.FORCES_UNCERTAINTY].max() for f in walker.frames])
+    u_start = _start_results(fitted_ensemble, start)[keys.FORCES_UNCERTAINTY].max()
+    assert walker.max_uncertainty == pytest.approx(max(u.max(), u_start))
+
+
+def test_uncertainty_threshold_stops_at_the_first_crossing(fitted_ensemble, start, nvt_runs):
+    reference = nvt_runs[0.0].frames
+    u = np.array([f.arrays[keys.FORCES_UNCERTAINTY].max() for f in reference])
+    u_start = _start_results(fitted_ensemble, start)[keys.FORCES_UNCERTAINTY].max()
+    threshold, first = _threshold(u_start, u, 0.6)
+    watchdog = WatchdogConfig(max_uncertainty=threshold)
+    config = ExploreConfig(steps=40, sample_every=7, watchdog=watchdog, **FAST)
+    walker = explore(_calc(fitted_ensemble, 0.0), start, config).walkers[0]
+    assert (walker.stop_reason, walker.stop_step) == ("uncertainty", first)
+    steps = [f.info["step"] for f in walker.frames]
+    assert steps == list(range(7, first, 7)) + [first]  # the tripping frame is kept
+    np.testing.assert_allclose(walker.frames[-1].positions, reference[first - 1].positions)
+
+
+def test_hal_criterion_stops_at_the_first_crossing(fitted_ensemble, start, nvt_runs):
+    reference = nvt_runs[0.0].frames
+    eps = 0.05
+    ratios = np.array(
+        [
+            hal_ratio(f.arrays[keys.FORCES_UNCERTAINTY], f.arrays[keys.UNBIASED_FORCES], eps)
+            for f in reference
+        ]
+    )
+    r = _start_results(fitted_ensemble, start)
+    ratio_start = hal_ratio(r[keys.FORCES_UNCERTAINTY], r[keys.FORCES], eps)
+    threshold, first = _threshold(ratio_start, ratios, 0.7)
+    watchdog = WatchdogConfig(max_hal_ratio=threshold, hal_eps=eps)
+    config = ExploreConfig(steps=40, sample_every=100, watchdog=watchdog, **FAST)
+    walker = explore(_calc(fitted_ensemble, 0.0), start, config).walkers[0]
+    assert (walker.stop_reason, walker.stop_step) == ("hal", first)
+    assert len(walker.frames) == 1
+
+
+def test_blow_up_stops_with_reason_and_keeps_frames(fitted_ensemble, lattice, lattice_run):
+    """A min-distance limit the run goes below: the walker stops at the first step closer
+    than that (found with ASE's own neighbour list) and keeps the frames before it, not the
+    broken one."""
+    from ase.neighborlist import neighbor_list
+
+    d_min = np.array([neighbor_list("d", f, 3.0).min() for f in lattice_run.frames])
+    limit, first = _threshold(neighbor_list("d", lattice, 3.0).min(), d_min, 0.5, above=False)
+    watchdog = WatchdogConfig(min_distance=limit)
+    config = ExploreConfig(steps=40, sample_every=1, watchdog=watchdog, **FAST)
+    walker = explore(_calc(fitted_ensemble, 1.5), lattice, config).walkers[0]
+    assert (walker.stop_reason, walker.stop_step) == ("min_distance", first)
+    assert [f.info["step"] for f in walker.frames] == list(range(1, first))
+    assert "apart" in walker.message
+    assert min_pair_distance(lattice_run.frames[first - 1], 3.0) == pytest.approx(d_min[first - 1])
+
+
+def test_max_force_stops(fitted_ensemble, lattice, lattice_run):
+    frames = lattice_run.frames
+    f_max = np.array([np.linalg.norm(f.arrays["model_forces"], axis=1).max() for f in frames])
+    start_atoms = lattice.copy()
+    start_atoms.calc = _calc(fitted_ensemble, 1.5)
+    f_start = np.linalg.norm(start_atoms.get_forces(), axis=1).max()
+    limit, first = _threshold(f_start, f_max, 0.5)
+    config = ExploreConfig(steps=40, watchdog=WatchdogConfig(max_force=limit), **FAST)
+    walker = explore(_calc(fitted_ensemble, 1.5), lattice, config).walkers[0]
+    assert (walker.stop_reason, walker.stop_step) == ("max_force", first)
+    assert [f.info["step"] for f in walker.frames] == list(range(10, first, 10))
+
+
+def test_npt_bias_stress_moves_the_cell(fitted_ensemble, lattice):
+    config = ExploreConfig(steps=40, sample_every=1, ensemble="npt", pdamp=100.0, **FAST)
+    spread = {}
+    for tau in (0.0, 1.5):
+        walker = explore(_calc(fitted_ensemble, tau), lattice, config).walkers[0]
+        assert walker.stop_reason == "completed"
+        volumes = np.array([f.get_volume() for f in walker.frames])
+        spread[tau] = volumes.std()
+    assert spread[1.5] > 1.2 * spread[0.0]
+
+
+def test_walkers_are_independent_and_reproducible(fitted_ensemble, lattice, tmp_path):
+    config = ExploreConfig(steps=6, sample_every=3, **FAST)
+    calc = _calc(fitted_ensemble, 1.0)
+    a = explore(calc, lattice, config, walkers=2, trajectory=tmp_path / "t.extxyz")
+    b = explore(calc, lattice, config, walkers=2)
+    w0, w1 = a.walkers
+    assert not np.allclose(w0.frames[-1].positions, w1.frames[-1].positions)
+    np.testing.assert_array_equal(w0.frames[-1].positions, b.walkers[0].frames[-1].positions)
+    assert len(a.frames) == 4
+    for walker in a.walkers:
+        assert walker.trajectory == tmp_path / f"t_w{walker.index}.extxyz"
+        back = read(walker.trajectory, index=":")
+        assert len(back) == len(walker.frames)
+        for got, kept in zip(back, walker.frames):
+            np.testing.assert_allclose(got.positions, kept.positions, atol=1e-8)
+            np.testing.assert_allclose(
+                got.arrays[keys.FORCES_UNCERTAINTY], kept.arrays[keys.FORCES_UNCERTAINTY]
+            )
+            assert got.info["step"] == kept.info["step"]
+
+
+def test_walker_specs_pickle(fitted_ensemble, cu8_frames):
+    config = ExploreConfig(steps=3, **FAST)
+    specs = walker_specs(_calc(fitted_ensemble, 1.0), cu8_frames[:2], config, walkers=3)
+    assert [s.start is cu8_frames[k % 2] for k, s in enumerate(specs)] == [True] * 3
+    clone = pickle.loads(pickle.dumps(specs[1]))
+    calc = clone.calculator()
+    assert calc.bias.config == BiasConfig(tau=1.0)
+    assert calc.bias is not specs[1].calculator().bias  # a fresh bias state per walker
+
+
+def test_integrators_are_current_ase(fitted_ensemble, lattice):
+    """No DeprecationWarning / FutureWarning from ASE for our integrator choices."""
+    atoms = lattice.copy()
+    atoms.calc = _calc(fitted_ensemble, 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for ensemble in ("nvt", "npt"):
+            for cell in ("full", "isotropic"):
+                config = ExploreConfig(ensemble=ensemble, npt_cell=cell, **FAST)
+                make_dynamics(atoms, config, np.random.default_rng(0)).run(1)
+
+
+def test_bad_input_is_a_clear_error(fitted_ensemble, untrained_ensemble, lattice, methanol):
+    with pytest.raises(ValueError, match="NPT needs periodic cells"):
+        explore(Calculator(untrained_ensemble), methanol, ensemble="npt", steps=2, progress=False)
+    with pytest.raises(ValueError, match="max_uncertainty must be a finite number >= 0"):
+        WatchdogConfig(max_uncertainty=-0.1)
+    with pytest.raises(ValueError, match="min_distance must be"):
+        WatchdogConfig(min_distance=-1.0)
+    with pytest.raises(ValueError, match="steps must be an integer >= 1"):
+        ExploreConfig(steps=0)
+    with pytest.raises(ValueError, match="ensemble 'nve' not in"):
+        ExploreConfig(ensemble="nve")
+    with pytest.raises(TypeError, match="unknown option"):
+        explore(Calculator(fitted_ensemble), lattice, stpes=3)
+    with pytest.raises(ValueError, match="walkers must be an integer >= 1"):
+        explore(Calculator(fitted_ensemble), lattice, walkers=0)

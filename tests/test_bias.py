@@ -1,0 +1,225 @@
+"""Biased energy, forces and stress: finite differences, closed form vs autograd, weights, tau_rel,
+NVE conservation, bad input. Models: real tiny MACE ensembles (and the gradient-feature model
+when present)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.build import bulk
+from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
+from ase.md.velocitydistribution import thermalize_momenta
+from ase.md.verlet import VelocityVerlet
+
+from uq_bias import keys
+from uq_bias.bias import (
+    BiasConfig,
+    RelativeStrength,
+    energy_and_uncertainty_gradients,
+    ensemble_uncertainty_gradient,
+)
+from uq_bias.calculator import Calculator
+
+
+@pytest.fixture
+def cu8():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1)
+    atoms.numbers[[1, 6]] = 13
+    atoms.rattle(0.08, seed=7)
+    return atoms
+
+
+def _system(name, cu8, methanol):
+    return cu8.copy() if name == "cell" else methanol.copy()
+
+
+@pytest.mark.parametrize("weights", [{}, {"H": 0.5, "C": 0.5, "O": 0.5, "Al": 0.5, "Cu": 0.5}])
+@pytest.mark.parametrize("system", ["cell", "molecule"])
+def test_biased_forces_and_stress_are_gradients_of_biased_energy(
+    untrained_ensemble, cu8, methanol, system, weights
+):
+    """F_b = -dE_b/dr and sigma_b = (1/V) dE_b/deps against ASE's finite differences."""
+    atoms = _system(system, cu8, methanol)
+    calc = Calculator(untrained_ensemble, bias=BiasConfig(tau=3.0, weights=weights))
+    atoms.calc = calc
+    forces = atoms.get_forces()
+    assert np.abs(calc.results[keys.BIAS_FORCES]).max() > 1e-4  # the bias is really there
+    some = [0, 2, 5]
+    numerical = calculate_numerical_forces(atoms, eps=1e-4, iatoms=some)
+    np.testing.assert_allclose(forces[some], numerical, atol=1e-7)
+    if system == "cell":
+        stress = atoms.get_stress()
+        assert np.abs(calc.results[keys.BIAS_STRESS]).max() > 1e-6
+        np.testing.assert_allclose(stress, calculate_numerical_stress(atoms, eps=1e-5), atol=1e-8)
+    else:
+        assert keys.STRESS not in calc.results
+
+
+def test_bias_terms_add_up(untrained_ensemble, cu8):
+    """E_b = E - tau U, F_b = F + F_bias, per-atom energies sum to E_b; unbiased = plain calc."""
+    tau = 2.0
+    atoms = cu8.copy()
+    atoms.calc = Calculator(untrained_ensemble, bias=BiasConfig(tau=tau))
+    atoms.get_forces()
+    r = atoms.calc.results
+    plain = cu8.copy()
+    plain.calc = Calculator(untrained_ensemble)
+    plain.get_forces()
+    p = plain.calc.results
+    np.testing.assert_allclose(r[keys.UNBIASED_ENERGY], p[keys.ENERGY], rtol=1e-13)
+    np.testing.assert_allclose(r[keys.UNBIASED_FORCES], p[keys.FORCES], atol=1e-13)
+    np.testing.assert_allclose(r[keys.UNBIASED_STRESS], p[keys.STRESS], atol=1e-13)
+    np.testing.assert_allclose(r[keys.BIAS_ENERGY], -tau * p[keys.ENERGY_UNCERTAINTY], rtol=1e-12)
+    np.testing.assert_allclose(r[keys.ENERGY], r[keys.UNBIASED_ENERGY] + r[keys.BIAS_ENERGY])
+    np.testing.assert_allclose(r[keys.FORCES], r[keys.UNBIASED_FORCES] + r[keys.BIAS_FORCES])
+    np.testing.assert_allclose(r[keys.STRESS], r[keys.UNBIASED_STRESS] + r[keys.BIAS_STRESS])
+    np.testing.assert_allclose(r[keys.ENERGIES].sum(), r[keys.ENERGY], rtol=1e-12)
+    assert r[keys.BIAS_STRENGTH] == tau
+    assert r[keys.FREE_ENERGY] == r[keys.ENERGY]
+
+
+@pytest.mark.parametrize("system", ["cell", "molecule"])
+def test_tau_zero_gives_exactly_the_plain_results(untrained_ensemble, cu8, methanol, system):
+    atoms = _system(system, cu8, methanol)
+    atoms.calc = Calculator(untrained_ensemble, bias=BiasConfig(tau=0.0))
+    atoms.get_forces()
+    plain = atoms.copy()
+    plain.calc = Calculator(untrained_ensemble)
+    plain.get_forces()
+    names = [keys.ENERGY, keys.FORCES, keys.ENERGIES, keys.STRESS, keys.FORCES_UNCERTAINTY]
+    for name in names:
+        if name in plain.calc.results:
+            np.testing.assert_array_equal(atoms.calc.results[name], plain.calc.results[name])
+    assert not np.any(atoms.calc.results[keys.BIAS_FORCES])
+
+
+def test_weight_zero_means_no_bias_force(untrained_ensemble, methanol):
+    """No bias on hydrogen: its biased forces are its unbiased forces; the others feel the bias."""
+    methanol.calc = Calculator(untrained_ensemble, bias=BiasConfig(tau=5.0, weights={"H": 0.0}))
+    methanol.get_forces()
+    r = methanol.calc.results
+    hydrogen = methanol.numbers == 1
+    assert np.all(r[keys.BIAS_FORCES][hydrogen] == 0.0)
+    np.testing.assert_array_equal(r[keys.FORCES][hydrogen], r[keys.UNBIASED_FORCES][hydrogen])
+    assert np.abs(r[keys.BIAS_FORCES][~hydrogen]).min() > 0
+    # the heavy atoms get the full bias force of an unweighted run
+    full = methanol.copy()
+    full.calc = Calculator(untrained_ensemble, bias=BiasConfig(tau=5.0))
+    full.get_forces()
+    np.testing.assert_allclose(
+        r[keys.BIAS_FORCES][~hydrogen], full.calc.results[keys.BIAS_FORCES][~hydrogen], atol=1e-12
+    )
+
+
+def test_closed_form_ensemble_gradient_matches_autograd(untrained_ensemble, cu8):
+    """-dU/dr = U sum_k dE_k F_k / sum_k dE_k^2 against a batched autograd pass."""
+    graph = untrained_ensemble.graph(cu8).requires_grad_(positions=True, strain=True)
+    out = untrained_ensemble(graph, forces=True, stress=True)
+    m = out.members
+    du_dr, du_deps = ensemble_uncertainty_gradient(
+        out.energy_uncertainty, m["energy"], m["forces"], graph.batch, m["stress"]
+    )
+    forces, du_dr_ad, sigma, du_deps_ad = energy_and_uncertainty_gradients(
+        out.energy, out.energy_uncertainty, graph, stress=True
+    )
+    torch.testing.assert_close(du_dr, du_dr_ad, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(du_deps, du_deps_ad, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(forces, out.forces, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(sigma, out.stress, rtol=1e-10, atol=1e-12)
+
+
+def test_calculator_closed_form_and_autograd_agree(untrained_ensemble, cu8):
+    results = {}
+    for mode in ("closed_form", "autograd"):
+        atoms = cu8.copy()
+        atoms.calc = Calculator(untrained_ensemble, bias=BiasConfig(tau=2.0, gradient=mode))
+        atoms.get_stress()
+        results[mode] = atoms.calc.results
+    for name in (keys.FORCES, keys.STRESS, keys.BIAS_FORCES, keys.BIAS_STRESS, keys.ENERGY):
+        np.testing.assert_allclose(
+            results["closed_form"][name], results["autograd"][name], atol=1e-11
+        )
+
+
+def test_relative_strength_follows_the_window(untrained_ensemble, cu8):
+    """tau = 0 for the first `window` configurations, then tau_rel <|F|> / <|dU/dr|> over the
+    previous window, with |dU/dr| from a separate tau=1 calculator; repeated positions do not
+    advance the window."""
+    window, tau_rel = 3, 0.2
+    calc = Calculator(untrained_ensemble, bias=BiasConfig(tau_rel=tau_rel, window=window))
+    unit = Calculator(untrained_ensemble, bias=BiasConfig(tau=1.0))
+    rng = np.random.default_rng(0)
+    f_means, b_means, taus = [], [], []
+    atoms = cu8.copy()
+    for _ in range(window + 2):
+        atoms.positions += rng.normal(scale=0.02, size=atoms.positions.shape)
+        atoms.calc = calc
+        atoms.get_forces()
+        taus.append(calc.results[keys.BIAS_STRENGTH])
+        calc.calculate(atoms.copy(), ["energy"])  # a second call at the same positions
+        assert calc.results[keys.BIAS_STRENGTH] == taus[-1]
+        probe = atoms.copy()
+        probe.calc = unit
+        probe.get_forces()
+        f_means.append(np.linalg.norm(unit.results[keys.UNBIASED_FORCES], axis=1).mean())
+        b_means.append(np.linalg.norm(unit.results[keys.BIAS_FORCES], axis=1).mean())
+    assert taus[:window] == [0.0] * window
+    for step in range(window, window + 2):
+        expected = (
+            tau_rel
+            * np.mean(f_means[step - window : step])
+            / np.mean(b_means[step - window : step])
+        )
+        np.testing.assert_allclose(taus[step], expected, rtol=1e-10)
+    assert len(calc.bias.relative.forces) == window
+
+
+def test_relative_strength_state_is_per_object():
+    a, b = RelativeStrength(0.1, window=1), RelativeStrength(0.1, window=1)
+    assert a.tau(b"x", 1.0, 2.0) == 0.0
+    assert a.tau(b"y", 3.0, 3.0) == pytest.approx(0.1 * 1.0 / 2.0)
+    assert b.tau(b"x", 1.0, 1.0) == 0.0  # untouched by a
+
+
+def _nve_energy_spread(calc, start, steps=40):
+    atoms = start.copy()
+    thermalize_momenta(atoms, 300, rng=np.random.default_rng(3))
+    atoms.calc = calc
+    dyn = VelocityVerlet(atoms, timestep=1.0 * units.fs)
+    totals = []
+    for _ in dyn.irun(steps):
+        totals.append(atoms.get_potential_energy() + atoms.get_kinetic_energy())
+    totals = np.array(totals)
+    return np.abs(totals - totals[0]).max(), atoms.calc.results[keys.BIAS_ENERGY]
+
+
+def test_biased_nve_conserves_the_biased_energy(fitted_ensemble, cu8_frames):
+    """At fixed tau, velocity Verlet conserves E_b + K about as well as E + K without bias."""
+    start = cu8_frames[0]
+    plain, _ = _nve_energy_spread(Calculator(fitted_ensemble, bias=BiasConfig(tau=0.0)), start)
+    biased, bias_energy = _nve_energy_spread(
+        Calculator(fitted_ensemble, bias=BiasConfig(tau=1.0)), start
+    )
+    assert abs(bias_energy) > 10 * max(plain, 1e-4)  # the bias is large compared to the drift
+    assert biased <= 2 * plain + 2e-3
+
+
+def test_bad_input_is_a_clear_error(tiny_mace, untrained_ensemble):
+    from uq_bias.models.mace import MACEAdapter
+
+    with pytest.raises(TypeError, match="needs a model with uncertainty"):
+        Calculator(MACEAdapter(tiny_mace), bias=BiasConfig(tau=1.0))
+    with pytest.raises(ValueError, match="unknown element 'Xx'"):
+        BiasConfig(tau=1.0, weights={"Xx": 0.0})
+    with pytest.raises(ValueError, match="'Fe' is not known to the model"):
+        Calculator(untrained_ensemble, bias=BiasConfig(tau=1.0, weights={"Fe": 0.0}))
+    with pytest.raises(ValueError, match="exactly one of tau"):
+        BiasConfig(tau=1.0, tau_rel=0.1)
+    with pytest.raises(ValueError, match="tau must be a finite number >= 0"):
+        BiasConfig(tau=-1.0)
+    with pytest.raises(ValueError, match="weight for 'H'"):
+        BiasConfig(tau=1.0, weights={"H": -1.0})
+    with pytest.raises(ValueError, match="unknown gradient"):
+        BiasConfig(tau=1.0, gradient="magic")

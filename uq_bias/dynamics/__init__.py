@@ -1,0 +1,173 @@
+"""Exploration: uncertainty-biased ASE molecular dynamics with a watchdog, keeping candidates.
+
+``explore(calculator, starts, config)`` runs ``walkers`` independent walkers (in this process,
+one after the other) and returns an :class:`ExploreResult`. Each walker is a picklable
+:class:`WalkerSpec` run by :func:`run_walker`, so executors can run them elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ase import Atoms
+from ase.calculators.calculator import Calculator as ASECalculator
+
+from uq_bias.dynamics.walker import ExploreConfig, WalkerResult, WalkerSpec, run_walker
+from uq_bias.dynamics.watchdog import Watchdog, WatchdogConfig
+
+__all__ = [
+    "CalculatorRecipe",
+    "ExploreConfig",
+    "ExploreResult",
+    "Watchdog",
+    "WatchdogConfig",
+    "WalkerResult",
+    "WalkerSpec",
+    "explore",
+    "run_walker",
+    "walker_specs",
+]
+
+
+@dataclass(frozen=True)
+class CalculatorRecipe:
+    """A picklable recipe for a :class:`uq_bias.Calculator` on a saved uncertainty model.
+
+    Attributes:
+        path: directory written by ``uq_bias.uncertainty.save`` (read with ``load``).
+        bias: the bias, or None for unbiased MD.
+        options: extra keyword arguments for ``uq_bias.uncertainty.load``.
+    """
+
+    path: str
+    bias: object | None = None
+    options: dict = field(default_factory=dict)
+
+    def __call__(self) -> ASECalculator:
+        from uq_bias.calculator import Calculator
+        from uq_bias.uncertainty import load
+
+        return Calculator(load(self.path, **self.options), bias=self.bias)
+
+
+@dataclass
+class ExploreResult:
+    """The walkers' results, in walker order."""
+
+    walkers: list[WalkerResult]
+
+    @property
+    def frames(self) -> list[Atoms]:
+        """All kept candidate frames, walker by walker."""
+        return [frame for walker in self.walkers for frame in walker.frames]
+
+    @property
+    def stop_reasons(self) -> list[str]:
+        return [walker.stop_reason for walker in self.walkers]
+
+
+def _fresh_factory(calculator) -> Callable[[], ASECalculator]:
+    """A factory from a calculator instance: a uq_bias Calculator is rebuilt (sharing the model,
+    with its own bias state) for each walker; other ASE calculators are reused as they are."""
+    from uq_bias.calculator import Calculator
+
+    if isinstance(calculator, Calculator):
+        bias = calculator.bias.config if calculator.bias is not None else None
+        return _Rebuild(calculator.model, bias)
+    if isinstance(calculator, ASECalculator):
+        return lambda: calculator
+    if callable(calculator):
+        return calculator
+    raise TypeError(
+        f"explore: expected an ASE calculator or a zero-argument factory returning one, got "
+        f"{type(calculator).__name__}"
+    )
+
+
+@dataclass(frozen=True)
+class _Rebuild:
+    model: object
+    bias: object | None
+
+    def __call__(self) -> ASECalculator:
+        from uq_bias.calculator import Calculator
+
+        return Calculator(self.model, bias=self.bias)
+
+
+def _trajectory_path(trajectory: str | Path | None, index: int, n: int) -> Path | None:
+    if trajectory is None:
+        return None
+    path = Path(trajectory)
+    return path if n == 1 else path.with_name(f"{path.stem}_w{index}{path.suffix}")
+
+
+def walker_specs(
+    calculator,
+    starts: Atoms | Sequence[Atoms],
+    config: ExploreConfig,
+    *,
+    walkers: int = 1,
+    trajectory: str | Path | None = None,
+) -> list[WalkerSpec]:
+    """The :class:`WalkerSpec` of each walker; walker k starts from ``starts[k % len(starts)]``
+    and writes to ``trajectory`` (one walker) or ``<stem>_w<k><suffix>`` (several)."""
+    frames = [starts] if isinstance(starts, Atoms) else list(starts)
+    if not frames or not all(isinstance(a, Atoms) for a in frames):
+        raise ValueError("explore: starts must be an ase.Atoms or a non-empty list of them")
+    if not (isinstance(walkers, int) and walkers >= 1):
+        raise ValueError(f"explore: walkers must be an integer >= 1, got {walkers!r}")
+    if config.ensemble == "npt":
+        for k, atoms in enumerate(frames):
+            if not atoms.pbc.all():
+                raise ValueError(
+                    f"explore: NPT needs periodic cells, but start {k} has pbc="
+                    f"{atoms.pbc.tolist()}; use ensemble='nvt' for molecules"
+                )
+    factory = _fresh_factory(calculator)
+    return [
+        WalkerSpec(
+            index=k,
+            start=frames[k % len(frames)],
+            calculator=factory,
+            config=config,
+            trajectory=_trajectory_path(trajectory, k, walkers),
+        )
+        for k in range(walkers)
+    ]
+
+
+def explore(
+    calculator,
+    starts: Atoms | Sequence[Atoms],
+    config: ExploreConfig | None = None,
+    *,
+    walkers: int = 1,
+    trajectory: str | Path | None = None,
+    **overrides,
+) -> ExploreResult:
+    """Run exploration MD from ``starts`` with ``walkers`` independent walkers.
+
+    Args:
+        calculator: a :class:`uq_bias.Calculator` (rebuilt per walker, so the relative-bias
+            state is per walker), another ASE calculator, or a zero-argument factory (such as a
+            :class:`CalculatorRecipe`).
+        starts: one structure or a list; walker k starts from ``starts[k % len(starts)]``.
+        config: an :class:`ExploreConfig`; keyword ``overrides`` replace its fields
+            (e.g. ``steps=200, ensemble="npt"``).
+        walkers: number of walkers.
+        trajectory: extended-XYZ output for the kept frames (see :func:`walker_specs`).
+    """
+    config = config or ExploreConfig()
+    if overrides:
+        unknown = sorted(set(overrides) - set(ExploreConfig.__dataclass_fields__))
+        if unknown:
+            raise TypeError(
+                f"explore: unknown option(s) {unknown}; valid: "
+                f"{sorted(ExploreConfig.__dataclass_fields__)}"
+            )
+        config = replace(config, **overrides)
+    specs = walker_specs(calculator, starts, config, walkers=walkers, trajectory=trajectory)
+    return ExploreResult([run_walker(spec) for spec in specs])

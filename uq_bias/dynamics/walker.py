@@ -1,0 +1,274 @@
+"""One exploration walker: ASE molecular dynamics under the watchdog, keeping candidate frames.
+
+A walker is a plain function call, :func:`run_walker` (``WalkerSpec -> WalkerResult``), with a
+picklable spec, so that executors (process pools, Dask, SLURM) can run walkers elsewhere. The
+calculator comes from ``spec.calculator``, a picklable zero-argument factory: each walker builds
+its own, so the relative-bias window is per walker.
+
+Integrators (ASE 3.29, none deprecated):
+
+* NVT: ``ase.md.langevin.Langevin`` (``fixcm=False``), friction ``friction`` (1/fs);
+* NPT: ``ase.md.nose_hoover_chain.MTKNPT`` (full cell) or ``IsotropicMTKNPT`` (volume only),
+  Martyna-Tobias-Klein barostat with Nose-Hoover chains; the cell moves under the calculator's
+  stress, so a bias stress drives the cell too. Periodic systems only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms, units
+from ase.calculators.calculator import Calculator as ASECalculator
+
+from uq_bias import keys
+from uq_bias.dynamics.watchdog import FOUND, Verdict, Watchdog, WatchdogConfig
+
+ENSEMBLES = ("nvt", "npt")
+NPT_CELLS = ("full", "isotropic")
+
+
+@dataclass(frozen=True)
+class ExploreConfig:
+    """Settings of an exploration run (units: fs, K, GPa).
+
+    Attributes:
+        steps: MD steps per walker.
+        timestep: fs.
+        temperature: K (thermostat target and initial Maxwell-Boltzmann velocities).
+        ensemble: "nvt" (Langevin) or "npt" (MTK barostat; periodic cells only).
+        pressure: external pressure for NPT, GPa.
+        friction: Langevin friction, 1/fs.
+        tdamp, pdamp: NPT thermostat and barostat time constants, fs.
+        npt_cell: "full" (cell shape and volume) or "isotropic" (volume only).
+        sample_every: keep a candidate frame every that many steps.
+        watchdog: the stop criteria.
+        seed: base seed; walker k uses the seed sequence (seed, k).
+        progress: show a tqdm progress bar.
+    """
+
+    steps: int = 1000
+    timestep: float = 1.0
+    temperature: float = 300.0
+    ensemble: str = "nvt"
+    pressure: float = 0.0
+    friction: float = 0.01
+    tdamp: float = 100.0
+    pdamp: float = 1000.0
+    npt_cell: str = "full"
+    sample_every: int = 10
+    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("steps", "sample_every"):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and value >= 1):
+                raise ValueError(f"ExploreConfig: {name} must be an integer >= 1, got {value!r}")
+        for name in ("timestep", "friction", "tdamp", "pdamp"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"ExploreConfig: {name} must be a number > 0, got {value!r}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"ExploreConfig: temperature must be >= 0 K, got {self.temperature}")
+        if not math.isfinite(self.pressure):
+            raise ValueError(f"ExploreConfig: pressure must be finite (GPa), got {self.pressure}")
+        if self.ensemble not in ENSEMBLES:
+            raise ValueError(f"ExploreConfig: ensemble {self.ensemble!r} not in {ENSEMBLES}")
+        if self.npt_cell not in NPT_CELLS:
+            raise ValueError(f"ExploreConfig: npt_cell {self.npt_cell!r} not in {NPT_CELLS}")
+
+
+@dataclass
+class WalkerSpec:
+    """Everything one walker needs; picklable when ``calculator`` is.
+
+    Attributes:
+        index: walker number k (seeds and file names use it).
+        start: the starting structure (not modified).
+        calculator: zero-argument factory returning a fresh ASE calculator.
+        config: the run settings.
+        trajectory: extended-XYZ file the kept frames are appended to as they come, or None.
+    """
+
+    index: int
+    start: Atoms
+    calculator: Callable[[], ASECalculator]
+    config: ExploreConfig
+    trajectory: Path | None = None
+
+
+@dataclass
+class WalkerResult:
+    """What one walker found.
+
+    Attributes:
+        index: walker number.
+        frames: candidate frames kept (every ``sample_every`` steps, plus the frame that tripped
+            an uncertainty threshold), with the results in ``info`` / ``arrays``.
+        stop_reason: "completed", "uncertainty", "hal", "non_finite", "max_force",
+            "min_distance" or "error".
+        stop_step: the MD step at which the walker stopped (``steps`` when completed).
+        message: a human-readable detail of the stop.
+        max_uncertainty: the largest max_i u_i seen over all steps (eV/A; NaN without
+            uncertainties).
+        max_energy_uncertainty: the largest energy uncertainty U seen over all steps (eV).
+        trajectory: the extended-XYZ file written, or None.
+    """
+
+    index: int
+    frames: list[Atoms]
+    stop_reason: str
+    stop_step: int
+    message: str = ""
+    max_uncertainty: float = float("nan")
+    max_energy_uncertainty: float = float("nan")
+    trajectory: Path | None = None
+
+
+def _rng(config: ExploreConfig, index: int) -> np.random.Generator:
+    return np.random.default_rng([config.seed, index])
+
+
+def make_dynamics(atoms: Atoms, config: ExploreConfig, rng: np.random.Generator):
+    """The ASE integrator for ``config`` (see the module docstring)."""
+    dt = config.timestep * units.fs
+    if config.ensemble == "nvt":
+        from ase.md.langevin import Langevin
+
+        friction = config.friction / units.fs
+        return Langevin(
+            atoms, dt, temperature_K=config.temperature, friction=friction, fixcm=False, rng=rng
+        )
+    if not atoms.pbc.all():
+        raise ValueError(
+            f"NPT needs a cell periodic in all three directions; this structure has pbc="
+            f"{atoms.pbc.tolist()}. Use ensemble='nvt' for molecules and slabs"
+        )
+    from ase.md.nose_hoover_chain import MTKNPT, IsotropicMTKNPT
+
+    npt = MTKNPT if config.npt_cell == "full" else IsotropicMTKNPT
+    return npt(
+        atoms,
+        dt,
+        temperature_K=config.temperature,
+        pressure_au=config.pressure * units.GPa,
+        tdamp=config.tdamp * units.fs,
+        pdamp=config.pdamp * units.fs,
+    )
+
+
+KEPT_RESULTS = (keys.PER_ATOM | keys.PER_STRUCTURE) - set(keys.ASE_PROPERTIES)
+
+
+def snapshot(atoms: Atoms, results: dict, index: int, step: int) -> Atoms:
+    """A copy of ``atoms`` with the calculator's extra results in info/arrays (no calculator),
+    tagged with ``walker`` and ``step``. ASE's own names (energy, forces, stress) are stored as
+    ``model_energy``, ``model_forces``, ``model_stress`` so that a reader never takes them for
+    reference labels."""
+    frame = atoms.copy()
+    frame.calc = None
+    renamed = {name: f"model_{name}" for name in (keys.ENERGY, keys.FORCES, keys.STRESS)}
+    for name, value in results.items():
+        if name in KEPT_RESULTS or name in renamed:
+            target = frame.arrays if name in keys.PER_ATOM else frame.info
+            target[renamed.get(name, name)] = np.array(value) if np.ndim(value) else value
+    frame.info["walker"] = index
+    frame.info["step"] = step
+    return frame
+
+
+class _Writer:
+    """Appends frames to an extended-XYZ file as they come (flushed after each frame)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.handle = None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.handle = open(path, "w")  # a fresh trajectory per run  # noqa: SIM115
+
+    def write(self, frame: Atoms) -> None:
+        if self.handle is not None:
+            from ase.io import write
+
+            write(self.handle, frame, format="extxyz")
+            self.handle.flush()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+
+
+def _progress(spec: WalkerSpec):
+    from tqdm.auto import tqdm
+
+    return tqdm(
+        total=spec.config.steps,
+        desc=f"walker {spec.index}",
+        disable=not spec.config.progress,
+        leave=False,
+        unit="step",
+    )
+
+
+def run_walker(spec: WalkerSpec) -> WalkerResult:
+    """Run one walker to its stop (see :class:`WalkerResult`)."""
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+    config = spec.config
+    atoms = spec.start.copy()
+    atoms.calc = spec.calculator()
+    rng = _rng(config, spec.index)
+    if config.temperature > 0:
+        thermalize_momenta(atoms, config.temperature, rng=rng)
+        Stationary(atoms)
+    dynamics = make_dynamics(atoms, config, rng)
+    watchdog = Watchdog(config.watchdog)
+    writer = _Writer(spec.trajectory)
+    result = WalkerResult(spec.index, [], "completed", config.steps, trajectory=spec.trajectory)
+    try:
+        with _progress(spec) as bar:
+            _loop(spec, atoms, dynamics, watchdog, writer, result, bar)
+    finally:
+        writer.close()
+    return result
+
+
+def _loop(spec, atoms, dynamics, watchdog, writer, result: WalkerResult, bar) -> None:
+    every = spec.config.sample_every
+    steps = dynamics.irun(spec.config.steps)
+    step = 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration:
+            return
+        except (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError) as err:
+            _stop(result, Verdict("error", f"{type(err).__name__}: {err}"), step + 1)
+            return
+        step = dynamics.nsteps
+        verdict = watchdog(atoms, atoms.calc.results)
+        result.max_uncertainty = float(np.fmax(result.max_uncertainty, verdict.max_uncertainty))
+        energy_u = atoms.calc.results.get(keys.ENERGY_UNCERTAINTY, float("nan"))
+        result.max_energy_uncertainty = float(np.fmax(result.max_energy_uncertainty, energy_u))
+        keep = verdict.reason in FOUND or (verdict.reason is None and step and step % every == 0)
+        if keep:
+            frame = snapshot(atoms, atoms.calc.results, spec.index, step)
+            result.frames.append(frame)
+            writer.write(frame)
+        if step:
+            bar.update(1)
+        if verdict.reason is not None:
+            _stop(result, verdict, step)
+            return
+
+
+def _stop(result: WalkerResult, verdict: Verdict, step: int) -> None:
+    result.stop_reason = verdict.reason
+    result.message = verdict.message
+    result.stop_step = step

@@ -1,0 +1,127 @@
+"""The walker watchdog: stop exploration when the model is out of its depth or the MD blows up.
+
+Checks, after every MD step, in this order (the first that fires gives the stop reason):
+
+* ``non_finite``: a NaN or inf in positions, cell, energy, forces or stress;
+* ``max_force``: max_i |F_i| > ``max_force`` (eV/A), F the forces the MD uses;
+* ``min_distance``: two atoms closer than ``min_distance`` (A), periodic images included;
+* ``uncertainty``: max_i u_i > ``max_uncertainty`` (eV/A), u_i the calibrated per-atom force
+  uncertainty;
+* ``hal``: max_i u_i / (|F_i| + eps) > ``max_hal_ratio`` (HAL's relative criterion, F_i the
+  unbiased force, eps = ``hal_eps`` in eV/A).
+
+The first three are blow-ups (the frame is broken and not kept); the last two mean the walker
+found what it was looking for (the frame is kept as a candidate).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+
+from uq_bias import keys
+
+BLOW_UPS = ("non_finite", "max_force", "min_distance", "error")
+FOUND = ("uncertainty", "hal")
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    """Thresholds of the watchdog (None switches a check off).
+
+    Attributes:
+        max_uncertainty: stop when max_i u_i (calibrated, eV/A) exceeds it.
+        max_hal_ratio: stop when max_i u_i / (|F_i| + hal_eps) exceeds it (dimensionless).
+        hal_eps: eV/A, regularises the HAL ratio for atoms with small forces.
+        min_distance: A, stop when two atoms come closer.
+        max_force: eV/A, stop when a force exceeds it.
+    """
+
+    max_uncertainty: float | None = None
+    max_hal_ratio: float | None = None
+    hal_eps: float = 0.1
+    min_distance: float | None = 0.5
+    max_force: float | None = 50.0
+
+    def __post_init__(self):
+        for name in ("max_uncertainty", "max_hal_ratio", "min_distance", "max_force", "hal_eps"):
+            value = getattr(self, name)
+            if value is None and name != "hal_eps":
+                continue
+            if not (isinstance(value, (int, float)) and np.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"WatchdogConfig: {name} must be a finite number >= 0 (or None to switch the "
+                    f"check off), got {value!r}"
+                )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The watchdog's answer for one frame: ``reason`` is None when the walker may go on."""
+
+    reason: str | None
+    message: str = ""
+    max_uncertainty: float = float("nan")
+
+
+def hal_ratio(atom_uncertainty: np.ndarray, forces: np.ndarray, eps: float) -> float:
+    """max_i u_i / (|F_i| + eps); u (N,) eV/A, F (N, 3) eV/A."""
+    return float(np.max(atom_uncertainty / (np.linalg.norm(forces, axis=1) + eps)))
+
+
+def min_pair_distance(atoms: Atoms, cutoff: float) -> float:
+    """Shortest interatomic distance (A) below ``cutoff``, periodic images included; inf if none."""
+    from vesin import NeighborList
+
+    box = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
+    (d,) = NeighborList(cutoff=cutoff, full_list=False).compute(
+        points=atoms.positions, box=box, periodic=atoms.pbc.tolist(), quantities="d"
+    )
+    return float(d.min()) if d.size else float("inf")
+
+
+def _non_finite(atoms: Atoms, results: dict) -> str | None:
+    checks = {"positions": atoms.positions, "cell": atoms.cell.array}
+    for name in (keys.ENERGY, keys.FORCES, keys.STRESS, keys.FORCES_UNCERTAINTY):
+        if name in results:
+            checks[name] = results[name]
+    bad = [name for name, value in checks.items() if not np.isfinite(value).all()]
+    return f"non-finite {', '.join(bad)}" if bad else None
+
+
+class Watchdog:
+    """Applies a :class:`WatchdogConfig` to a frame and its calculator results."""
+
+    def __init__(self, config: WatchdogConfig):
+        self.config = config
+
+    def __call__(self, atoms: Atoms, results: dict) -> Verdict:
+        cfg = self.config
+        u = results.get(keys.FORCES_UNCERTAINTY)
+        u_max = float(np.max(u)) if u is not None and np.size(u) else float("nan")
+        bad = _non_finite(atoms, results)
+        if bad:
+            return Verdict("non_finite", bad, u_max)
+        forces = np.asarray(results[keys.FORCES])
+        f_max = float(np.linalg.norm(forces, axis=1).max())
+        if cfg.max_force is not None and f_max > cfg.max_force:
+            return Verdict("max_force", f"max |F| = {f_max:.3g} eV/A > {cfg.max_force}", u_max)
+        if cfg.min_distance is not None and len(atoms) > 1:
+            d_min = min_pair_distance(atoms, cfg.min_distance)
+            if d_min < cfg.min_distance:
+                text = f"atoms {d_min:.3g} A apart < min_distance {cfg.min_distance}"
+                return Verdict("min_distance", text, u_max)
+        if u is None:
+            return Verdict(None, "", u_max)
+        if cfg.max_uncertainty is not None and u_max > cfg.max_uncertainty:
+            text = f"max u_i = {u_max:.3g} eV/A > {cfg.max_uncertainty}"
+            return Verdict("uncertainty", text, u_max)
+        if cfg.max_hal_ratio is not None:
+            unbiased = np.asarray(results.get(keys.UNBIASED_FORCES, forces))
+            ratio = hal_ratio(np.asarray(u), unbiased, cfg.hal_eps)
+            if ratio > cfg.max_hal_ratio:
+                text = f"max u_i/(|F_i|+eps) = {ratio:.3g} > {cfg.max_hal_ratio}"
+                return Verdict("hal", text, u_max)
+        return Verdict(None, "", u_max)
