@@ -2,7 +2,11 @@
 
 After each optimiser step, for every trained parameter p with shadow copy p_ema,
 
-    p_ema <- d * p_ema + (1 - d) * p,    d = decay in [0, 1).
+    p_ema <- d_n * p_ema + (1 - d_n) * p,    d_n = min(decay, (1 + n) / (10 + n))  (warmup)
+                                             d_n = decay                           (no warmup)
+
+with n the number of updates so far (0 for the first). The warmup lets the average follow the
+weights early in training, when a fixed decay of 0.99 would lag for hundreds of steps.
 
 Validation and the saved model use the shadow weights (swap in, evaluate, swap back).
 """
@@ -18,17 +22,27 @@ import torch
 class ExponentialMovingAverage:
     """Shadow copies of ``parameters`` updated with :meth:`update`."""
 
-    def __init__(self, parameters: Iterable[torch.nn.Parameter], decay: float = 0.99):
+    def __init__(
+        self, parameters: Iterable[torch.nn.Parameter], decay: float = 0.99, warmup: bool = True
+    ):
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"EMA decay must be in [0, 1), got {decay}")
-        self.decay = decay
+        self.decay, self.warmup, self.n_updates = decay, warmup, 0
         self.parameters = [p for p in parameters if p.requires_grad]
         self.shadow = [p.detach().clone() for p in self.parameters]
 
+    @property
+    def current_decay(self) -> float:
+        """d_n for the next update."""
+        n = self.n_updates
+        return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
+
     @torch.no_grad()
     def update(self) -> None:
+        weight = 1.0 - self.current_decay
         for p, s in zip(self.parameters, self.shadow):
-            s.lerp_(p.detach().to(s.device), 1.0 - self.decay)
+            s.lerp_(p.detach().to(s.device), weight)
+        self.n_updates += 1
 
     @torch.no_grad()
     def to(self, device: torch.device) -> None:
