@@ -35,3 +35,26 @@ def test_cli_select_with_features(tmp_path, cu_frames, gaussian, capsys):
     assert main([*bad, "--k", "2", "--out", str(tmp_path / "x.extxyz")]) == 2
     assert "5 rows but pool_frames has 12" in capsys.readouterr().err
     assert not (tmp_path / "x.extxyz").exists()
+
+
+def test_cli_select_with_a_saved_uncertainty_model(tmp_path, tiny_mace, cu_frames, capsys):
+    """--unc: a saved gradient-feature posterior. The first pick has the largest u^2 from the
+    model's forward pass; the order equals brute-force log-det on one-frame-at-a-time features."""
+    from uq_bias.uncertainty import GradientFeatureUncertainty, save
+
+    torch.save(tiny_mace, tmp_path / "model.pt")
+    unc = GradientFeatureUncertainty(str(tmp_path / "model.pt"))
+    unc.fit(cu_frames[:4])
+    save(unc, tmp_path / "unc")
+    pool = cu_frames[4:9]
+    write(tmp_path / "pool.extxyz", pool, format="extxyz")
+    out = tmp_path / "selected.extxyz"
+    argv = ["select", "--unc", str(tmp_path / "unc"), "--pool", str(tmp_path / "pool.extxyz")]
+    assert main([*argv, "--k", "3", "--out", str(out), "--chunk-size", "2"]) == 0
+    chosen = [a.info["selection_index"] for a in read(out, index=":")]
+    feats = torch.cat([unc.selection_features(unc.graph(f)).detach() for f in pool])
+    assert chosen == greedy_logdet_reference(feats @ feats.T, 3)
+    u2 = unc(unc.graph(pool)).energy_uncertainty.detach() ** 2
+    assert chosen[0] == int(torch.argmax(u2))
+    torch.testing.assert_close(feats.pow(2).sum(1), u2.double(), rtol=1e-8, atol=0)
+    assert "selected 3 of 5 frames" in capsys.readouterr().out
