@@ -113,3 +113,28 @@ def fitted_ensemble(cu8_frames):
         for s in range(3)
     ]
     return Ensemble(members)
+
+
+@pytest.fixture(scope="session")
+def gradient_model(cu8_frames):
+    """Gradient-feature (posterior) uncertainty of an untrained tiny MACE for H, C, O, Al, Cu,
+    conditioned on Cu/Al cells and rattled methanol."""
+    from uq_bias.models.mace import MACEAdapter
+    from uq_bias.training.build import build_mace
+    from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
+
+    molecules = []
+    for seed in range(4):
+        atoms = molecule("CH3OH")
+        atoms.rattle(0.05, seed=seed)
+        molecules.append(atoms)
+    adapter = MACEAdapter(build_mace([1, 6, 8, 13, 29], cutoff=4.0, seed=3))
+    return GradientFeatureUncertainty(adapter).fit(list(cu8_frames[:4]) + molecules)
+
+
+@pytest.fixture(scope="session")
+def fitted_gradient_model(fitted_ensemble, cu8_frames):
+    """Gradient-feature uncertainty of the first readout-fitted Cu/Al MACE (for MD)."""
+    from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
+
+    return GradientFeatureUncertainty(fitted_ensemble.members[0]).fit(cu8_frames)

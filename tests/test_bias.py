@@ -31,6 +31,13 @@ def cu8():
     return atoms
 
 
+@pytest.fixture(params=["ensemble", "gradient"])
+def uq_model(request):
+    """Each kind of uncertainty model: a deep ensemble and a gradient-feature posterior."""
+    name = "untrained_ensemble" if request.param == "ensemble" else "gradient_model"
+    return request.getfixturevalue(name)
+
+
 def _system(name, cu8, methanol):
     return cu8.copy() if name == "cell" else methanol.copy()
 
@@ -38,11 +45,11 @@ def _system(name, cu8, methanol):
 @pytest.mark.parametrize("weights", [{}, {"H": 0.5, "C": 0.5, "O": 0.5, "Al": 0.5, "Cu": 0.5}])
 @pytest.mark.parametrize("system", ["cell", "molecule"])
 def test_biased_forces_and_stress_are_gradients_of_biased_energy(
-    untrained_ensemble, cu8, methanol, system, weights
+    uq_model, cu8, methanol, system, weights
 ):
     """F_b = -dE_b/dr and sigma_b = (1/V) dE_b/deps against ASE's finite differences."""
     atoms = _system(system, cu8, methanol)
-    calc = Calculator(untrained_ensemble, bias=BiasConfig(tau=3.0, weights=weights))
+    calc = Calculator(uq_model, bias=BiasConfig(tau=3.0, weights=weights))
     atoms.calc = calc
     forces = atoms.get_forces()
     assert np.abs(calc.results[keys.BIAS_FORCES]).max() > 1e-4  # the bias is really there
@@ -57,15 +64,15 @@ def test_biased_forces_and_stress_are_gradients_of_biased_energy(
         assert keys.STRESS not in calc.results
 
 
-def test_bias_terms_add_up(untrained_ensemble, cu8):
+def test_bias_terms_add_up(uq_model, cu8):
     """E_b = E - tau U, F_b = F + F_bias, per-atom energies sum to E_b; unbiased = plain calc."""
     tau = 2.0
     atoms = cu8.copy()
-    atoms.calc = Calculator(untrained_ensemble, bias=BiasConfig(tau=tau))
+    atoms.calc = Calculator(uq_model, bias=BiasConfig(tau=tau))
     atoms.get_forces()
     r = atoms.calc.results
     plain = cu8.copy()
-    plain.calc = Calculator(untrained_ensemble)
+    plain.calc = Calculator(uq_model)
     plain.get_forces()
     p = plain.calc.results
     np.testing.assert_allclose(r[keys.UNBIASED_ENERGY], p[keys.ENERGY], rtol=1e-13)
@@ -81,12 +88,12 @@ def test_bias_terms_add_up(untrained_ensemble, cu8):
 
 
 @pytest.mark.parametrize("system", ["cell", "molecule"])
-def test_tau_zero_gives_exactly_the_plain_results(untrained_ensemble, cu8, methanol, system):
+def test_tau_zero_gives_exactly_the_plain_results(uq_model, cu8, methanol, system):
     atoms = _system(system, cu8, methanol)
-    atoms.calc = Calculator(untrained_ensemble, bias=BiasConfig(tau=0.0))
+    atoms.calc = Calculator(uq_model, bias=BiasConfig(tau=0.0))
     atoms.get_forces()
     plain = atoms.copy()
-    plain.calc = Calculator(untrained_ensemble)
+    plain.calc = Calculator(uq_model)
     plain.get_forces()
     names = [keys.ENERGY, keys.FORCES, keys.ENERGIES, keys.STRESS, keys.FORCES_UNCERTAINTY]
     for name in names:
@@ -95,9 +102,9 @@ def test_tau_zero_gives_exactly_the_plain_results(untrained_ensemble, cu8, metha
     assert not np.any(atoms.calc.results[keys.BIAS_FORCES])
 
 
-def test_weight_zero_means_no_bias_force(untrained_ensemble, methanol):
+def test_weight_zero_means_no_bias_force(uq_model, methanol):
     """No bias on hydrogen: its biased forces are its unbiased forces; the others feel the bias."""
-    methanol.calc = Calculator(untrained_ensemble, bias=BiasConfig(tau=5.0, weights={"H": 0.0}))
+    methanol.calc = Calculator(uq_model, bias=BiasConfig(tau=5.0, weights={"H": 0.0}))
     methanol.get_forces()
     r = methanol.calc.results
     hydrogen = methanol.numbers == 1
@@ -106,7 +113,7 @@ def test_weight_zero_means_no_bias_force(untrained_ensemble, methanol):
     assert np.abs(r[keys.BIAS_FORCES][~hydrogen]).min() > 0
     # the heavy atoms get the full bias force of an unweighted run
     full = methanol.copy()
-    full.calc = Calculator(untrained_ensemble, bias=BiasConfig(tau=5.0))
+    full.calc = Calculator(uq_model, bias=BiasConfig(tau=5.0))
     full.get_forces()
     np.testing.assert_allclose(
         r[keys.BIAS_FORCES][~hydrogen], full.calc.results[keys.BIAS_FORCES][~hydrogen], atol=1e-12
@@ -195,13 +202,17 @@ def _nve_energy_spread(calc, start, steps=40):
     return np.abs(totals - totals[0]).max(), atoms.calc.results[keys.BIAS_ENERGY]
 
 
-def test_biased_nve_conserves_the_biased_energy(fitted_ensemble, cu8_frames):
+@pytest.mark.parametrize("kind", ["fitted_ensemble", "fitted_gradient_model"])
+def test_biased_nve_conserves_the_biased_energy(request, kind, cu8_frames):
     """At fixed tau, velocity Verlet conserves E_b + K about as well as E + K without bias."""
+    model = request.getfixturevalue(kind)
     start = cu8_frames[0]
-    plain, _ = _nve_energy_spread(Calculator(fitted_ensemble, bias=BiasConfig(tau=0.0)), start)
-    biased, bias_energy = _nve_energy_spread(
-        Calculator(fitted_ensemble, bias=BiasConfig(tau=1.0)), start
-    )
+    probe = start.copy()
+    probe.calc = Calculator(model)
+    probe.get_potential_energy()
+    tau = 0.1 / probe.calc.results[keys.ENERGY_UNCERTAINTY]  # a bias of ~0.1 eV
+    plain, _ = _nve_energy_spread(Calculator(model, bias=BiasConfig(tau=0.0)), start)
+    biased, bias_energy = _nve_energy_spread(Calculator(model, bias=BiasConfig(tau=tau)), start)
     assert abs(bias_energy) > 10 * max(plain, 1e-4)  # the bias is large compared to the drift
     assert biased <= 2 * plain + 2e-3
 
@@ -223,3 +234,11 @@ def test_bad_input_is_a_clear_error(tiny_mace, untrained_ensemble):
         BiasConfig(tau=1.0, weights={"H": -1.0})
     with pytest.raises(ValueError, match="unknown gradient"):
         BiasConfig(tau=1.0, gradient="magic")
+    with pytest.raises(ValueError, match="window must be an integer >= 1"):
+        BiasConfig(tau_rel=0.1, window=0)
+
+
+def test_closed_form_needs_an_ensemble(gradient_model, cu8):
+    cu8.calc = Calculator(gradient_model, bias=BiasConfig(tau=1.0, gradient="closed_form"))
+    with pytest.raises(ValueError, match="needs an ensemble"):
+        cu8.get_forces()
