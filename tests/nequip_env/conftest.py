@@ -116,15 +116,17 @@ def cu_al_cluster(seed: int = 5):
     return cluster
 
 
-def build_nequip_model(type_names=("Al", "Cu"), seed: int = 3, **readout) -> torch.nn.Module:
-    """A fresh float64 NequIPGNNModel built in Python (no training)."""
+def build_nequip_model(
+    type_names=("Al", "Cu"), seed: int = 3, model_dtype: str = "float64", **readout
+) -> torch.nn.Module:
+    """A fresh NequIPGNNModel built in Python (no training); ``readout`` options go to it."""
     from nequip.model import NequIPGNNModel
 
     scales = dict(zip(type_names, (0.4, 0.9)))
     with nequip_global_state():
         return NequIPGNNModel(
             seed=seed,
-            model_dtype="float64",
+            model_dtype=model_dtype,
             type_names=list(type_names),
             r_max=4.0,
             num_layers=2,

@@ -110,3 +110,14 @@ def test_unknown_element_is_refused(adapter, cell):
     cell.numbers[0] = 1
     with pytest.raises(ValueError, match="not known to the model"):
         adapter.graph(cell)
+
+
+def test_float32_model_and_fixed_dtype(build_nequip, cell, cluster):
+    """A float32 nequip model works in float32 (phi to 1e-4); converting dtypes is refused."""
+    model32 = NequIPAdapter(build_nequip(model_dtype="float32"))
+    assert model32.dtype == torch.float32
+    check_last_layer_features(model32, [cluster, cell])
+    model64 = NequIPAdapter(build_nequip())
+    with pytest.raises(ValueError, match="model_dtype"):
+        load_model(model64, dtype=torch.float32)
+    assert model64.dtype == torch.float64

@@ -98,14 +98,15 @@ def nequip_global_state():
 
 def is_nequip_file(path: str | Path) -> bool:
     """True for a nequip package (``*.nequip.zip``) or a nequip training checkpoint (``*.ckpt``
-    whose hyper-parameters record the nequip version). Does not import nequip."""
+    whose hyper-parameters record the nequip version). Does not import nequip; a checkpoint is
+    sniffed with ``weights_only=True``, which runs no code from the file."""
     path = Path(path)
     if path.name.endswith(".nequip.zip"):
         return True
     if path.suffix != ".ckpt" or not path.is_file():
         return False
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         versions = checkpoint["hyper_parameters"]["info_dict"]["versions"]
     except Exception:
         return False
@@ -257,6 +258,11 @@ class NequIPAdapter(AtomisticModel):
         if isinstance(model, torch.nn.ModuleDict):
             model = model[_SOLE_MODEL_KEY]
         metadata = model.metadata
+        if "type_names" not in metadata or "r_max" not in metadata:
+            raise ValueError(
+                "the nequip GraphModel has no type_names/r_max metadata; build it with a nequip "
+                "model builder (e.g. nequip.model.NequIPGNNModel) or load a saved model"
+            )
         if metadata.get("per_edge_type_cutoff"):
             raise ValueError("nequip models with per-edge-type cutoffs are not supported yet")
         self.model = model
@@ -273,6 +279,16 @@ class NequIPAdapter(AtomisticModel):
         self._readout = _readout(modules[position].mlp_module.mlp)
         for parameter in self._readout.parameters():
             parameter.requires_grad_(True)
+
+    def to(self, *args, **kwargs):
+        """Move to a device; a nequip model's dtype is fixed when it is built (``model_dtype``)."""
+        _, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+        if dtype is not None and dtype != self.dtype:
+            raise ValueError(
+                f"cannot convert a nequip model from {self.dtype} to {dtype}: its dtype is fixed "
+                "when it is built (nequip's model_dtype); build or train it in the dtype you need"
+            )
+        return super().to(*args, **kwargs)
 
     @property
     def n_features(self) -> int:
