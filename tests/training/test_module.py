@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 
@@ -62,3 +64,24 @@ def test_fit_trains_a_generic_float32_model(data_dir):
     np.testing.assert_allclose(best["val_forces_rmse"], after, rtol=1e-5)
     assert after < 0.9 * before
     assert result.model.dtype == torch.float32
+
+
+def test_early_stopping_keeps_the_best_weights(data_dir):
+    """A learning rate far too large makes val_loss rise: training stops after `patience` epochs
+    and the model keeps its initial (epoch 0, best) weights."""
+    train = read_frames(data_dir / "train.extxyz")
+    valid = read_frames(data_dir / "valid.extxyz")
+    torch.manual_seed(2)
+    model = GenericAdapter(PairNet(cutoff=3.5), "out", cutoff=3.5, atomic_numbers=[13, 29])
+    initial = copy.deepcopy(model.state_dict())
+    result = fit(
+        model,
+        train,
+        valid,
+        FitOptions(max_epochs=20, batch_size=2, lr=50.0, ema_decay=None, patience=2),
+        TrainerOptions(accelerator="cpu", progress_bar=False),
+    )
+    losses = [row["val_loss"] for row in result.history]
+    assert len(losses) == 1 + 2 and min(losses) == losses[0], losses  # stopped after 2 epochs
+    for name, value in initial.items():
+        torch.testing.assert_close(result.model.state_dict()[name], value, rtol=0, atol=0)

@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning
 import torch
 from ase import Atoms
+from lightning.pytorch.callbacks import EarlyStopping
 
 from uq_bias.models import AtomisticModel, load_model
 from uq_bias.training.build import PRESETS, DataStatistics, build_mace
@@ -113,7 +114,7 @@ def fit(
         seed=options.seed,
     )
     csv_logger = EpochCSVLogger(log) if log is not None else None
-    callbacks = [lightning.pytorch.callbacks.EarlyStopping("val_loss", patience=options.patience)]
+    early_stopping = EarlyStopping("val_loss", patience=options.patience)
     trainer = lightning.Trainer(
         max_epochs=options.max_epochs,
         accelerator=trainer_options.accelerator,
@@ -121,7 +122,7 @@ def fit(
         num_nodes=trainer_options.num_nodes,
         strategy=trainer_options.strategy,
         enable_progress_bar=trainer_options.progress_bar,
-        callbacks=callbacks + ([csv_logger] if csv_logger else []),
+        callbacks=[early_stopping] + ([csv_logger] if csv_logger else []),
         inference_mode=False,
         logger=False,
         enable_checkpointing=False,
@@ -130,6 +131,8 @@ def fit(
         deterministic=trainer_options.deterministic,
     )
     trainer.validate(module, datamodule=data, verbose=False)
+    # the model before training counts: stop when `patience` epochs have not beaten it either
+    early_stopping.best_score = torch.tensor(module.best_loss)
     if options.max_epochs > 0:
         trainer.fit(module, datamodule=data)
     if module.best_state is not None:
