@@ -10,6 +10,7 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 
 import uq_bias
 from uq_bias import load_model
+from uq_bias.testing import check_adapter
 
 pytest.importorskip("nequip.model")  # a real nequip, not a namespace of test dirs
 
@@ -57,6 +58,31 @@ def test_calculator_matches_nequip_calculator(
     )
     if ours.pbc.all():
         np.testing.assert_allclose(ours.get_stress(), reference["stress"], rtol=0, atol=1e-10)
+
+
+def test_per_edge_type_cutoffs_match_nequip_calculator(build_nequip, cell, cluster):
+    """Asymmetric per-edge-type cutoffs (Al-Al 3.0, Cu->Al 3.4, Cu-Cu 4.0 A): the adapter agrees
+    with nequip's calculator (whose neighbour list is pruned by them) and passes the contract."""
+    from nequip.integrations.ase import NequIPCalculator
+    from nequip.integrations.utils import basic_transforms
+
+    cutoffs = {"Al": 3.0, "Cu": {"Al": 3.4, "Cu": 4.0}}
+    model = build_nequip(per_edge_type_cutoff=cutoffs).eval()
+    adapter = NequIPAdapter(model)
+    names = model.type_names
+    transforms = basic_transforms(model.metadata, 4.0, names, {n: n for n in names})
+    theirs = cell.copy()
+    theirs.calc = NequIPCalculator(model=model, device="cpu", transforms=transforms)
+    with nequip_global_state():
+        energy, forces = theirs.get_potential_energy(), theirs.get_forces()
+        stress = theirs.get_stress()
+    cell.calc = uq_bias.Calculator(adapter)
+    assert abs(cell.get_potential_energy() - energy) < 1e-10 * max(1.0, abs(energy))
+    np.testing.assert_allclose(cell.get_forces(), forces, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(cell.get_stress(), stress, rtol=0, atol=1e-10)
+    plain = NequIPAdapter(build_nequip())  # the same weights without the per-type cutoffs
+    assert abs(plain(plain.graph(cell)).energy.item() - energy) > 1e-6, "no edge was pruned"
+    check_adapter(adapter, molecule=cluster, periodic=cell.copy())
 
 
 @pytest.mark.parametrize("structure", ["cell", "cluster"])

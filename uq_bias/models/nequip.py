@@ -46,6 +46,7 @@ BATCH = "batch"
 NUM_NODES = "num_atoms"
 ATOM_TYPE = "atom_types"
 PER_ATOM_ENERGY = "atomic_energy"
+NORM_LENGTH = "normed_edge_lengths"
 
 #: Modules that may follow the readout: they scale it per type, add a w-independent term to the
 #: per-atom energy, or sum it.
@@ -147,6 +148,15 @@ def _energy_model(model: torch.nn.Module) -> torch.nn.Sequential:
             f"{type(inner).__name__}; only NequIP-style models (NequIPGNNModel) are supported"
         )
     return inner
+
+
+def _edge_type_pruner(energy_model: torch.nn.Sequential) -> torch.nn.Module | None:
+    """The model's EdgeLengthNormalizer when it has per-edge-type cutoffs (edges with a
+    normalised length r / r_cut[t_s, t_r] above 1 are not neighbours), else None."""
+    for module in energy_model:
+        if type(module).__name__ == "EdgeLengthNormalizer" and module._per_edge_type:
+            return module
+    return None
 
 
 def _readout_index(energy_model: torch.nn.Sequential) -> int:
@@ -263,11 +273,11 @@ class NequIPAdapter(AtomisticModel):
                 "the nequip GraphModel has no type_names/r_max metadata; build it with a nequip "
                 "model builder (e.g. nequip.model.NequIPGNNModel) or load a saved model"
             )
-        if metadata.get("per_edge_type_cutoff"):
-            raise ValueError("nequip models with per-edge-type cutoffs are not supported yet")
         self.model = model
         energy_model = _energy_model(model)
         self._energy_model = (energy_model,)  # a tuple: not registered twice as a submodule
+        pruner = _edge_type_pruner(energy_model)
+        self._pruners = () if pruner is None else (pruner,)  # a tuple: not registered twice
         self.type_names = list(metadata["type_names"].split(" "))
         self.cutoff = float(metadata["r_max"])
         index = _type_index(self.type_names, species_to_type)
@@ -302,7 +312,7 @@ class NequIPAdapter(AtomisticModel):
             raise ValueError(f"elements {unknown} unknown to the model ({self.atomic_numbers})")
         positions, cell, shifts = strained(graph)
         sender, receiver = graph.edge_index
-        return {
+        data = {
             POSITIONS: positions,
             EDGE_INDEX: graph.edge_index,
             EDGE_CELL_SHIFT: graph.unit_shifts,
@@ -312,6 +322,13 @@ class NequIPAdapter(AtomisticModel):
             NUM_NODES: graph.ptr[1:] - graph.ptr[:-1],
             ATOM_TYPE: types,
         }
+        for pruner in self._pruners:  # drop edges beyond their per-edge-type cutoff, as nequip
+            with torch.no_grad():
+                keep = pruner(dict(data))[NORM_LENGTH].reshape(-1) <= 1.0
+            data[EDGE_INDEX] = graph.edge_index[:, keep]
+            data[EDGE_CELL_SHIFT] = graph.unit_shifts[keep]
+            data[EDGE_VECTORS] = data[EDGE_VECTORS][keep]
+        return data
 
     def _scale(self, types: torch.Tensor) -> torch.Tensor:
         """(n_atoms, 1) s[t_i], the product of the per-type scales after the readout."""
