@@ -1,7 +1,8 @@
 """NequIP adapter: per-atom energies and the exact last-layer features of a nequip-framework model.
 
-A NequIP GNN model (``nequip>=0.7``: ``GraphModel -> ForceStressOutput -> SequentialGraphNetwork``)
-ends in a per-atom energy readout and a per-type scale and shift:
+A NequIP GNN model of the current nequip framework (tested with nequip 0.19:
+``GraphModel -> ForceStressOutput -> SequentialGraphNetwork``) ends in a per-atom energy readout
+and a per-type scale and shift:
 
     y_i = alpha * h_i . w (+ b)              (the readout's last ``ScalarLinearLayer``)
     E_i = s[t_i] * y_i + c[t_i] + (pair potential terms, independent of w)
@@ -15,6 +16,8 @@ The last layer is w (and b, if present), so
 Forces and stress are not taken from nequip's ``ForceStressOutput``: the adapter calls the inner
 energy model with edge vectors built from the strained graph (:func:`uq_bias.graph.strained`), so
 autograd through ``graph.positions`` and ``graph.strain`` gives them, as for every adapter.
+Other nequip-framework architectures (e.g. Allegro, whose energies come from edges) are refused
+with a message, not wrapped approximately.
 
 nequip needs e3nn>=0.6 and mace-torch pins e3nn==0.4.4: install ``uq_bias[nequip]`` in an
 environment of its own (see the README).
