@@ -22,18 +22,25 @@ def _missing(*modules: str) -> bool:
     return any(importlib.util.find_spec(module) is None for module in modules)
 
 
-@pytest.mark.skipif(
-    _missing("uq_bias.bias", "uq_bias.uncertainty.gradient"),
-    reason="gradient-feature uncertainty or the bias is not available",
-)
-def test_gradient_feature_bias_on_nequip_matches_finite_differences(trained_nequip, cell):
-    """Posterior uncertainty from NequIP's exact last-layer features, fitted on the training
-    frames, biases the calculator; its forces and stress are minus the gradients of its energy."""
-    from uq_bias.bias import BiasConfig
+@pytest.fixture(scope="module")
+def uncertainty(trained_nequip):
+    """Posterior uncertainty from the trained NequIP model's exact last-layer features, fitted
+    on its six training frames."""
+    if _missing("uq_bias.uncertainty.gradient"):
+        pytest.skip("gradient-feature uncertainty (uq_bias.uncertainty.gradient) not available")
     from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
 
-    uncertainty = GradientFeatureUncertainty(load_model(trained_nequip.checkpoint))
-    uncertainty.fit(trained_nequip.frames[:6])
+    model = GradientFeatureUncertainty(load_model(trained_nequip.checkpoint))
+    model.fit(trained_nequip.frames[:6])
+    return model
+
+
+@pytest.mark.skipif(_missing("uq_bias.bias"), reason="the bias is not available")
+def test_gradient_feature_bias_on_nequip_matches_finite_differences(uncertainty, cell):
+    """The posterior uncertainty biases the calculator; its forces and stress are minus the
+    gradients of its (biased) energy."""
+    from uq_bias.bias import BiasConfig
+
     cell.calc = uq_bias.Calculator(uncertainty, bias=BiasConfig(tau=5.0))
     cell.get_potential_energy()
     results = cell.calc.results
@@ -64,3 +71,22 @@ def test_uq_bias_training_fits_a_nequip_adapter(trained_nequip, build_nequip, ce
     assert len(losses) == 3 and losses[-1] < losses[0], f"training losses {losses}"
     assert isinstance(result.model, NequIPAdapter)
     check_last_layer_features(result.model, [cluster, cell])
+
+
+@pytest.mark.skipif(_missing("uq_bias.selection.api"), reason="uq_bias.selection not available")
+def test_maxdet_selection_on_nequip_features(uncertainty, trained_nequip, cell):
+    """select() picks the same frames as a naive greedy log-det over the NequIP posterior kernel,
+    and its first pick (the largest posterior variance) is a strongly rattled frame, not one the
+    model was trained on."""
+    from uq_bias.selection.api import pool_features, select
+    from uq_bias.selection.reference import greedy_logdet_reference
+
+    pool = list(trained_nequip.frames[:3])
+    for seed in range(3):
+        atoms = cell.copy()
+        atoms.rattle(0.25, seed=seed)
+        pool.append(atoms)
+    chosen = select(uncertainty, pool, 3).indices
+    features = pool_features(uncertainty, pool)
+    assert chosen == greedy_logdet_reference(features @ features.T, 3)
+    assert chosen[0] >= 3, f"picked {chosen}: a training frame first"
