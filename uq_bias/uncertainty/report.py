@@ -8,6 +8,7 @@ the calibrated uncertainty on log axes (the line error = U).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -28,10 +29,22 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _finite(value):
+    """``value`` with every non-finite float replaced by None (strict JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 def write_json(report: dict, path: str | Path) -> Path:
-    """Write ``report`` as indented JSON to ``path``."""
+    """Write ``report`` as indented, strict JSON to ``path`` (NaN and inf become null)."""
     path = Path(path)
-    atomic_write_bytes(path, (json.dumps(report, indent=2, allow_nan=True) + "\n").encode())
+    text = json.dumps(_finite(report), indent=2, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
     return path
 
 
