@@ -82,3 +82,13 @@ def test_fit_needs_two_frames(cu_model, small_cu_frames):
         model.fit(small_cu_frames[:1])
     with pytest.raises(ValueError, match="not fitted"):
         model(model.graph(small_cu_frames[0]))
+
+
+def test_uncertainty_is_invariant_under_rotation_and_translation(fitted, small_cu_frames):
+    atoms = small_cu_frames[7]
+    moved = atoms.copy()
+    moved.rotate(37, (1, 2, 3), rotate_cell=True)
+    moved.translate((0.3, -1.2, 2.0))
+    a, b = fitted(fitted.graph(atoms)), fitted(fitted.graph(moved))
+    torch.testing.assert_close(a.energy_uncertainty, b.energy_uncertainty, atol=1e-10, rtol=0)
+    torch.testing.assert_close(a.atom_uncertainty, b.atom_uncertainty, atol=1e-10, rtol=0)
