@@ -137,6 +137,41 @@ def test_closed_form_ensemble_gradient_matches_autograd(untrained_ensemble, cu8)
     torch.testing.assert_close(sigma, out.stress, rtol=1e-10, atol=1e-12)
 
 
+def test_batched_and_sequential_gradients_agree(gradient_model, cu8):
+    """The vmapped backward over [E, U] equals two plain backward passes, and F = -dE/dr."""
+    results = []
+    for batched in (True, False):
+        graph = gradient_model.graph(cu8).requires_grad_(positions=True, strain=True)
+        out = gradient_model(graph)
+        results.append(
+            energy_and_uncertainty_gradients(
+                out.energy, out.energy_uncertainty, graph, stress=True, batched=batched
+            )
+        )
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+    plain = cu8.copy()
+    plain.calc = Calculator(gradient_model)
+    np.testing.assert_allclose(results[1][0].numpy(), plain.get_forces(), atol=1e-12)
+
+
+@pytest.mark.parametrize("system", ["cell", "molecule"])
+def test_single_pass_gives_the_same_biased_results(uq_model, cu8, methanol, system):
+    """split=False: the biased energy, forces and stress from one backward over E_b equal the
+    split ones; the split-only results are absent."""
+    results = []
+    for split in (True, False):
+        atoms = _system(system, cu8, methanol)
+        atoms.calc = Calculator(uq_model, bias=BiasConfig(tau=2.0, split=split))
+        atoms.get_forces()
+        results.append(atoms.calc.results)
+    names = [keys.ENERGY, keys.FORCES, keys.ENERGIES, keys.BIAS_ENERGY, keys.UNBIASED_ENERGY]
+    for name in names + ([keys.STRESS] if system == "cell" else []):
+        np.testing.assert_allclose(results[1][name], results[0][name], rtol=1e-10, atol=1e-12)
+    if "members_energy" not in results[1]:  # ensembles split for free in closed form
+        assert keys.UNBIASED_FORCES not in results[1] and keys.BIAS_FORCES not in results[1]
+
+
 def test_calculator_closed_form_and_autograd_agree(untrained_ensemble, cu8):
     results = {}
     for mode in ("closed_form", "autograd"):
@@ -234,6 +269,10 @@ def test_bad_input_is_a_clear_error(tiny_mace, untrained_ensemble):
         BiasConfig(tau=1.0, weights={"H": -1.0})
     with pytest.raises(ValueError, match="unknown gradient"):
         BiasConfig(tau=1.0, gradient="magic")
+    with pytest.raises(ValueError, match="split=False"):
+        BiasConfig(tau_rel=0.1, split=False)
+    with pytest.raises(ValueError, match="split=False"):
+        BiasConfig(tau=1.0, weights={"H": 0.0}, split=False)
     with pytest.raises(ValueError, match="window must be an integer >= 1"):
         BiasConfig(tau_rel=0.1, window=0)
 
