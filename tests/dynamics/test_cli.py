@@ -1,0 +1,58 @@
+"""`uq-bias md`: the frames it writes are those of the Python API on the same saved model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.io import read, write
+
+from uq_bias import keys
+from uq_bias.bias import BiasConfig
+from uq_bias.cli import main
+from uq_bias.dynamics import CalculatorRecipe, ExploreConfig, explore
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory, fitted_ensemble, cu8_frames):
+    """A gradient-feature posterior on a readout-fitted MACE file, saved with uncertainty.save."""
+    from uq_bias.uncertainty import GradientFeatureUncertainty, save
+
+    folder = tmp_path_factory.mktemp("md_cli")
+    torch.save(fitted_ensemble.members[0].model, folder / "model.pt")
+    unc = GradientFeatureUncertainty(str(folder / "model.pt")).fit(cu8_frames)
+    return save(unc, folder / "unc")
+
+
+def test_cli_md_matches_the_python_api(saved_model, cu8_frames, tmp_path, capsys):
+    write(tmp_path / "start.extxyz", cu8_frames[0], format="extxyz")
+    out = tmp_path / "traj.extxyz"
+    argv = ["md", "--unc", str(saved_model), "--start", str(tmp_path / "start.extxyz")]
+    argv += ["--steps", "10", "--sample-every", "5", "--tau", "20", "--timestep", "2"]
+    assert main([*argv, "--seed", "4", "--out", str(out), "--no-progress"]) == 0
+    frames = read(out, index=":")
+    assert [f.info["step"] for f in frames] == [5, 10]
+    assert "walker 0: completed at step 10, 2 frames" in capsys.readouterr().out
+
+    recipe = CalculatorRecipe(str(saved_model), bias=BiasConfig(tau=20.0))
+    config = ExploreConfig(steps=10, sample_every=5, timestep=2.0, seed=4, progress=False)
+    expected = explore(recipe, cu8_frames[0], config).frames
+    for got, want in zip(frames, expected):
+        np.testing.assert_allclose(got.positions, want.positions, atol=1e-8)
+        np.testing.assert_allclose(got.info[keys.BIAS_ENERGY], want.info[keys.BIAS_ENERGY])
+        assert got.info[keys.BIAS_STRENGTH] == 20.0
+
+
+def test_cli_md_bad_input(saved_model, tmp_path, capsys):
+    from ase.build import molecule
+
+    write(tmp_path / "mol.xyz", molecule("CH4"))
+    argv = ["md", "--unc", str(saved_model), "--start", str(tmp_path / "mol.xyz")]
+    argv += ["--out", str(tmp_path / "x.extxyz"), "--no-progress", "--steps", "2"]
+    assert main([*argv, "--npt"]) == 2
+    assert "NPT needs periodic cells" in capsys.readouterr().err
+    assert main([*argv, "--tau", "1", "--weight", "H"]) == 2
+    assert "--weight expects ELEMENT=WEIGHT" in capsys.readouterr().err
+    assert main([*argv, "--max-uncertainty", "-1"]) == 2
+    assert "max_uncertainty must be a finite number >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "x.extxyz").exists()

@@ -1,0 +1,71 @@
+"""The watchdog on single frames: each check against a direct computation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase.build import bulk
+from ase.neighborlist import neighbor_list
+
+from uq_bias import keys
+from uq_bias.calculator import Calculator
+from uq_bias.dynamics.watchdog import Watchdog, WatchdogConfig, hal_ratio, min_pair_distance
+
+
+@pytest.fixture
+def evaluated(untrained_ensemble, cu8_frames):
+    atoms = cu8_frames[2].copy()
+    atoms.calc = Calculator(untrained_ensemble)
+    atoms.get_forces()
+    return atoms, dict(atoms.calc.results)
+
+
+def test_min_pair_distance_matches_ase():
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (2, 1, 1)
+    atoms.rattle(0.2, seed=1)
+    assert min_pair_distance(atoms, 3.0) == pytest.approx(neighbor_list("d", atoms, 3.0).min())
+    assert min_pair_distance(atoms, 0.1) == float("inf")
+
+
+def test_hal_ratio_is_the_formula():
+    u = np.array([0.1, 0.5, 0.2])
+    forces = np.array([[0.0, 0.0, 1.0], [3.0, 4.0, 0.0], [0.0, 0.0, 0.0]])
+    assert hal_ratio(u, forces, 0.1) == pytest.approx(max(0.1 / 1.1, 0.5 / 5.1, 0.2 / 0.1))
+
+
+def test_each_check_fires_alone(evaluated):
+    atoms, results = evaluated
+    u_max = results[keys.FORCES_UNCERTAINTY].max()
+    f_max = np.linalg.norm(results[keys.FORCES], axis=1).max()
+    d_min = neighbor_list("d", atoms, 3.0).min()
+    assert Watchdog(WatchdogConfig())(atoms, results).reason is None
+    cases = {
+        "uncertainty": WatchdogConfig(max_uncertainty=0.99 * u_max),
+        "max_force": WatchdogConfig(max_force=0.99 * f_max),
+        "min_distance": WatchdogConfig(min_distance=1.01 * d_min),
+    }
+    for reason, config in cases.items():
+        verdict = Watchdog(config)(atoms, results)
+        assert verdict.reason == reason
+        assert verdict.max_uncertainty == pytest.approx(u_max)
+    quiet = WatchdogConfig(max_uncertainty=1.01 * u_max, max_force=1.01 * f_max)
+    assert Watchdog(quiet)(atoms, results).reason is None
+
+
+def test_non_finite_values_are_a_blow_up(evaluated):
+    atoms, results = evaluated
+    broken = atoms.copy()
+    broken.positions[3] = np.nan
+    verdict = Watchdog(WatchdogConfig())(broken, results)
+    assert verdict.reason == "non_finite" and "positions" in verdict.message
+    bad = dict(results)
+    bad[keys.FORCES] = results[keys.FORCES].copy()
+    bad[keys.FORCES][0, 0] = np.inf
+    verdict = Watchdog(WatchdogConfig(max_uncertainty=0.0))(atoms, bad)
+    assert verdict.reason == "non_finite" and "forces" in verdict.message
+
+
+def test_negative_thresholds_are_refused():
+    for name in ("max_uncertainty", "max_hal_ratio", "min_distance", "max_force", "hal_eps"):
+        with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
+            WatchdogConfig(**{name: -1.0})
