@@ -84,6 +84,21 @@ def test_bias_reaches_higher_uncertainty(nvt_runs, fitted_ensemble, start):
     assert biased.max_energy_uncertainty == pytest.approx(max(u_biased, u_start))
 
 
+def test_relative_bias_raises_gradient_feature_uncertainty(fitted_gradient_model, start):
+    """With a gradient-feature posterior and tau_rel (bias force = the physical force on
+    average once the 5-step window is full), U climbs higher than without bias."""
+    config = ExploreConfig(steps=40, sample_every=1, **FAST)
+    peaks, taus = {}, None
+    for bias in (BiasConfig(tau=0.0), BiasConfig(tau_rel=1.0, window=5)):
+        calc = Calculator(fitted_gradient_model, bias=bias)
+        walker = explore(calc, start, config).walkers[0]
+        peaks[bias.tau_rel] = max(f.info[keys.ENERGY_UNCERTAINTY] for f in walker.frames)
+        taus = [f.info[keys.BIAS_STRENGTH] for f in walker.frames]
+    # unbiased until the window is full: steps 0 (the start, not kept) to 4, biased from step 5
+    assert taus[:4] == [0.0] * 4 and min(taus[4:]) > 0
+    assert peaks[1.0] > 1.1 * peaks[None]
+
+
 def test_frames_carry_their_results(nvt_runs, fitted_ensemble, start):
     walker = nvt_runs[1.5]
     assert [f.info["step"] for f in walker.frames] == list(range(1, 41))
