@@ -177,6 +177,20 @@ def test_max_force_stops(fitted_ensemble, lattice, lattice_run):
     assert [f.info["step"] for f in walker.frames] == list(range(10, first, 10))
 
 
+def test_coinciding_atoms_stop_as_non_finite(fitted_ensemble, start, tmp_path):
+    """Two atoms on top of each other give NaN energies: the walker stops at once, with no
+    frames and an empty trajectory, instead of running on garbage."""
+    broken = start.copy()
+    broken.positions[1] = broken.positions[0]
+    config = ExploreConfig(steps=5, watchdog=WatchdogConfig(min_distance=None), **FAST)
+    walker = explore(
+        _calc(fitted_ensemble, 1.0), broken, config, trajectory=tmp_path / "t.extxyz"
+    ).walkers[0]
+    assert (walker.stop_reason, walker.stop_step, walker.frames) == ("non_finite", 0, [])
+    assert "forces" in walker.message
+    assert (tmp_path / "t.extxyz").read_text() == ""
+
+
 def test_npt_bias_stress_moves_the_cell(fitted_ensemble, lattice):
     config = ExploreConfig(steps=40, sample_every=1, ensemble="npt", pdamp=100.0, **FAST)
     spread = {}

@@ -77,13 +77,23 @@ def _fresh_factory(calculator) -> Callable[[], ASECalculator]:
         bias = calculator.bias.config if calculator.bias is not None else None
         return _Rebuild(calculator.model, bias)
     if isinstance(calculator, ASECalculator):
-        return lambda: calculator
+        return _Same(calculator)
     if callable(calculator):
         return calculator
     raise TypeError(
         f"explore: expected an ASE calculator or a zero-argument factory returning one, got "
         f"{type(calculator).__name__}"
     )
+
+
+@dataclass(frozen=True)
+class _Same:
+    """A factory handing out one (non-uq_bias) ASE calculator as it is."""
+
+    calculator: ASECalculator
+
+    def __call__(self) -> ASECalculator:
+        return self.calculator
 
 
 @dataclass(frozen=True)

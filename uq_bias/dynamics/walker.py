@@ -249,7 +249,9 @@ def _loop(spec, atoms, dynamics, watchdog, writer, result: WalkerResult, bar) ->
         except StopIteration:
             return
         except (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError) as err:
-            _stop(result, Verdict("error", f"{type(err).__name__}: {err}"), step + 1)
+            broken = not np.isfinite(atoms.positions).all()  # the step itself blew up
+            text = f"{type(err).__name__} from the calculator: {err}"
+            _stop(result, Verdict("non_finite" if broken else "error", text), step + 1)
             return
         step = dynamics.nsteps
         verdict = watchdog(atoms, atoms.calc.results)
