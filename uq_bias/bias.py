@@ -17,8 +17,16 @@ Relative strength (the bias force a fixed fraction tau_rel of the physical force
 
     tau = tau_rel * <|F|> / <|F_bias / tau|>
 
-where <.> is the mean over the last ``window`` distinct configurations of the per-structure
-mean over atoms of |F_i| and of |w_i dU/dr_i|; tau = 0 until the window is full.
+where <.> is the mean over the previous ``window`` distinct configurations (positions and cell:
+several calls at one MD step count once) of the mean over atoms of |F_i| and of |w_i dU/dr_i|;
+tau = 0 until the window is full.
+
+How the gradients are obtained (:class:`Bias`): for an ensemble with member forces, the closed
+form dU/dr = -U sum_k dE_k F_k / sum_k dE_k^2 (free: the members' forces are there anyway); for
+any other model (gradient features), two backward passes over one graph, -dE/dr and dU/dr
+(a vmapped single pass is kept as ``batched=True``: it was slower on CPU). With
+``BiasConfig(split=False)`` a single backward pass over E_b gives F_b and sigma_b directly,
+without the unbiased and bias parts (the plain calculator's cost).
 
 Symbols to names: tau ``tau``, U ``uncertainty``, dU/dr ``du_dr`` (N, 3), (1/V) dU/d(eps)
 ``du_deps`` (S, 3, 3), w_i ``atom_weight``, w_S ``structure_weight``.
