@@ -223,6 +223,13 @@ def test_walkers_are_independent_and_reproducible(fitted_ensemble, lattice, tmp_
             assert got.info["step"] == kept.info["step"]
 
 
+def test_progress_is_shown(fitted_gradient_model, start, capsys):
+    config = ExploreConfig(steps=3, **{**FAST, "progress": True})
+    explore(Calculator(fitted_gradient_model), start, config)
+    err = capsys.readouterr().err
+    assert "walker 0" in err and "3/3" in err and "completed, max u_i" in err
+
+
 def test_walker_specs_pickle(fitted_ensemble, cu8_frames):
     config = ExploreConfig(steps=3, **FAST)
     specs = walker_specs(_calc(fitted_ensemble, 1.0), cu8_frames[:2], config, walkers=3)

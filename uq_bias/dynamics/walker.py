@@ -211,7 +211,7 @@ def _progress(spec: WalkerSpec):
         total=spec.config.steps,
         desc=f"walker {spec.index}",
         disable=not spec.config.progress,
-        leave=False,
+        leave=True,
         unit="step",
     )
 
@@ -234,6 +234,7 @@ def run_walker(spec: WalkerSpec) -> WalkerResult:
     try:
         with _progress(spec) as bar:
             _loop(spec, atoms, dynamics, watchdog, writer, result, bar)
+            bar.set_postfix_str(f"{result.stop_reason}, max u_i {result.max_uncertainty:.3g}")
     finally:
         writer.close()
     return result
