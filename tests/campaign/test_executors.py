@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import numpy as np
@@ -26,11 +27,28 @@ def direct_emt(frames):
     return out
 
 
+@contextlib.contextmanager
+def executor_of(kind: str):
+    """A process pool, or a Dask client connected by address to a local 2-worker cluster (the
+    way a campaign reaches a cluster started by `dask scheduler` / `dask worker` or SLURM)."""
+    if kind == "process":
+        with make_executor("process", workers=2) as executor:
+            yield executor
+        return
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        with make_executor("dask", address=cluster.scheduler_address) as executor:
+            yield executor
+
+
 @pytest.mark.parametrize("kind", ["process", "dask"])
 def test_executor_labels_equal_direct_emt(kind):
     frames = cu_frames(6, seed=5)
     spec = OracleSpec("import", FLAKY, {"fail_every": 4, "mode": "nan"})
-    with make_executor(kind, workers=2) as executor:
+    with executor_of(kind) as executor:
         labelled, failures = Oracle(spec, executor).label(frames)
         order = [k for k, _ in executor.imap(_square, [3, 1, 2])]
         assert sorted(order) == [0, 1, 2]

@@ -24,11 +24,11 @@ DEMO = {
     },
     "oracle": {"kind": "gfn2-xtb"},
     "model": {"preset": "tiny", "cutoff": 4.0, "ensemble": 1},
-    "training": {"max_epochs": 40, "batch_size": 4, "lr": 0.01},
+    "training": {"max_epochs": 25, "batch_size": 4, "lr": 0.01},
     "uncertainty": {"method": "posterior", "calibration": "conformal", "alpha": 0.1},
     "exploration": {
         "walkers": 2,
-        "steps": 150,
+        "steps": 100,
         "timestep": 0.5,
         "temperature": 500.0,
         "sample_every": 10,

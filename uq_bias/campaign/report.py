@@ -37,6 +37,12 @@ def _figure():
     return plt
 
 
+def _integer_ticks():
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
 def _save(fig, path: Path) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
@@ -63,6 +69,7 @@ def plot_errors(rows: list[dict], path: Path) -> None:
             label="mean atom uncertainty on the batch",
         )
     ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(_integer_ticks())
     ax.set_ylabel("eV/A")
     ax.set_yscale("log")
     ax.legend(fontsize=8)
@@ -104,7 +111,7 @@ def plot_ramachandran(angles: np.ndarray, path: Path) -> None:
     plt = _figure()
     fig, ax = plt.subplots(figsize=(4.2, 4))
     points = ax.scatter(angles[:, 0], angles[:, 1], c=angles[:, 2], s=12, cmap="viridis")
-    fig.colorbar(points, ax=ax, label="iteration")
+    fig.colorbar(points, ax=ax, label="iteration", ticks=_integer_ticks())
     ax.set_xlim(-180, 180)
     ax.set_ylim(-180, 180)
     ax.set_xlabel("phi (degrees)")
