@@ -44,12 +44,14 @@ def atom_force_spread(forces: torch.Tensor) -> torch.Tensor:
 
 
 def member_gradients(
-    energies: torch.Tensor, graph: Graph, *, stress: bool
+    energies: Sequence[torch.Tensor], graph: Graph, *, stress: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Forces (K, N, 3) eV/A and stresses (K, S, 3, 3) eV/A^3 of each member, one backward each.
 
-    ``energies`` is (K, S). The autograd graph is retained so that the caller can still
-    differentiate functions of the energies. Non-periodic structures get a NaN stress.
+    ``energies`` holds the K members' (S,) energies as the members returned them: not rows of a
+    stacked tensor, whose backward would send zeros through every other member's graph. The
+    autograd graph is retained so that the caller can still differentiate functions of the
+    energies. Non-periodic structures get a NaN stress.
     """
     inputs = [graph.positions] + ([graph.strain] if stress else [])
     forces, strains = [], []
@@ -140,9 +142,13 @@ class Ensemble(UncertaintyModel):
             device=self.device,
         )
 
+    def member_outputs(self, graph: Graph) -> list:
+        """Each member's :class:`~uq_bias.models.ModelOutput` on the shared graph."""
+        return [member(graph) for member in self.members]
+
     def member_energies(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, S) energies and (K, N) per-atom energies of the members, eV."""
-        outs = [member(graph) for member in self.members]
+        outs = self.member_outputs(graph)
         return torch.stack([o.energy for o in outs]), torch.stack([o.node_energy for o in outs])
 
     def forward(
@@ -158,8 +164,12 @@ class Ensemble(UncertaintyModel):
         if not graph.positions.requires_grad or (stress and not graph.strain.requires_grad):
             graph = graph.requires_grad_(positions=True, strain=stress)
         with torch.enable_grad():
-            energies, node_energies = self.member_energies(graph)
-            member_forces, member_stress = member_gradients(energies, graph, stress=stress)
+            outs = self.member_outputs(graph)
+            member_forces, member_stress = member_gradients(
+                [o.energy for o in outs], graph, stress=stress
+            )
+            energies = torch.stack([o.energy for o in outs])
+            node_energies = torch.stack([o.node_energy for o in outs])
             energy_u = self.calibration.apply_energy(member_std(energies))
         atom_u = self.calibration.apply_atom(atom_force_spread(member_forces), graph.atomic_numbers)
         members = {"energy": energies, "energies": node_energies, "forces": member_forces}
