@@ -218,3 +218,10 @@ def test_bad_oracle_path_fails_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="has no 'EMTT'"):
         run(path, progress=None)
     assert not (tmp_path / "campaign").exists()
+
+
+def test_npt_for_a_molecule_fails_before_any_work(tmp_path):
+    path = write_campaign(tmp_path, molecule("H2O"), exploration={"ensemble": "npt"})
+    with pytest.raises(ConfigError, match="exploration.ensemble"):
+        run(path, progress=None)
+    assert not (tmp_path / "campaign").exists()

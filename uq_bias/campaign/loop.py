@@ -139,6 +139,11 @@ def run(
     if not isinstance(config, cfg.CampaignConfig):
         config = cfg.load(config)
     structures = stages.start_structures(config)  # fails before any work on a missing file
+    if config.exploration.ensemble == "npt" and not all(a.pbc.all() for a in structures):
+        raise cfg.ConfigError(
+            "config key 'exploration.ensemble': npt needs start structures periodic in all three "
+            f"directions, and {config.data.structures!r} has a non-periodic one; use nvt"
+        )
     oracle = config.oracle
     OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()  # and on a bad oracle
     folder = config.path(config.folder or "campaign")
