@@ -56,7 +56,8 @@ class GradientFeatureUncertainty(UncertaintyModel):
 
     Args:
         model: an adapter, a MACE module or a model file (trusted pickle).
-        method: ``posterior`` (default) or ``distance``.
+        method: ``posterior`` (default; keeps two D x D Cholesky factors) or ``distance``
+            (keeps every training structure's and atom's feature row, float64).
         features: ``last_layer`` (exact), ``sketch`` (random projection to ``sketch_dim``) or
             ``all_readouts`` (exact last layer + product sketch of the hidden readout layer).
         sketch_dim: p, the sketch dimension (default 512).
