@@ -92,3 +92,42 @@ def test_uncertainty_is_invariant_under_rotation_and_translation(fitted, small_c
     a, b = fitted(fitted.graph(atoms)), fitted(fitted.graph(moved))
     torch.testing.assert_close(a.energy_uncertainty, b.energy_uncertainty, atol=1e-10, rtol=0)
     torch.testing.assert_close(a.atom_uncertainty, b.atom_uncertainty, atol=1e-10, rtol=0)
+
+
+class PairNet(torch.nn.Module):
+    """E_i = readout(silu(W d_i)), d_i = sum_j exp(-k r_ij) (1 - r_ij/r_c)^2, k = 1, 2, 3."""
+
+    def __init__(self, cutoff: float = 4.0):
+        super().__init__()
+        self.cutoff = cutoff
+        self.hidden = torch.nn.Linear(3, 6, dtype=torch.float64)
+        self.readout = torch.nn.Linear(6, 1, dtype=torch.float64)
+
+    def forward(self, graph):
+        from uq_bias.graph import edge_vectors
+
+        r = edge_vectors(graph).norm(dim=1, keepdim=True)
+        k = torch.arange(1, 4, dtype=r.dtype)
+        terms = torch.exp(-k * r) * (1 - r / self.cutoff) ** 2
+        density = terms.new_zeros(graph.n_atoms, 3).index_add(0, graph.edge_index[1], terms)
+        return self.readout(torch.nn.functional.silu(self.hidden(density))).squeeze(-1)
+
+
+def test_any_adapter_works(small_cu_frames):
+    """A user's module behind GenericAdapter: exact and sketched features; no all_readouts."""
+    from uq_bias import GenericAdapter
+
+    adapter = GenericAdapter(PairNet(), "readout", cutoff=4.0, atomic_numbers=[13, 29])
+    for features in ("last_layer", "sketch"):
+        u = [
+            energy_u(
+                GradientFeatureUncertainty(adapter, features=features, sigma=s).fit(
+                    small_cu_frames[:4]
+                ),
+                small_cu_frames[1],
+            )
+            for s in (1e-2, 1e-3)
+        ]
+        assert u[1] < 0.3 * u[0]
+    with pytest.raises(ValueError, match="all_readouts.*GenericAdapter has none"):
+        GradientFeatureUncertainty(adapter, features="all_readouts")
