@@ -5,6 +5,10 @@ Rows compare, in one run and on the same model and structures:
   gradient features (energy, forces, energy and per-atom uncertainty) vs plain, same model
           (target <= 1.10), for exact last-layer and all-readout (sketched, p = 512) features
   4-member ensemble (members share one graph) vs plain on one member          (target <= 4.0)
+  biased (energy, forces, stress, uncertainties, bias) vs the same uncertainty calculator
+          without bias (target <= 1.10 for gradient features): gradient features with the
+          unbiased/bias split (two backward passes) and without (split=False, one pass),
+          and the ensemble (closed-form bias gradient)
 
 Run: python benchmarks/calculator_overhead.py [--preset small] [--repeats 30]
 """
@@ -72,6 +76,32 @@ def uncertainty_rows(model, name: str, atoms, repeats: int, preset: str) -> None
     compare("ensemble K=4 vs one member", name, ensemble, Calculator(model), atoms, repeats)
 
 
+def bias_rows(model, name: str, atoms, repeats: int, preset: str) -> None:
+    """Rows for the biased calculator against the uncertainty calculator on the same model."""
+    from uq_bias import BiasConfig
+    from uq_bias.uncertainty import Ensemble, GradientFeatureUncertainty
+
+    stress = bool(atoms.pbc.all())
+    train = []
+    for seed in range(4):
+        frame = atoms.copy()
+        frame.rattle(0.05, seed=seed)
+        train.append(frame)
+    unc = GradientFeatureUncertainty(model).fit(train)
+    for label, bias in (
+        ("biased gradient vs gradient", BiasConfig(tau=1.0)),
+        ("biased gradient split=False", BiasConfig(tau=1.0, split=False)),
+    ):
+        ours = Calculator(unc, bias=bias)
+        compare(label, name, ours, Calculator(unc), atoms, repeats, stress)
+    members = [model] + [
+        build_mace([1, 6, 7, 8, 13, 29], cutoff=5.0, preset=preset, seed=s) for s in (1, 2, 3)
+    ]
+    ensemble = Ensemble(members)
+    ours = Calculator(ensemble, bias=BiasConfig(tau=1.0))
+    compare("biased ensemble vs ensemble", name, ours, Calculator(ensemble), atoms, repeats, stress)
+
+
 def systems():
     molecule = alanine_dipeptide()
     cell = cu_al_cell(size=3, al_fraction=0.0)  # 108-atom Cu
@@ -94,6 +124,7 @@ def main(argv=None) -> None:
         reference = MACECalculator(models=model, device="cpu", default_dtype="float64")
         compare("plain vs MACECalculator", name, Calculator(model), reference, atoms, args.repeats)
         uncertainty_rows(model, name, atoms, args.repeats, args.preset)
+        bias_rows(model, name, atoms, args.repeats, args.preset)
 
 
 if __name__ == "__main__":
