@@ -122,9 +122,39 @@ def _stage(ctx: stages.Context, k: int, name: str, fn: Callable | None = None) -
     """Run stage ``name`` of iteration ``k`` unless the journal has it; then mark it."""
     if ctx.state.done(k, name):
         return
+    ctx.say(f"iteration {k}: {name}")
     ctx.state.log(f"iteration {k}: {name} ...")
     (fn or stages.STAGES[name])(ctx, k)
     ctx.state.mark(k, name)
+
+
+def _check_inputs(config: cfg.CampaignConfig) -> list:
+    """The start structures, after the checks that need them and the oracle (before any work)."""
+    structures = stages.start_structures(config)
+    if config.exploration.ensemble == "npt" and not all(a.pbc.all() for a in structures):
+        raise cfg.ConfigError(
+            "config key 'exploration.ensemble': npt needs start structures periodic in all three "
+            f"directions, and {config.data.structures!r} has a non-periodic one; use nvt"
+        )
+    oracle = config.oracle
+    OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()
+    return structures
+
+
+def _iterate(ctx: stages.Context) -> tuple[int, str]:
+    """Iteration 0, then iterations until a stop rule holds; returns (last k, reason)."""
+    _stage(ctx, 0, "label", stages.label_initial)
+    _stage(ctx, 0, "merge")
+    k = 1
+    while True:
+        for name in ("train", "uncertainty", "metrics"):
+            _stage(ctx, k, name)
+        reason = stop_reason(ctx.state, ctx.config, k)
+        if reason is not None:
+            return k, reason
+        for name in ("explore", "select", "label", "evaluate", "merge"):
+            _stage(ctx, k, name)
+        k += 1
 
 
 def run(
@@ -132,47 +162,27 @@ def run(
 ) -> CampaignResult:
     """Run (or resume) the campaign described by a YAML file or a :class:`CampaignConfig`.
 
-    ``progress`` receives one line per stage (None for silence). Returns a
+    Everything is checked before any work (config keys and types, start structures, oracle).
+    ``progress`` receives one line per stage run (None for silence). Returns a
     :class:`CampaignResult`; the report is in ``<folder>/report/report.md``.
     """
     start = time.perf_counter()
     if not isinstance(config, cfg.CampaignConfig):
         config = cfg.load(config)
-    structures = stages.start_structures(config)  # fails before any work on a missing file
-    if config.exploration.ensemble == "npt" and not all(a.pbc.all() for a in structures):
-        raise cfg.ConfigError(
-            "config key 'exploration.ensemble': npt needs start structures periodic in all three "
-            f"directions, and {config.data.structures!r} has a non-periodic one; use nvt"
-        )
-    oracle = config.oracle
-    OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()  # and on a bad oracle
-    folder = config.path(config.folder or "campaign")
-    state = CampaignState(folder)
+    structures = _check_inputs(config)
+    state = CampaignState(config.path(config.folder or "campaign"))
     _check_resume(state, config)
     say = progress or (lambda message: None)
-    ctx = stages.Context(state, config, LazyExecutor(config.executor), structures)
-    state.log(f"campaign run in {folder}")
+    ctx = stages.Context(state, config, LazyExecutor(config.executor), structures, say)
+    state.log(f"campaign run in {state.root}")
     try:
-        _stage(ctx, 0, "label", stages.label_initial)
-        _stage(ctx, 0, "merge")
-        k = 1
-        while True:
-            for name in ("train", "uncertainty", "metrics"):
-                say(f"iteration {k}: {name}")
-                _stage(ctx, k, name)
-            reason = stop_reason(state, config, k)
-            if reason is not None:
-                break
-            for name in ("explore", "select", "label", "evaluate", "merge"):
-                say(f"iteration {k}: {name}")
-                _stage(ctx, k, name)
-            k += 1
+        k, reason = _iterate(ctx)
     finally:
         ctx.executor.close()
     state.finish(reason)
     from uq_bias.campaign.report import write_report
 
     report = write_report(state, config)
-    seconds = time.perf_counter() - start
     say(f"campaign finished after iteration {k}: {reason}")
-    return CampaignResult(folder, report, k, len(state.labelled()), reason, seconds)
+    seconds = time.perf_counter() - start
+    return CampaignResult(state.root, report, k, len(state.labelled()), reason, seconds)

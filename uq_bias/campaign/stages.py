@@ -48,12 +48,14 @@ KEPT_INFO = (FRAME_ID, "walker", "step", "iteration")
 
 @dataclass
 class Context:
-    """What every stage needs: the folder, the config, the (lazy) executor, start structures."""
+    """What every stage needs: the folder, the config, the (lazy) executor, the start
+    structures, and where progress lines go."""
 
     state: CampaignState
     config: cfg.CampaignConfig
     executor: object  # loop.LazyExecutor: .get() -> Executor
     structures: list[Atoms]
+    say: Callable[[str], None] = print
 
     def dir(self, k: int) -> Path:
         return self.state.iteration_dir(k)
