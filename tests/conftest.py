@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -55,11 +57,17 @@ def cu_frames():
 
 
 @pytest.fixture(scope="session")
-def tiny_mace():
-    """A fresh tiny ScaleShiftMACE (float64) for H, C, O, Al, Cu."""
+def _tiny_mace_template():
     from uq_bias.training.build import build_mace
 
     return build_mace([1, 6, 8, 13, 29], cutoff=4.0, preset="tiny", dtype=torch.float64)
+
+
+@pytest.fixture
+def tiny_mace(_tiny_mace_template):
+    """A fresh tiny ScaleShiftMACE (float64) for H, C, O, Al, Cu; a copy per test, because
+    MACECalculator and training change the modules they are given."""
+    return copy.deepcopy(_tiny_mace_template)
 
 
 @pytest.fixture
