@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 from ase.build import bulk, molecule
-from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
+from reference_data import label, rattled_cu_frames  # noqa: F401  (re-exported for tests)
 
 TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-10}
 
@@ -24,31 +23,6 @@ def dtype(request):
 def _seed():
     torch.manual_seed(0)
     np.random.seed(0)
-
-
-def label(atoms, calc):
-    """Label a copy of ``atoms`` with ``calc``; results frozen in a SinglePointCalculator."""
-    atoms = atoms.copy()
-    atoms.calc = calc
-    results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
-    if atoms.pbc.all():
-        results["stress"] = atoms.get_stress()
-    atoms.calc = SinglePointCalculator(atoms, **results)
-    return atoms
-
-
-def rattled_cu_frames(n: int, seed: int = 0, amplitude: float = 0.08, size=(2, 2, 2)):
-    """``n`` rattled and strained fcc Cu/Al cells labelled by ASE's EMT."""
-    rng = np.random.default_rng(seed)
-    frames = []
-    for _ in range(n):
-        atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * size
-        atoms.numbers[rng.choice(len(atoms), size=len(atoms) // 4, replace=False)] = 13
-        strain = np.eye(3) + rng.normal(scale=0.01, size=(3, 3))
-        atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
-        atoms.positions += rng.normal(scale=amplitude, size=atoms.positions.shape)
-        frames.append(label(atoms, EMT()))
-    return frames
 
 
 @pytest.fixture(scope="session")

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import ase.io
 import pytest
 import torch
-
-
-def _root_conftest():
-    """tests/conftest.py as a module (``tests`` is not a package, and site-packages has one)."""
-    path = Path(__file__).parents[1] / "conftest.py"
-    spec = importlib.util.spec_from_file_location("_uq_bias_root_conftest", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-_ROOT = _root_conftest()
-rattled_cu_frames, label = _ROOT.rattled_cu_frames, _ROOT.label
+from reference_data import label, rattled_cu_frames
 
 CUTOFF = 3.5
 EPOCHS = 2
