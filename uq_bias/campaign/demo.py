@@ -3,7 +3,8 @@
 Alanine dipeptide is built from its SMILES with RDKit (fixed seed), labelled by GFN2-xTB
 (tblite), and learned by a tiny MACE with calibrated last-layer uncertainty, in a few
 iterations of uncertainty-biased MD, max-det selection and retraining. It is sized to finish
-on 2 CPU cores in a few minutes; it ends by printing the report's path and its wall time.
+on 2 otherwise idle CPU cores in one to two minutes; it ends by printing the report's path and
+its wall time.
 """
 
 from __future__ import annotations
@@ -18,23 +19,23 @@ DEMO = {
     "seed": 0,
     "data": {
         "structures": "builtin:alanine_dipeptide",
-        "initial_frames": 12,
+        "initial_frames": 16,
         "rattle": 0.08,
         "valid_fraction": 0.25,
     },
     "oracle": {"kind": "gfn2-xtb"},
     "model": {"preset": "tiny", "cutoff": 4.0, "ensemble": 1},
-    "training": {"max_epochs": 25, "batch_size": 4, "lr": 0.01},
+    "training": {"max_epochs": 40, "batch_size": 4, "lr": 0.01},
     "uncertainty": {"method": "posterior", "calibration": "conformal", "alpha": 0.1},
     "exploration": {
         "walkers": 2,
-        "steps": 100,
+        "steps": 300,
         "timestep": 0.5,
         "temperature": 500.0,
         "sample_every": 10,
         "bias": {"mode": "relative", "strength": 0.3, "window": 20},
     },
-    "selection": {"method": "maxdet", "batch_size": 6},
+    "selection": {"method": "maxdet", "batch_size": 8},
     "stop": {"iterations": 3},
     "executor": {"kind": "inprocess"},
 }
