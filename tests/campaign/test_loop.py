@@ -82,7 +82,7 @@ def test_emt_campaign_with_process_pool_skips_failing_frames(tmp_path):
     path = write_campaign(
         tmp_path,
         cu8(),
-        data={"initial_frames": 8, "rattle": 0.1},
+        data={"initial_frames": 8, "rattle": 0.1, "initial_data": "given.xyz"},
         oracle={
             "kind": "import",
             "calculator": f"{FLAKY}:FlakyEMT",
@@ -90,6 +90,7 @@ def test_emt_campaign_with_process_pool_skips_failing_frames(tmp_path):
         },
         executor={"kind": "process", "workers": 2},
     )
+    ase.io.write(tmp_path / "given.xyz", cu_labelled(2))  # already labelled: taken as they are
     result = run(path, progress=None)
     state = CampaignState(result.folder)
     ids = check_exactly_once(state)
@@ -98,7 +99,7 @@ def test_emt_campaign_with_process_pool_skips_failing_frames(tmp_path):
     failed = state.failures()
     assert failed and all("non-finite forces" in f["reason"] for f in failed)
     n_selected = len(read_json(state.iteration_dir(1) / "selection.json")["indices"])
-    assert len(ids) + len(failed) == 8 + n_selected
+    assert len(ids) + len(failed) == 2 + 8 + n_selected
     assert "oracle failed on" in state.log_path.read_text()
     # selected frames came from the walkers' candidates
     pool = read_frames(state.iteration_dir(1) / "candidates.extxyz")
@@ -225,3 +226,42 @@ def test_npt_for_a_molecule_fails_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="exploration.ensemble"):
         run(path, progress=None)
     assert not (tmp_path / "campaign").exists()
+
+
+def test_stop_rules(tmp_path):
+    from uq_bias.campaign import from_dict
+    from uq_bias.campaign.loop import stop_reason
+    from uq_bias.campaign.state import write_json
+
+    state = CampaignState(tmp_path)
+    write_json(
+        state.iteration_dir(2) / "metrics.json",
+        {"valid": {"forces_rmse": 0.05, "energy_rmse_per_atom": 0.002}},
+    )
+
+    def reason(**stop):
+        config = from_dict({"data": {"structures": "x.xyz"}, "stop": stop}, tmp_path)
+        return stop_reason(state, config, 2)
+
+    assert reason(iterations=5) is None
+    assert reason(iterations=1) == "1 iterations done"  # k = 2 trained after 1 exploration
+    assert reason(iterations=5, target_forces_rmse=0.1).startswith("target force RMSE")
+    assert reason(iterations=5, target_forces_rmse=0.01) is None
+    assert reason(iterations=5, target_energy_rmse=0.003).startswith("target energy RMSE")
+    state.add_labelled(cu_labelled(3), 0)
+    assert reason(iterations=5, label_budget=3) == "label budget reached (3 labelled frames)"
+    assert reason(iterations=5, label_budget=4) is None
+
+
+def cu_labelled(n: int):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = []
+    for k in range(n):
+        atoms = cu8()
+        atoms.rattle(0.05, seed=100 + k)
+        atoms.calc = EMT()
+        energy, forces = atoms.get_potential_energy(), atoms.get_forces()
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+        frames.append(atoms)
+    return frames

@@ -129,7 +129,6 @@ class BiasConfig:
     )
     strength: float = _f(0.2, "tau_rel (relative, dimensionless) or tau (absolute, 1).")
     window: int = _f(100, "Steps of the sliding window of the relative strength.")
-    stress: bool = _f(True, "Bias the stress too (periodic cells under NPT).")
     species: dict[str, float] = _f({}, "Per-element weights of the bias force, e.g. {H: 0.5}.")
 
 
