@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-import copy
+import os
+
+# Tiny models are latency-bound: one thread per process is fastest, and the process-pool and
+# Dask workers that tests start inherit it instead of oversubscribing the cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import copy  # noqa: E402
 
 import numpy as np
 import pytest
