@@ -21,9 +21,10 @@ import time
 
 import numpy as np
 import torch
+from ase.build import bulk
 
 from uq_bias import Calculator
-from uq_bias.structures import alanine_dipeptide, cu_al_cell
+from uq_bias.campaign.systems import ALANINE_DIPEPTIDE_SMILES, from_smiles
 from uq_bias.training.build import build_mace
 
 
@@ -103,8 +104,8 @@ def bias_rows(model, name: str, atoms, repeats: int, preset: str) -> None:
 
 
 def systems():
-    molecule = alanine_dipeptide()
-    cell = cu_al_cell(size=3, al_fraction=0.0)  # 108-atom Cu
+    molecule = from_smiles(ALANINE_DIPEPTIDE_SMILES)
+    cell = bulk("Cu", "fcc", a=3.61, cubic=True) * (3, 3, 3)  # 108 atoms
     cell.rattle(0.02, seed=1)
     return [("alanine dipeptide (22)", molecule), ("Cu fcc cell (108)", cell)]
 
