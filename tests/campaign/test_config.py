@@ -88,3 +88,30 @@ def test_round_trip_through_dict(tmp_path):
     config = cfg.from_dict({"data": {"structures": "x.xyz"}, "seed": 7}, tmp_path)
     again = cfg.from_dict(cfg.to_dict(config), tmp_path)
     assert again == config
+
+
+def test_defaults_agree_with_the_parts_they_configure():
+    """One source of truth: the campaign's defaults are those of training, uncertainty, bias."""
+    from uq_bias.bias import BiasConfig
+    from uq_bias.training import FitOptions, LossWeights, TrainerOptions
+    from uq_bias.uncertainty import GradientFeatureUncertainty
+
+    t, fit, weights = cfg.TrainingConfig(), FitOptions(), LossWeights()
+    assert (t.max_epochs, t.batch_size, t.lr) == (fit.max_epochs, fit.batch_size, fit.lr)
+    assert (t.energy_weight, t.forces_weight, t.stress_weight) == (
+        weights.energy,
+        weights.forces,
+        weights.stress,
+    )
+    trainer = TrainerOptions()
+    assert (t.accelerator, t.devices, t.num_nodes, t.strategy) == (
+        trainer.accelerator,
+        trainer.devices,
+        trainer.num_nodes,
+        trainer.strategy,
+    )
+    assert cfg.BiasConfig().window == BiasConfig(tau_rel=0.1).window
+    import inspect
+
+    sigma = inspect.signature(GradientFeatureUncertainty).parameters["sigma"].default
+    assert cfg.UncertaintyConfig().sigma == sigma

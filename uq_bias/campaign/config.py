@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -70,7 +71,7 @@ class ModelConfig:
 
     file: str | None = _f(
         None,
-        "Existing MACE model file to start from (a pickle: trusted files only); None builds a "
+        "Existing MACE model file to start from (a pickle: trusted files only); null builds a "
         "fresh model from `preset`.",
     )
     preset: Literal["tiny", "small", "medium"] = _f("small", "Size of a fresh MACE model.")
@@ -80,7 +81,6 @@ class ModelConfig:
     fine_tune: bool = _f(
         True, "Start each iteration's training from the previous iteration's model."
     )
-    head: str | None = _f(None, "Head of a multi-head model file.")
 
 
 @dataclass
@@ -92,7 +92,9 @@ class TrainingConfig:
     lr: float = _f(1e-2, "Learning rate of the optimiser.")
     energy_weight: float = _f(1.0, "Weight of the per-atom energy error in the loss.")
     forces_weight: float = _f(10.0, "Weight of the force error in the loss.")
-    stress_weight: float = _f(1.0, "Weight of the stress error in the loss (periodic cells).")
+    stress_weight: float = _f(
+        100.0, "Weight of the stress error in the loss (periodic cells; stress is in eV/A^3)."
+    )
     accelerator: str = _f("auto", "Lightning accelerator: auto, cpu, gpu, ...")
     devices: int | str | list[int] = _f("auto", "Lightning devices: a count, a list or auto.")
     num_nodes: int = _f(1, "Lightning nodes for multi-node training.")
@@ -110,7 +112,7 @@ class UncertaintyConfig:
     )
     sigma: float = _f(1e-2, "Noise parameter sigma of the posterior (dimensionless).")
     sketch: int | None = _f(
-        None, "Random-projection size for the gradient features; None uses them as they are."
+        None, "Random-projection size for the gradient features; null uses them as they are."
     )
     calibration: Literal["conformal", "likelihood"] = _f(
         "conformal", "How the calibration factor is fitted on the validation frames."
@@ -187,7 +189,7 @@ class ExecutorConfig:
     workers: int = _f(2, "Processes of the local pool or of a local Dask cluster.")
     address: str | None = _f(
         None,
-        "Dask scheduler address (tcp://host:8786); None starts a local Dask cluster.",
+        "Dask scheduler address (tcp://host:8786); null starts a local Dask cluster.",
     )
     threads_per_worker: int = _f(1, "Torch threads in each worker.")
 
@@ -198,7 +200,7 @@ class ReportConfig:
 
     plots: bool = _f(True, "Write PNG plots beside the report.")
     ramachandran: bool | None = _f(
-        None, "Ramachandran plot of the labelled frames; None: only for alanine dipeptide."
+        None, "Ramachandran plot of the labelled frames; null: only for alanine dipeptide."
     )
 
 
@@ -208,7 +210,7 @@ class CampaignConfig:
 
     folder: str | None = _f(
         None,
-        "Campaign folder (relative to the YAML file); None: a folder named like the YAML file "
+        "Campaign folder (relative to the YAML file); null: a folder named like the YAML file "
         "beside it.",
     )
     seed: int = _f(0, "Seed of everything random (rattles, splits, models, MD).")
@@ -436,7 +438,7 @@ def reference(cls=CampaignConfig, prefix: str = "") -> list[tuple[str, str, str,
             rows.extend(reference(tp, key + "."))
             continue
         default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        rows.append((key, _type_name(tp), repr(default), f.metadata["doc"]))
+        rows.append((key, _type_name(tp), json.dumps(default), f.metadata["doc"]))
     return rows
 
 
