@@ -265,3 +265,20 @@ def cu_labelled(n: int):
         atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
         frames.append(atoms)
     return frames
+
+
+def test_resume_refuses_other_data_but_takes_new_training(tmp_path):
+    from uq_bias.campaign import from_dict
+    from uq_bias.campaign.loop import _check_resume
+
+    state = CampaignState(tmp_path / "c")
+
+    def config(**sections):
+        return from_dict({"data": {"structures": "x.xyz"}, **sections}, tmp_path)
+
+    _check_resume(state, config())
+    _check_resume(state, config(training={"max_epochs": 7}, stop={"iterations": 9}))
+    with pytest.raises(ConfigError, match=r"\['data.rattle'\]"):
+        _check_resume(state, config(data={"structures": "x.xyz", "rattle": 0.2}))
+    with pytest.raises(ConfigError, match=r"\['oracle.kwargs'\]"):
+        _check_resume(state, config(oracle={"kwargs": {"asap_cutoff": True}}))

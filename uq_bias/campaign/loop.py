@@ -29,8 +29,9 @@ from uq_bias.campaign.executors import Executor, make_executor
 from uq_bias.campaign.oracles import OracleSpec
 from uq_bias.campaign.state import CampaignState, write_text
 
-#: Config sections that may change when a campaign is resumed (they do not change its data).
-MUTABLE = ("stop", "executor", "report")
+#: Config keys that define the data and the model; they must not change when a campaign resumes
+#: (training, uncertainty, exploration, selection, stop, executor and report may).
+FIXED = ("seed", "data", "oracle", "model")
 
 
 @dataclass
@@ -74,25 +75,36 @@ class LazyExecutor:
             self._executor = None
 
 
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key != "kwargs":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def _check_resume(state: CampaignState, config: cfg.CampaignConfig) -> None:
-    """Refuse to resume a folder started with different data, oracle, model or methods."""
+    """Refuse to resume a folder started with other data, oracle, model or seed (keys that exist
+    in only one of the two versions, e.g. after an upgrade, are not compared)."""
     import yaml
 
     path = state.root / "config.yaml"
     current = cfg.to_dict(config)
-    current["base_dir"] = config.base_dir
     if path.is_file():
-        before = yaml.safe_load(path.read_text()) or {}
+        before = _flat(yaml.safe_load(path.read_text()) or {})
+        now = _flat(current)
         changed = [
             key
-            for key in current
-            if key not in MUTABLE and key != "folder" and before.get(key) != current[key]
+            for key in now
+            if key.split(".")[0] in FIXED and key in before and before[key] != now[key]
         ]
         if changed:
             raise cfg.ConfigError(
-                f"the campaign folder {str(state.root)!r} was started with different settings "
-                f"for {changed}; only {list(MUTABLE)} may change on resume. Use a new folder "
-                "(key 'folder') for a new campaign"
+                f"the campaign folder {str(state.root)!r} was started with other values of "
+                f"{changed}; the sections {list(FIXED)} define its data and must stay as they "
+                "were (the others may change). Use a new folder (key 'folder') for a new campaign"
             )
     write_text(path, yaml.safe_dump(current, sort_keys=False))
 
