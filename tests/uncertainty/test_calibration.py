@@ -4,6 +4,7 @@ correlation on near and far frames, metrics against closed forms, bad input."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from uq_bias.uncertainty.calibration import (
     likelihood_factor,
     metrics,
     residuals,
+    spearman,
 )
 from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
 
@@ -49,6 +51,17 @@ def test_metrics_against_closed_forms():
     assert abs(m["miscalibration_area"] - area) < 3e-3
     assert abs(m["nll"] - (0.5 * np.log(2 * np.pi * 4) + 1 / 8)) < 3e-3
     assert abs(metrics(error, np.ones_like(error))["miscalibration_area"]) < 3e-3
+
+
+def test_spearman_matches_scipy_and_is_nan_where_undefined():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=50), rng.normal(size=50)
+    assert spearman(a, b) == pytest.approx(spearmanr(a, b)[0], abs=1e-14)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # constant input: no scipy ConstantInputWarning
+        assert math.isnan(spearman(np.ones(5), a[:5]))
+        assert math.isnan(spearman(a[:5], np.full(5, 2.0)))
+        assert math.isnan(spearman(a[:2], b[:2]))
 
 
 def test_conformal_coverage_on_held_out_xtb_frames(posterior, xtb_data):

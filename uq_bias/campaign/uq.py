@@ -78,12 +78,12 @@ def predict(model, frames: Sequence[Atoms], chunk: int = 16) -> Predictions:
 
 def error_metrics(p: Predictions) -> dict[str, float]:
     """The metrics of the module docstring."""
-    from scipy.stats import spearmanr
+    from uq_bias.uncertainty.calibration import spearman
 
     de = (p.energy - p.energy_ref) / p.n_atoms
     df = p.forces - p.forces_ref
     atom_error = np.linalg.norm(df, axis=1)
-    spearman = float(spearmanr(p.atom_uncertainty, atom_error)[0]) if len(atom_error) > 2 else 0.0
+    rho = spearman(p.atom_uncertainty, atom_error)
     return {
         "n_frames": int(len(p.energy)),
         "energy_rmse_per_atom": float(np.sqrt(np.mean(de**2))),
@@ -91,7 +91,7 @@ def error_metrics(p: Predictions) -> dict[str, float]:
         "forces_mae": float(np.mean(np.abs(df))),
         "atom_coverage": float(np.mean(atom_error <= p.atom_uncertainty)),
         "energy_coverage": float(np.mean(np.abs(p.energy - p.energy_ref) <= p.energy_uncertainty)),
-        "spearman_atom": spearman if np.isfinite(spearman) else 0.0,
+        "spearman_atom": rho if np.isfinite(rho) else 0.0,
         "mean_atom_uncertainty": float(np.mean(p.atom_uncertainty)),
         "mean_energy_uncertainty_per_atom": float(np.mean(p.energy_uncertainty / p.n_atoms)),
     }

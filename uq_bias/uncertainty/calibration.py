@@ -90,19 +90,27 @@ def observed_coverage(error: np.ndarray, u: np.ndarray, levels=LEVELS) -> np.nda
     return (np.abs(error)[None, :] <= z[:, None] * u[None, :]).mean(axis=1)
 
 
-def metrics(error: np.ndarray, u: np.ndarray) -> dict[str, float]:
-    """Coverage, NLL, miscalibration area and Spearman correlation of calibrated ``u``."""
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman rank correlation of ``a`` and ``b`` (same length); NaN when it is undefined:
+    fewer than 3 values or either input constant (checked here, so scipy warns about nothing)."""
     from scipy.stats import spearmanr
 
+    a, b = np.asarray(a), np.asarray(b)
+    if len(a) < 3 or np.all(a == a[0]) or np.all(b == b[0]):
+        return float("nan")
+    return float(spearmanr(a, b)[0])
+
+
+def metrics(error: np.ndarray, u: np.ndarray) -> dict[str, float]:
+    """Coverage, NLL, miscalibration area and Spearman correlation of calibrated ``u``."""
     u_safe = np.maximum(u, np.finfo(np.float64).tiny)
     nll = np.mean(0.5 * np.log(2 * np.pi * u_safe**2) + error**2 / (2 * u_safe**2))
-    rho = spearmanr(u, error)[0] if len(error) > 2 else float("nan")
     return {
         "n": int(len(error)),
         "coverage": float(np.mean(np.abs(error) <= u)),
         "nll": float(nll),
         "miscalibration_area": float(np.mean(np.abs(observed_coverage(error, u) - LEVELS))),
-        "spearman": float(rho),
+        "spearman": spearman(u, error),
         "rmse": float(np.sqrt(np.mean(error**2))),
         "mean_uncertainty": float(np.mean(u)),
     }
