@@ -18,17 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from uq_bias.selection.maxdist import nearest_centre, sq_distances
-from uq_bias.selection.result import (
-    Selection,
-    as_features,
-    check_k,
-    check_rtol,
-    fill_up,
-    kernel_diag,
-)
-
-NEG_INF = float("-inf")
+from uq_bias.selection.maxdist import NEG_INF, sq_distances, start
+from uq_bias.selection.result import Selection, fill_up
 
 
 def lcmd(
@@ -39,20 +30,11 @@ def lcmd(
     rtol: float = 1e-10,
 ) -> Selection:
     """Largest-cluster max-distance selection of ``k`` rows of ``features`` (n, D)."""
-    g_all = as_features(features)
-    k = check_k(k)
-    rtol = check_rtol(rtol)
-    n, dim = g_all.shape
-    sq_norms = kernel_diag(g_all)
-    if n == 0 or k == 0:
+    s = start(features, k, train_features, rtol)
+    if s is None:
         return Selection([], [], "lcmd")
-    train = None
-    if train_features is not None:
-        train = as_features(train_features, "train_features", dim).to(g_all.device)
-    n_fixed = 1 + (0 if train is None else train.shape[0])
-    distance, owner = nearest_centre(g_all, sq_norms, train)
-    floor = rtol * sq_norms
-    distance.masked_fill_(distance <= floor, NEG_INF)
+    g_all, k, sq_norms, floor = s.features, s.k, s.sq_norms, s.floor
+    distance, owner, n_fixed = s.distance, s.owner, s.n_fixed
     picked: list[int] = []
     scores: list[float] = []
     while len(picked) < k:

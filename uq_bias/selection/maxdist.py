@@ -16,6 +16,8 @@ distances min_c d(x_t, c)^2 at pick time (eV^2 for energy features).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from uq_bias.selection.result import (
@@ -56,6 +58,47 @@ def nearest_centre(
     return best, owner
 
 
+@dataclass
+class Start:
+    """Checked inputs and starting centres of max-dist and LCMD (n pool frames).
+
+    Attributes:
+        features: (n, D) float64 pool features g_x.   k: frames to select.
+        sq_norms: (n,) k(x, x).   floor: (n,) rtol * k(x, x), the exhaustion threshold.
+        distance: (n,) squared distance to the nearest starting centre, -inf if exhausted.
+        owner: (n,) index of that centre (0 the origin, 1..m the training features).
+        n_fixed: number of starting centres, 1 + m.
+    """
+
+    features: torch.Tensor
+    k: int
+    sq_norms: torch.Tensor
+    floor: torch.Tensor
+    distance: torch.Tensor
+    owner: torch.Tensor
+    n_fixed: int
+
+
+def start(features, k: int, train_features, rtol: float) -> Start | None:
+    """Check the inputs and place the starting centres (origin + ``train_features``);
+    None when there is nothing to select (an empty pool or k = 0)."""
+    g_all = as_features(features)
+    k = check_k(k)
+    rtol = check_rtol(rtol)
+    n, dim = g_all.shape
+    sq_norms = kernel_diag(g_all)
+    if n == 0 or k == 0:
+        return None
+    train = None
+    if train_features is not None:
+        train = as_features(train_features, "train_features", dim).to(g_all.device)
+    n_fixed = 1 + (0 if train is None else train.shape[0])
+    distance, owner = nearest_centre(g_all, sq_norms, train)
+    floor = rtol * sq_norms
+    distance.masked_fill_(distance <= floor, NEG_INF)
+    return Start(g_all, k, sq_norms, floor, distance, owner, n_fixed)
+
+
 def maxdist(
     features,
     k: int,
@@ -68,19 +111,10 @@ def maxdist(
     A frame is exhausted once its squared distance to the centres is <= rtol * k(x, x)
     (a duplicate of a centre); exhausted frames are only used by the fill-up rule.
     """
-    g_all = as_features(features)
-    k = check_k(k)
-    rtol = check_rtol(rtol)
-    n, dim = g_all.shape
-    sq_norms = kernel_diag(g_all)
-    if n == 0 or k == 0:
+    s = start(features, k, train_features, rtol)
+    if s is None:
         return Selection([], [], "maxdist")
-    train = None
-    if train_features is not None:
-        train = as_features(train_features, "train_features", dim).to(g_all.device)
-    distance, _ = nearest_centre(g_all, sq_norms, train)
-    floor = rtol * sq_norms
-    distance.masked_fill_(distance <= floor, NEG_INF)
+    g_all, k, sq_norms, floor, distance = s.features, s.k, s.sq_norms, s.floor, s.distance
     picked: list[int] = []
     scores: list[float] = []
     while len(picked) < k:
