@@ -369,7 +369,7 @@ class Bias:
             RelativeStrength(config.tau_rel, config.window) if config.tau_rel is not None else None
         )
 
-    def _gradients(self, model, out, graph, stress):
+    def _gradients(self, out, graph, stress):
         if self.relative is None and self.config.tau == 0:  # no bias: the plain gradients
             forces, sigma = out.forces, out.stress
             if forces is None or (stress and sigma is None):
@@ -407,7 +407,7 @@ class Bias:
         single = not self.config.split and self.config.gradient != "closed_form"
         if single and not self._closed_form(out, stress):
             return self._single_pass(out, graph, stress)
-        forces, du_dr, sigma, du_deps = self._gradients(model, out, graph, stress)
+        forces, du_dr, sigma, du_deps = self._gradients(out, graph, stress)
         out = replace(out, forces=forces, stress=sigma if stress else out.stress)
         atom_weight = self.table.to(forces)[graph.atomic_numbers]
         tau = self._strength(graph, forces, du_dr, atom_weight)
