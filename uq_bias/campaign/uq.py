@@ -48,17 +48,12 @@ class Predictions:
 
 def predict(model, frames: Sequence[Atoms], chunk: int = 16) -> Predictions:
     """Predictions of an uncertainty model on labelled ``frames`` (labels in ``atoms.calc``)."""
-    from uq_bias.models import energy_gradients
+    from uq_bias.uncertainty.calibration import predict_with_forces
 
     parts: dict[str, list] = {name: [] for name in Predictions.__dataclass_fields__}
     for start in range(0, len(frames), chunk):
         batch = list(frames[start : start + chunk])
-        graph = model.graph(batch).requires_grad_(positions=True, strain=False)
-        with torch.enable_grad():
-            out = model(graph, forces=True, stress=False)
-            forces = out.forces
-            if forces is None:
-                forces, _ = energy_gradients(out.energy, graph)
+        _, out, forces = predict_with_forces(model, batch)
 
         def np_(t: torch.Tensor) -> np.ndarray:
             return t.detach().cpu().double().numpy()

@@ -30,7 +30,8 @@ import torch
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from uq_bias.uncertainty.base import UncertaintyModel
+from uq_bias.graph import Graph
+from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
 
 CALIBRATION_METHODS = ("conformal", "likelihood")
 LEVELS = np.linspace(0.01, 0.99, 99)
@@ -127,10 +128,24 @@ def _labels(atoms: Atoms, index: int) -> tuple[float, np.ndarray]:
         ) from err
 
 
-def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int = 8) -> Residuals:
-    """Errors of ``model`` on labelled ``frames`` beside its raw (uncalibrated) uncertainties."""
+def predict_with_forces(
+    model: UncertaintyModel, frames: Sequence[Atoms]
+) -> tuple[Graph, UncertaintyOutput, torch.Tensor]:
+    """``model``'s graph and output on ``frames`` (one batch) with its (N, 3) forces in eV/A:
+    the model's own (ensembles) or -dE/dr by autograd."""
     from uq_bias.models import energy_gradients
 
+    graph = model.graph(frames).requires_grad_(positions=True)
+    with torch.enable_grad():
+        out = model(graph, forces=True)
+        forces = out.forces
+        if forces is None:
+            forces, _ = energy_gradients(out.energy, graph)
+    return graph, out, forces
+
+
+def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int = 8) -> Residuals:
+    """Errors of ``model`` on labelled ``frames`` beside its raw (uncalibrated) uncertainties."""
     frames = [frames] if isinstance(frames, Atoms) else list(frames)
     if not frames:
         raise ValueError("calibration needs labelled validation frames, got an empty set")
@@ -138,13 +153,7 @@ def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int 
     parts: dict[str, list[np.ndarray]] = {name: [] for name in Residuals.__dataclass_fields__}
     scales = model.calibration
     for start in range(0, len(frames), batch_size):
-        batch = frames[start : start + batch_size]
-        graph = model.graph(batch).requires_grad_(positions=True)
-        with torch.enable_grad():
-            out = model(graph, forces=True)
-            forces = out.forces
-            if forces is None:
-                forces, _ = energy_gradients(out.energy, graph)
+        graph, out, forces = predict_with_forces(model, frames[start : start + batch_size])
         energy_u = out.energy_uncertainty / scales.energy
         atom_u = out.atom_uncertainty / scales.atom[graph.atomic_numbers]
         ref_e = np.array([e for e, _ in labels[start : start + batch_size]])
