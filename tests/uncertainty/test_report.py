@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import math
 
-import pytest
 from matplotlib.image import imread
 
 from uq_bias.uncertainty import GradientFeatureUncertainty, calibrate
-from uq_bias.uncertainty.report import atomic_write_bytes, write_json, write_plot
+from uq_bias.uncertainty.report import write_json, write_plot
 
 
 def test_report_files(cu_model, small_cu_frames, tmp_path):
@@ -27,12 +26,3 @@ def test_report_files(cu_model, small_cu_frames, tmp_path):
     image = imread(write_plot(report, tmp_path / "plot.png"))
     assert image.shape[:2] == (400, 900)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png", "report.json"]
-
-
-def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
-    path = tmp_path / "file.json"
-    atomic_write_bytes(path, b"old")
-    with pytest.raises(TypeError):
-        atomic_write_bytes(path, "not bytes")  # fails inside the write
-    assert path.read_bytes() == b"old"
-    assert [p.name for p in tmp_path.iterdir()] == ["file.json"]

@@ -11,14 +11,13 @@ Each written frame carries, in ``atoms.info``:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from ase import Atoms
 
+from uq_bias.atomic import atomic_path
 from uq_bias.selection.result import Selection
 
 
@@ -52,14 +51,8 @@ def write_frames(path: str | Path, frames: Sequence[Atoms]) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".extxyz")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         write(tmp, list(frames), format="extxyz")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

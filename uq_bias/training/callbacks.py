@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import lightning
+
+from uq_bias.atomic import atomic_path
 
 
 class EpochCSVLogger(lightning.Callback):
@@ -24,9 +25,7 @@ class EpochCSVLogger(lightning.Callback):
             return
         self.rows.append(dict(pl_module.record))
         columns = list(dict.fromkeys(k for row in self.rows for k in row))
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w", newline="") as handle:
+        with atomic_path(self.path) as tmp, open(tmp, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        os.replace(tmp, self.path)

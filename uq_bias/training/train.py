@@ -7,7 +7,6 @@ file in the same directory, then ``os.replace``), which ``mace.calculators.MACEC
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from ase import Atoms
 from lightning.pytorch.callbacks import EarlyStopping
 
+from uq_bias.atomic import atomic_path
 from uq_bias.models import AtomisticModel, load_model
 from uq_bias.training.build import PRESETS, DataStatistics, build_mace
 from uq_bias.training.callbacks import EpochCSVLogger
@@ -145,13 +145,8 @@ def save_model(model: AtomisticModel | torch.nn.Module, path: str | Path) -> Pat
     path = Path(path)
     inner = getattr(model, "model", None)
     obj = inner if type(model).__name__ == "MACEAdapter" else model
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
+from uq_bias.atomic import write_bytes
 from uq_bias.models import AtomisticModel, load_model
 from uq_bias.uncertainty.base import UncertaintyModel
-from uq_bias.uncertainty.report import atomic_write_bytes
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.pt"
@@ -86,8 +86,8 @@ def save(model: UncertaintyModel, path: str | Path) -> Path:
     path = Path(path)
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    atomic_write_bytes(path / STATE_FILE, buffer.getvalue())
-    atomic_write_bytes(path / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
+    write_bytes(path / STATE_FILE, buffer.getvalue())
+    write_bytes(path / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return path
 
 

@@ -9,24 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+from uq_bias.atomic import write_bytes
 
 
 def _finite(value):
@@ -44,7 +29,7 @@ def write_json(report: dict, path: str | Path) -> Path:
     """Write ``report`` as indented, strict JSON to ``path`` (NaN and inf become null)."""
     path = Path(path)
     text = json.dumps(_finite(report), indent=2, allow_nan=False)
-    atomic_write_bytes(path, (text + "\n").encode())
+    write_bytes(path, (text + "\n").encode())
     return path
 
 
@@ -85,5 +70,5 @@ def write_plot(report: dict, path: str | Path) -> Path:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
     return path
