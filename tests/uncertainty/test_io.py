@@ -68,3 +68,16 @@ def test_loading_for_another_model_fails(cu_model, small_cu_frames, tmp_path):
         load(tmp_path / "nothing", model=cu_model)
     with pytest.raises(ValueError, match="not fitted"):
         GradientFeatureUncertainty(MACEAdapter(cu_model)).save(tmp_path / "unfitted")
+
+
+def test_folder_moved_with_its_model_file_still_loads(cu_model, small_cu_frames, tmp_path):
+    campaign = tmp_path / "campaign"
+    (campaign / "unc").mkdir(parents=True)
+    torch.save(cu_model, campaign / "model.model")
+    model = GradientFeatureUncertainty(str(campaign / "model.model")).fit(small_cu_frames[:5])
+    model.save(campaign / "unc")
+    moved = campaign.rename(tmp_path / "moved")  # the old absolute path no longer exists
+    loaded = load(moved / "unc")
+    assert loaded.model_path == str(moved / "unc" / ".." / "model.model")
+    for a, b in zip(outputs(model, small_cu_frames[6:]), outputs(loaded, small_cu_frames[6:])):
+        assert torch.equal(a, b)

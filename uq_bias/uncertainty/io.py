@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -77,18 +78,37 @@ def save(model: UncertaintyModel, path: str | Path) -> Path:
             "save: expected a GradientFeatureUncertainty or an Ensemble, got "
             f"{type(model).__name__}"
         )
+    path = Path(path)
     config.update(
         format_version=FORMAT_VERSION,
-        model_paths=paths,
+        model_paths=[_relative(p, path) for p in paths],
+        model_paths_absolute=[None if p is None else str(Path(p).resolve()) for p in paths],
         models=[model_summary(m) for m in members],
         fingerprints=[model_fingerprint(m) for m in members],
     )
-    path = Path(path)
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_bytes(path / STATE_FILE, buffer.getvalue())
     write_bytes(path / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return path
+
+
+def _relative(model_path: str | None, folder: Path) -> str | None:
+    """``model_path`` relative to the save folder, so that moving both together keeps working."""
+    if model_path is None:
+        return None
+    return os.path.relpath(Path(model_path).resolve(), folder.resolve())
+
+
+def _recorded_paths(config: dict, folder: Path) -> list[str | None]:
+    """The model files recorded at save time: relative to ``folder`` if that file exists, else
+    the absolute path recorded beside it."""
+    absolute = config.get("model_paths_absolute") or [None] * len(config["model_paths"])
+    paths = []
+    for relative, fallback in zip(config["model_paths"], absolute):
+        candidate = None if relative is None else folder / relative
+        paths.append(str(candidate) if candidate and candidate.is_file() else fallback)
+    return paths
 
 
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
@@ -111,7 +131,7 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
 def _adapters(config: dict, model, path: Path) -> list[AtomisticModel]:
     """The wrapped model(s): from ``model`` if given, else from the recorded file paths."""
     if model is None:
-        paths = config["model_paths"]
+        paths = _recorded_paths(config, path)
         if any(p is None for p in paths):
             raise ValueError(
                 f"the state in {str(path)!r} does not record the model file(s); pass them: "
@@ -180,11 +200,11 @@ def load(
     adapters = _adapters(config, model, path)
     if config["kind"] == "gradient":
         result = GradientFeatureUncertainty(adapters[0], **config["options"])
-        result.model_path = config["model_paths"][0] if model is None else None
+        result.model_path = _recorded_paths(config, path)[0] if model is None else None
     elif config["kind"] == "ensemble":
         result = Ensemble(adapters)
         if model is None:
-            result.member_paths = list(config["model_paths"])
+            result.member_paths = _recorded_paths(config, path)
     else:
         raise ValueError(f"unknown uncertainty kind {config['kind']!r} in {str(path)!r}")
     _set_state(result, state)
