@@ -18,6 +18,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 
 from uq_bias.atomic import atomic_path
 from uq_bias.models import AtomisticModel, load_model
+from uq_bias.models.mace import MACEAdapter  # light: mace itself loads only when one is built
 from uq_bias.training.build import PRESETS, DataStatistics, build_mace
 from uq_bias.training.callbacks import EpochCSVLogger
 from uq_bias.training.datamodule import AtomsDataModule
@@ -143,8 +144,7 @@ def fit(
 def save_model(model: AtomisticModel | torch.nn.Module, path: str | Path) -> Path:
     """Write ``model`` atomically: the wrapped MACE module for a MACE adapter, else the module."""
     path = Path(path)
-    inner = getattr(model, "model", None)
-    obj = inner if type(model).__name__ == "MACEAdapter" else model
+    obj = model.model if isinstance(model, MACEAdapter) else model
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
     return path
