@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from ase import Atoms
 
-from uq_bias.graph import Graph, atoms_to_graph
+from uq_bias.graph import Graph
 from uq_bias.models import AtomisticModel, load_model
 from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
 from uq_bias.uncertainty.scales import CalibrationScales
@@ -134,13 +134,8 @@ class Ensemble(UncertaintyModel):
         return self.members[0].device
 
     def graph(self, atoms: Atoms | Sequence[Atoms]) -> Graph:
-        return atoms_to_graph(
-            atoms,
-            self.cutoff,
-            atomic_numbers=self.atomic_numbers,
-            dtype=self.dtype,
-            device=self.device,
-        )
+        """One graph for all members (they share elements, cutoff, dtype and device)."""
+        return self.members[0].graph(atoms)
 
     def member_outputs(self, graph: Graph) -> list:
         """Each member's :class:`~uq_bias.models.ModelOutput` on the shared graph."""
