@@ -3,7 +3,8 @@
 Checks, after every MD step, in this order (the first that fires gives the stop reason):
 
 * ``non_finite``: a NaN or inf in positions, cell, energy, forces or stress;
-* ``max_force``: max_i |F_i| > ``max_force`` (eV/A), F the forces the MD uses;
+* ``max_force``: max_i |F_i| > ``max_force`` (eV/A), F the *unbiased* forces (the model's own;
+  with no bias, the forces the MD uses), so that a strong bias force is not taken for a blow-up;
 * ``min_distance``: two atoms closer than ``min_distance`` (A), periodic images included;
 * ``uncertainty``: max_i u_i > ``max_uncertainty`` (eV/A), u_i the calibrated per-atom force
   uncertainty;
@@ -22,6 +23,7 @@ import numpy as np
 from ase import Atoms
 
 from uq_bias import keys
+from uq_bias.options import option
 
 BLOW_UPS = ("non_finite", "max_force", "min_distance", "error")
 FOUND = ("uncertainty", "hal")
@@ -29,21 +31,28 @@ FOUND = ("uncertainty", "hal")
 
 @dataclass(frozen=True)
 class WatchdogConfig:
-    """Thresholds of the watchdog (None switches a check off).
+    """Thresholds of the watchdog (None switches a check off)."""
 
-    Attributes:
-        max_uncertainty: stop when max_i u_i (calibrated, eV/A) exceeds it.
-        max_hal_ratio: stop when max_i u_i / (|F_i| + hal_eps) exceeds it (dimensionless).
-        hal_eps: eV/A, regularises the HAL ratio for atoms with small forces.
-        min_distance: A, stop when two atoms come closer.
-        max_force: eV/A, stop when a force exceeds it.
-    """
-
-    max_uncertainty: float | None = None
-    max_hal_ratio: float | None = None
-    hal_eps: float = 0.1
-    min_distance: float | None = 0.5
-    max_force: float | None = 50.0
+    max_uncertainty: float | None = option(
+        None, "Stop when the largest calibrated atom uncertainty u_i exceeds this.", unit="eV/A"
+    )
+    max_hal_ratio: float | None = option(
+        None,
+        "Stop when max_i u_i / (|F_i| + hal_eps) exceeds this (HAL's relative criterion, F the "
+        "unbiased forces).",
+        unit="1",
+    )
+    hal_eps: float = option(
+        0.1, "Regularises the HAL ratio for atoms with small forces.", unit="eV/A"
+    )
+    min_distance: float | None = option(
+        0.5, "Blow-up: stop when two atoms (periodic images included) come closer.", unit="A"
+    )
+    max_force: float | None = option(
+        50.0,
+        "Blow-up: stop when an unbiased force (the model's own, without the bias) exceeds this.",
+        unit="eV/A",
+    )
 
     def __post_init__(self):
         for name in ("max_uncertainty", "max_hal_ratio", "min_distance", "max_force", "hal_eps"):
@@ -104,10 +113,11 @@ class Watchdog:
         bad = _non_finite(atoms, results)
         if bad:
             return Verdict("non_finite", bad, u_max)
-        forces = np.asarray(results[keys.FORCES])
-        f_max = float(np.linalg.norm(forces, axis=1).max())
+        unbiased = np.asarray(results.get(keys.UNBIASED_FORCES, results[keys.FORCES]))
+        f_max = float(np.linalg.norm(unbiased, axis=1).max())
         if cfg.max_force is not None and f_max > cfg.max_force:
-            return Verdict("max_force", f"max |F| = {f_max:.3g} eV/A > {cfg.max_force}", u_max)
+            text = f"max unbiased |F| = {f_max:.3g} eV/A > {cfg.max_force}"
+            return Verdict("max_force", text, u_max)
         if cfg.min_distance is not None and len(atoms) > 1:
             d_min = min_pair_distance(atoms, cfg.min_distance)
             if d_min < cfg.min_distance:
@@ -119,7 +129,6 @@ class Watchdog:
             text = f"max u_i = {u_max:.3g} eV/A > {cfg.max_uncertainty}"
             return Verdict("uncertainty", text, u_max)
         if cfg.max_hal_ratio is not None:
-            unbiased = np.asarray(results.get(keys.UNBIASED_FORCES, forces))
             ratio = hal_ratio(np.asarray(u), unbiased, cfg.hal_eps)
             if ratio > cfg.max_hal_ratio:
                 text = f"max u_i/(|F_i|+eps) = {ratio:.3g} > {cfg.max_hal_ratio}"
