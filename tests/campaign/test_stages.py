@@ -1,13 +1,14 @@
-"""Stage helpers: the train/validation split is stable as data grow; walker start points."""
+"""Stage helpers: the train/validation split is stable as data grow; walker start points;
+strained initial frames."""
 
 from __future__ import annotations
 
 import numpy as np
-from ase.build import bulk
+from ase.build import bulk, molecule
 
 from uq_bias.campaign import from_dict
-from uq_bias.campaign.stages import Context, split, walker_starts
-from uq_bias.campaign.state import CampaignState, with_id
+from uq_bias.campaign.stages import Context, label_initial, perturbed, split, walker_starts
+from uq_bias.campaign.state import CampaignState, read_frames, with_id
 
 from .test_loop import cu_labelled
 
@@ -57,3 +58,48 @@ def test_walkers_start_from_structures_or_latest_labels(tmp_path):
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a.positions, b.positions, atol=1e-8)
             assert a.calc is None
+
+
+def _label_initial(tmp_path, structures, **data):
+    from uq_bias.campaign.loop import LazyExecutor
+
+    config = from_dict(
+        {"data": {"structures": "x.xyz", "initial_frames": 6, **data}, "oracle": {"kind": "emt"}},
+        tmp_path,
+    )
+    state = CampaignState(tmp_path / str(data))
+    ctx = Context(state, config, LazyExecutor(config.executor), structures, say=lambda _: None)
+    state.iteration_dir(0).mkdir(parents=True, exist_ok=True)
+    label_initial(ctx, 0)
+    return read_frames(state.iteration_dir(0) / "labelled.extxyz")
+
+
+def test_periodic_initial_frames_are_strained(tmp_path):
+    """A Cu cell: each initial frame's cell is cell0 (I + eps) with eps symmetric and at most
+    `strain`, atoms scaled with it; the EMT stress labels spread far more than for rattled
+    copies alone (whose pressure barely moves). A molecule is only rattled."""
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True)
+    strained = _label_initial(tmp_path, [cell], strain=0.03, rattle=0.01)
+    rattled = _label_initial(tmp_path, [cell], strain=0.0, rattle=0.01)
+    for atoms in strained:
+        eps = np.linalg.solve(cell.cell.array, atoms.cell.array) - np.eye(3)
+        np.testing.assert_allclose(eps, eps.T, atol=1e-10)
+        assert 1e-3 < np.abs(eps).max() <= 0.03
+        shift = atoms.get_scaled_positions(wrap=False) - cell.get_scaled_positions(wrap=False)
+        assert np.abs(shift @ atoms.cell.array).max() < 0.06  # only the 0.01 A rattle
+    for frames in (strained, rattled):
+        assert all(f.calc is not None and f.get_stress().shape == (6,) for f in frames)
+    stress = np.array([f.get_stress() for f in strained])
+    plain = np.array([f.get_stress() for f in rattled])
+    assert stress.std(axis=0).max() > 10 * plain.std(axis=0).max()
+    pairs = [(i, j) for i in range(len(stress)) for j in range(i)]
+    assert min(np.abs(stress[i] - stress[j]).max() for i, j in pairs) > 1e-3  # eV/A^3
+
+
+def test_molecules_are_rattled_not_strained():
+    mol = molecule("CH3OH")
+    rng, reference = np.random.default_rng(5), np.random.default_rng(5)
+    out = perturbed(mol, rng, rattle=0.02, strain=0.05)
+    expected = mol.positions + reference.normal(scale=0.02, size=(len(mol), 3))
+    np.testing.assert_allclose(out.positions, expected, atol=1e-12)
+    np.testing.assert_allclose(out.cell.array, mol.cell.array)

@@ -40,6 +40,11 @@ class DataConfig:
         8, "Rattled copies of the start structures labelled before the first iteration."
     )
     rattle: float = _f(0.05, "Standard deviation of the rattle of the initial frames, A.")
+    strain: float = _f(
+        0.03,
+        "Periodic initial frames: random symmetric strain, each component uniform in "
+        "[-strain, strain] (cell and positions scaled together); 0 switches it off.",
+    )
     initial_data: str | None = _f(
         None, "Optional extended XYZ of frames already labelled (energy, forces) to start from."
     )
@@ -357,6 +362,7 @@ def _check(config: CampaignConfig) -> None:
     need(config.data.initial_frames >= 0, "data.initial_frames", "must be >= 0")
     need(0.0 < config.data.valid_fraction < 1.0, "data.valid_fraction", "must be in (0, 1)")
     need(config.data.rattle >= 0, "data.rattle", "must be >= 0")
+    need(0 <= config.data.strain < 0.5, "data.strain", "must be >= 0 and < 0.5")
     need(
         config.oracle.kind != "import" or bool(config.oracle.calculator),
         "oracle.calculator",

@@ -149,16 +149,29 @@ def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> None:
     ctx.state.add_failures(failures, k)
 
 
+def perturbed(atoms: Atoms, rng: np.random.Generator, rattle: float, strain: float) -> Atoms:
+    """A copy of ``atoms`` rattled by N(0, rattle^2) per coordinate (A) and, for a cell periodic
+    in all three directions, strained by a random symmetric eps with independent entries
+    eps_ab = eps_ba ~ U(-strain, strain):  cell' = cell (I + eps),  r' = r (I + eps), so the
+    fractional coordinates are kept. Molecules and slabs are only rattled."""
+    out = atoms.copy()
+    out.positions = out.positions + rng.normal(scale=rattle, size=(len(out), 3))
+    if strain > 0 and out.pbc.all():
+        upper = np.triu(rng.uniform(-strain, strain, size=(3, 3)))
+        deformation = np.eye(3) + upper + np.triu(upper, 1).T
+        out.set_cell(out.cell.array @ deformation, scale_atoms=True)
+    return out
+
+
 def label_initial(ctx: Context, k: int) -> None:
-    """Iteration 0: label ``initial_frames`` rattled copies of the start structures, and take
-    the frames of ``initial_data`` as they are."""
+    """Iteration 0: label ``initial_frames`` perturbed copies of the start structures (see
+    :func:`perturbed`), and take the frames of ``initial_data`` as they are."""
     data = ctx.config.data
     rng = np.random.default_rng(ctx.config.seed)
-    frames = []
-    for i in range(data.initial_frames):
-        atoms = ctx.structures[i % len(ctx.structures)].copy()
-        atoms.positions = atoms.positions + rng.normal(scale=data.rattle, size=(len(atoms), 3))
-        frames.append(atoms)
+    frames = [
+        perturbed(ctx.structures[i % len(ctx.structures)], rng, data.rattle, data.strain)
+        for i in range(data.initial_frames)
+    ]
     label_frames(ctx, k, frames)
     if data.initial_data:
         from uq_bias.training.labels import read_frames as read_labelled
