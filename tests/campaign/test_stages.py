@@ -1,14 +1,15 @@
 """Stage helpers: the train/validation split is stable as data grow; walker start points;
-strained initial frames."""
+strained initial frames; selection conditioned on every labelled frame."""
 
 from __future__ import annotations
 
 import numpy as np
+from ase import Atoms
 from ase.build import bulk, molecule
 
 from uq_bias.campaign import from_dict
 from uq_bias.campaign.stages import Context, label_initial, perturbed, split, walker_starts
-from uq_bias.campaign.state import CampaignState, read_frames, with_id
+from uq_bias.campaign.state import CampaignState, read_frames, read_json, with_id, write_frames
 
 from .test_loop import cu_labelled
 
@@ -103,3 +104,64 @@ def test_molecules_are_rattled_not_strained():
     expected = mol.positions + reference.normal(scale=0.02, size=(len(mol), 3))
     np.testing.assert_allclose(out.positions, expected, atol=1e-12)
     np.testing.assert_allclose(out.cell.array, mol.cell.array)
+
+
+def test_selection_is_conditioned_on_held_out_frames_too(tmp_path):
+    """The uncertainty model is fitted on the training split only (half the labels); the pool
+    holds near-copies (0.01 A) of every labelled frame. The stage's picks are those of a
+    brute-force greedy log-det on the posterior given *all* labelled frames (Phi = dE/dw by
+    autograd, numpy), and differ from the picks given the training split alone (what selection
+    on the model's own posterior did)."""
+    import torch
+    from reference_data import rattled_cu_frames
+
+    from uq_bias.campaign import uq as unc
+    from uq_bias.campaign.stages import select, uncertainty_dir
+    from uq_bias.models import load_model
+    from uq_bias.selection import greedy_logdet_reference
+    from uq_bias.training.build import build_mace
+    from uq_bias.uncertainty import GradientFeatureUncertainty
+
+    sections = {
+        "data": {"structures": "x.xyz", "valid_fraction": 0.5},
+        "selection": {"batch_size": 4},
+    }
+    config = from_dict(sections, tmp_path)
+    state = CampaignState(tmp_path)
+    labelled = [with_id(a) for a in rattled_cu_frames(10, seed=3, size=(2, 1, 1))]
+    state.add_labelled(labelled, 0)
+    train, valid = split(labelled, config.data.valid_fraction, config.seed)
+    assert len(valid) >= 3
+    path = tmp_path / "m.model"
+    torch.save(build_mace([13, 29], cutoff=3.5, seed=2), path)
+    model = GradientFeatureUncertainty(str(path)).fit(train)
+    ctx = Context(state, config, None, [], say=lambda _: None)
+    ctx.dir(1).mkdir(parents=True, exist_ok=True)
+    unc.save(model, uncertainty_dir(ctx, 1))
+    pool = []
+    for i, atoms in enumerate(labelled):
+        near = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=True)
+        near.rattle(0.01, seed=i)
+        pool.append(with_id(near))
+    write_frames(ctx.dir(1) / "candidates.extxyz", pool)
+    select(ctx, 1)
+    picked = read_json(ctx.dir(1) / "selection.json")["indices"]
+    adapter = load_model(str(path))
+    given_all = greedy_logdet_reference(_kernel(adapter, labelled, pool, model.sigma), 4)
+    given_train = greedy_logdet_reference(_kernel(adapter, train, pool, model.sigma), 4)
+    assert picked == given_all
+    assert given_train != given_all
+
+
+def _kernel(adapter, labelled, pool, sigma):
+    """sigma^2 Phi~_P (Phi~_L^T Phi~_L + sigma^2 I)^-1 Phi~_P^T, Phi = dE/dw by autograd."""
+    import torch
+
+    def phi(frames):
+        rows = [adapter.last_layer_gradient(adapter(adapter.graph(f)).energy[0]) for f in frames]
+        return torch.stack(rows).detach().double().numpy()
+
+    phi_l, phi_p = phi(labelled), phi(pool)
+    s = np.sqrt(len(labelled) / (phi_l**2).sum())
+    a = s**2 * phi_l.T @ phi_l + sigma**2 * np.eye(phi_l.shape[1])
+    return torch.from_numpy(sigma**2 * s**2 * phi_p @ np.linalg.solve(a, phi_p.T))

@@ -393,11 +393,16 @@ def explore(ctx: Context, k: int) -> None:
 
 
 def select(ctx: Context, k: int) -> None:
-    """Pick a batch of candidates with the configured method (max-det by default)."""
+    """Pick a batch of candidates with the configured method (max-det by default), on posterior
+    gradient features conditioned on every labelled frame, whatever its role (training,
+    validation, calibration), so that no label is spent next to one already paid for; for an
+    ensemble these are its members' features, so a batch is not capped at K - 1 max-det picks
+    (:class:`uq_bias.uncertainty.conditioned.ConditionedFeatures`)."""
     from uq_bias.selection import select as select_batch
 
     config = ctx.config
-    known = {a.info[FRAME_ID] for a in ctx.state.labelled()}
+    labelled = ctx.state.labelled()
+    known = {a.info[FRAME_ID] for a in labelled}
     pool = [
         a for a in read_frames(ctx.dir(k) / "candidates.extxyz") if a.info[FRAME_ID] not in known
     ]
@@ -407,7 +412,12 @@ def select(ctx: Context, k: int) -> None:
     indices, scores = [], []
     if pool and n > 0:
         chosen = select_batch(
-            load_uncertainty(ctx, k), pool, n, config.selection.method, seed=config.seed + k
+            load_uncertainty(ctx, k),
+            pool,
+            n,
+            config.selection.method,
+            labelled_frames=labelled,
+            seed=config.seed + k,
         )
         indices = [int(i) for i in chosen.indices]
         scores = [float(s) for s in chosen.scores]
