@@ -145,7 +145,9 @@ def test_selection_is_conditioned_on_held_out_frames_too(tmp_path):
         pool.append(with_id(near))
     write_frames(ctx.dir(1) / "candidates.extxyz", pool)
     select(ctx, 1)
-    picked = read_json(ctx.dir(1) / "selection.json")["indices"]
+    selection = read_json(ctx.dir(1) / "selection.json")
+    picked = selection["indices"]
+    assert selection["n_filled"] == 0
     adapter = load_model(str(path))
     given_all = greedy_logdet_reference(_kernel(adapter, labelled, pool, model.sigma), 4)
     given_train = greedy_logdet_reference(_kernel(adapter, train, pool, model.sigma), 4)

@@ -409,7 +409,7 @@ def select(ctx: Context, k: int) -> None:
     n = config.selection.batch_size
     if config.stop.label_budget is not None:
         n = min(n, max(0, config.stop.label_budget - len(known)))
-    indices, scores = [], []
+    indices, scores, n_filled = [], [], 0
     if pool and n > 0:
         chosen = select_batch(
             load_uncertainty(ctx, k),
@@ -421,6 +421,7 @@ def select(ctx: Context, k: int) -> None:
         )
         indices = [int(i) for i in chosen.indices]
         scores = [float(s) for s in chosen.scores]
+        n_filled = int(chosen.n_filled)
     selected = [pool[i] for i in indices]
     write_frames(ctx.dir(k) / "selected.extxyz", selected)
     write_json(
@@ -430,6 +431,7 @@ def select(ctx: Context, k: int) -> None:
             "n_candidates": len(pool),
             "indices": indices,
             "scores": scores,
+            "n_filled": n_filled,
             "frame_ids": [a.info[FRAME_ID] for a in selected],
         },
     )

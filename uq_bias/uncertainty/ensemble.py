@@ -202,7 +202,11 @@ class Ensemble(UncertaintyModel):
         return save(self, path)
 
     def selection_features(self, graph: Graph) -> torch.Tensor:
-        """(S, K) G_k(S) = (E_k - mean_k E_k) / sqrt(K - 1), eV (uncalibrated)."""
+        """(S, K) G_k(S) = (E_k - mean_k E_k) / sqrt(K - 1), eV (uncalibrated), float64.
+
+        Rank K - 1: greedy max-det on these picks at most K - 1 frames before filling up. For
+        full batches select with ``labelled_frames=`` (the members' gradient features, see
+        :mod:`uq_bias.uncertainty.conditioned`), as campaigns do."""
         energies, _ = self.member_energies(graph)
         centred = energies - energies.mean(dim=0, keepdim=True)
         return (centred / (self.n_members - 1) ** 0.5).T
