@@ -20,6 +20,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from ase import Atoms, units
@@ -35,23 +36,29 @@ NPT_CELLS = ("full", "isotropic")
 
 @dataclass(frozen=True)
 class ExploreConfig:
-    """Settings of an exploration run (units: fs, K, GPa); each field documents itself."""
+    """Settings of an exploration run (molecular dynamics under the watchdog)."""
 
     steps: int = option(1000, "MD steps per walker.")
-    timestep: float = option(1.0, "MD time step.", unit="fs")
+    timestep: float = option(
+        0.5, "MD time step (0.5 fs keeps hydrogen stable under a bias).", unit="fs"
+    )
     temperature: float = option(
         300.0, "Thermostat target and initial Maxwell-Boltzmann velocities.", unit="K"
     )
-    ensemble: str = option("nvt", "nvt (Langevin) or npt (MTK barostat; periodic cells only).")
+    ensemble: Literal["nvt", "npt"] = option(
+        "nvt", "nvt (Langevin) or npt (MTK barostat; periodic cells only)."
+    )
     pressure: float = option(0.0, "External pressure of NPT.", unit="GPa")
     friction: float = option(0.01, "Langevin friction (NVT).", unit="1/fs")
     tdamp: float = option(100.0, "NPT thermostat time constant.", unit="fs")
     pdamp: float = option(1000.0, "NPT barostat time constant.", unit="fs")
-    npt_cell: str = option("full", "NPT cell mode: full (shape and volume) or isotropic (volume).")
+    npt_cell: Literal["full", "isotropic"] = option(
+        "full", "NPT cell motion: full (shape and volume) or isotropic (volume only)."
+    )
     sample_every: int = option(10, "Keep a candidate frame every this many steps.")
-    watchdog: WatchdogConfig = option(WatchdogConfig(), "The walker's stop criteria.")
+    watchdog: WatchdogConfig = option(WatchdogConfig(), "When a walker stops.")
     seed: int = option(0, "Base seed; walker k uses the seed sequence (seed, k).")
-    progress: bool = option(True, "Show a tqdm progress bar.")
+    progress: bool = option(True, "Show a progress bar.")
 
     def __post_init__(self):
         for name in ("steps", "sample_every"):

@@ -31,26 +31,27 @@ FOUND = ("uncertainty", "hal")
 
 @dataclass(frozen=True)
 class WatchdogConfig:
-    """Thresholds of the watchdog (None switches a check off)."""
+    """Thresholds of the watchdog (null switches a check off)."""
 
     max_uncertainty: float | None = option(
-        None, "Stop when the largest calibrated atom uncertainty u_i exceeds this.", unit="eV/A"
+        None,
+        "Stop when the largest calibrated atom uncertainty max_i u_i exceeds this.",
+        unit="eV/A",
     )
     max_hal_ratio: float | None = option(
         None,
         "Stop when max_i u_i / (|F_i| + hal_eps) exceeds this (HAL's relative criterion, F the "
         "unbiased forces).",
-        unit="1",
     )
     hal_eps: float = option(
         0.1, "Regularises the HAL ratio for atoms with small forces.", unit="eV/A"
     )
     min_distance: float | None = option(
-        0.5, "Blow-up: stop when two atoms (periodic images included) come closer.", unit="A"
+        0.5, "Stop (blow-up) when two atoms come closer than this.", unit="A"
     )
     max_force: float | None = option(
         50.0,
-        "Blow-up: stop when an unbiased force (the model's own, without the bias) exceeds this.",
+        "Stop (blow-up) when an unbiased force (the model's own, without the bias) exceeds this.",
         unit="eV/A",
     )
 
