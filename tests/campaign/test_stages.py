@@ -167,3 +167,26 @@ def _kernel(adapter, labelled, pool, sigma):
     s = np.sqrt(len(labelled) / (phi_l**2).sum())
     a = s**2 * phi_l.T @ phi_l + sigma**2 * np.eye(phi_l.shape[1])
     return torch.from_numpy(sigma**2 * s**2 * phi_p @ np.linalg.solve(a, phi_p.T))
+
+
+def test_every_watchdog_and_md_option_reaches_the_walkers(tmp_path):
+    """Watchdog and MD options set in the YAML arrive in the ExploreConfig the explore stage
+    hands to the walkers (the same narrowing as the stage)."""
+    from uq_bias.dynamics import ExploreConfig, WatchdogConfig
+    from uq_bias.options import narrow
+
+    watchdog = {
+        "max_uncertainty": 0.3,
+        "max_hal_ratio": 2.0,
+        "hal_eps": 0.05,
+        "min_distance": 0.7,
+        "max_force": 20.0,
+    }
+    md = {"timestep": 0.25, "temperature": 500.0, "ensemble": "npt", "pressure": 1.5}
+    md |= {"friction": 0.02, "tdamp": 50.0, "pdamp": 500.0, "npt_cell": "isotropic"}
+    md |= {"sample_every": 3, "steps": 77}
+    exploration = {**md, "watchdog": watchdog}
+    config = from_dict({"data": {"structures": "x.xyz"}, "exploration": exploration}, tmp_path)
+    got = narrow(config.exploration, ExploreConfig)
+    assert got.watchdog == WatchdogConfig(**watchdog)
+    assert {name: getattr(got, name) for name in md} == md
