@@ -44,9 +44,19 @@ class DataConfig:
         None, "Optional extended XYZ of frames already labelled (energy, forces) to start from."
     )
     valid_fraction: float = _f(
-        0.25,
-        "Share of labelled frames held out for validation and calibration (chosen by frame id, "
-        "so a frame never changes side as the data grow).",
+        0.15,
+        "Share of labelled frames held out for validation (early stopping, best weights), chosen "
+        "by frame id, so a frame never changes role as the data grow.",
+    )
+    calibration_fraction: float = _f(
+        0.15,
+        "Share of labelled frames held out for calibration only, disjoint from validation and "
+        "training (by frame id); 0 calibrates on the validation frames (optimistic coverage).",
+    )
+    test: str | None = _f(
+        None,
+        "Optional extended XYZ of labelled test frames, never trained on, calibrated on, "
+        "stopped on or selected from; the metrics and the target-RMSE stop rule use it.",
     )
 
 
@@ -90,6 +100,15 @@ class TrainingConfig:
     max_epochs: int = _f(100, "Epochs per iteration.")
     batch_size: int = _f(4, "Structures per batch.")
     lr: float = _f(1e-2, "Learning rate of the optimiser.")
+    fine_tune_lr: float | None = _f(
+        1e-3,
+        "Learning rate when starting from a trained model (model.fine_tune, model.file); null: lr.",
+    )
+    keep_initial: bool = _f(
+        False,
+        "Let the model before training win when no epoch beats its validation loss (then new "
+        "labels may change nothing); false keeps the best trained epoch.",
+    )
     energy_weight: float = _f(1.0, "Weight of the per-atom energy error in the loss.")
     forces_weight: float = _f(10.0, "Weight of the force error in the loss.")
     stress_weight: float = _f(
@@ -356,6 +375,12 @@ def _check(config: CampaignConfig) -> None:
     need(bool(config.data.structures), "data.structures", "give the start structures")
     need(config.data.initial_frames >= 0, "data.initial_frames", "must be >= 0")
     need(0.0 < config.data.valid_fraction < 1.0, "data.valid_fraction", "must be in (0, 1)")
+    need(
+        0.0 <= config.data.calibration_fraction
+        and config.data.valid_fraction + config.data.calibration_fraction < 1.0,
+        "data.calibration_fraction",
+        "must be >= 0 and leave frames to train on (valid_fraction + calibration_fraction < 1)",
+    )
     need(config.data.rattle >= 0, "data.rattle", "must be >= 0")
     need(
         config.oracle.kind != "import" or bool(config.oracle.calculator),
@@ -372,6 +397,8 @@ def _check(config: CampaignConfig) -> None:
     need(config.model.cutoff > 0, "model.cutoff", "must be positive (A)")
     for key in ("max_epochs", "batch_size", "num_nodes"):
         need(getattr(config.training, key) >= 1, f"training.{key}", "must be >= 1")
+    lr = config.training.fine_tune_lr
+    need(lr is None or lr > 0, "training.fine_tune_lr", "must be positive or null")
     need(config.uncertainty.sigma > 0, "uncertainty.sigma", "must be positive")
     need(0.0 < config.uncertainty.alpha < 1.0, "uncertainty.alpha", "must be in (0, 1)")
     for key in ("walkers", "steps", "sample_every"):
