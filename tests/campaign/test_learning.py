@@ -62,7 +62,7 @@ def campaign(tmp_path_factory):
             "start": "labelled",
             "steps": STEPS,
             "sample_every": 1,
-            "bias": {"mode": "relative", "strength": 0.5, "window": WINDOW},
+            "bias": {"tau_rel": 0.5, "window": WINDOW},
         },
         selection={"batch_size": 3},
         stop={"iterations": ITERATIONS},
@@ -217,7 +217,7 @@ def test_conformal_coverage_holds_on_a_held_out_test_set(tmp_path):
             "test": "test.xyz",
         },
         training={"max_epochs": 6, "batch_size": 4},
-        uncertainty={"calibration": "conformal", "alpha": ALPHA},
+        calibration={"method": "conformal", "alpha": ALPHA},
         stop={"iterations": 0},
     )
     state = CampaignState(run(path, progress=None).folder)

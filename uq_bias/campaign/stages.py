@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +33,7 @@ from ase import Atoms
 
 from uq_bias.campaign import config as cfg
 from uq_bias.campaign import uq as unc
-from uq_bias.campaign.oracles import Failure, Oracle, OracleSpec
+from uq_bias.campaign.oracles import Failure, Oracle
 from uq_bias.campaign.roles import Roles, read_test, split_roles
 from uq_bias.campaign.state import (
     FRAME_ID,
@@ -45,6 +45,7 @@ from uq_bias.campaign.state import (
     write_json,
 )
 from uq_bias.campaign.systems import read_structures
+from uq_bias.options import narrow
 
 #: Info keys of a candidate that travel with it into the labelled data.
 KEPT_INFO = (FRAME_ID, "walker", "step", "iteration")
@@ -136,10 +137,7 @@ def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> None:
         else:
             write_frames(good, [result])
 
-    spec = OracleSpec(
-        ctx.config.oracle.kind, ctx.config.oracle.calculator, ctx.config.oracle.kwargs
-    )
-    map_resumable(ctx, Oracle(spec).labeller(), list(enumerate(frames)), done, save)
+    map_resumable(ctx, Oracle(ctx.config.oracle).labeller(), list(enumerate(frames)), done, save)
     labelled, failures = [], []
     for i in range(len(frames)):
         good, bad = paths(i)
@@ -192,7 +190,7 @@ def model_paths(ctx: Context, k: int) -> list[Path]:
 
 def train(ctx: Context, k: int) -> None:
     """Train (or fine-tune) the model or ensemble with Lightning on the training split."""
-    from uq_bias.training import FitOptions, LossWeights, TrainerOptions, compute_statistics
+    from uq_bias.training import compute_statistics
 
     config = ctx.config
     roles = data_roles(ctx)
@@ -210,17 +208,8 @@ def train(ctx: Context, k: int) -> None:
             for name in ("train", "valid", "calibration")
         },
     )
-    t = config.training
-    options = FitOptions(
-        max_epochs=t.max_epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        fine_tune_lr=t.fine_tune_lr,
-        keep_initial=t.keep_initial,
-        weights=LossWeights(t.energy_weight, t.forces_weight, t.stress_weight),
-        seed=config.seed + 1000 * k,
-    )
-    trainer = TrainerOptions(t.accelerator, t.devices, t.num_nodes, t.strategy, progress_bar=False)
+    options = replace(config.training, seed=config.seed + 1000 * k)
+    trainer = replace(config.trainer, progress_bar=False)
     previous = model_paths(ctx, k - 1) if (config.model.fine_tune and k > 1) else None
     fresh = previous is None and config.model.file is None
     stats = compute_statistics(train_frames, config.model.cutoff) if fresh else None
@@ -344,16 +333,6 @@ def evaluate(ctx: Context, k: int) -> None:
 # -- exploration and selection -----------------------------------------------------------------
 
 
-def _bias(config: cfg.CampaignConfig):
-    from uq_bias.bias import BiasConfig
-
-    b = config.exploration.bias
-    if b.mode == "none":
-        return None
-    strength = {"tau": b.strength} if b.mode == "absolute" else {"tau_rel": b.strength}
-    return BiasConfig(**strength, window=b.window, weights=dict(b.species))
-
-
 def walker_starts(ctx: Context) -> list[Atoms]:
     """Where the walkers start: the start structures or the latest labelled frames."""
     if ctx.config.exploration.start == "labelled":
@@ -378,7 +357,8 @@ def bias_seed(ctx: Context, k: int) -> dict:
             Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc)
             for a in ctx.state.labelled()[-SEED_FRAMES:]
         ]
-        force_mean, bias_mean = estimate_window(load_uncertainty(ctx, k), frames, _bias(ctx.config))
+        model = load_uncertainty(ctx, k)
+        force_mean, bias_mean = estimate_window(model, frames, ctx.config.exploration.bias)
         seed = {"force_mean": force_mean, "bias_mean": bias_mean, "n_frames": len(frames)}
         write_json(path, seed)
     return seed
@@ -388,8 +368,7 @@ def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
     """The relative-bias window each walker starts from, so the bias acts from its first step:
     walker i of iteration k - 1's window where there is one (``walkers/wNN.json``), else the
     :func:`bias_seed` estimate. None without a relative bias."""
-    bias = _bias(ctx.config)
-    if bias is None or bias.tau_rel is None:
+    if ctx.config.exploration.bias.tau_rel is None:
         return None
     folder = ctx.state.root / "iterations" / f"{k - 1:03d}" / "walkers"
     states = [read_json(folder / f"w{i:02d}.json", {}).get("bias_state") for i in range(walkers)]
@@ -402,22 +381,12 @@ def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
 
 def explore(ctx: Context, k: int) -> None:
     """Biased MD from every walker; each walker's frames are saved as it finishes."""
-    from uq_bias.dynamics import ExploreConfig, WatchdogConfig, run_walker, walker_specs
+    from uq_bias.dynamics import CalculatorRecipe, ExploreConfig, run_walker, walker_specs
 
     e = ctx.config.exploration
-    explore_config = ExploreConfig(
-        steps=e.steps,
-        timestep=e.timestep,
-        temperature=e.temperature,
-        ensemble=e.ensemble,
-        pressure=e.pressure,
-        friction=e.friction,
-        sample_every=e.sample_every,
-        watchdog=WatchdogConfig(max_uncertainty=e.max_uncertainty),
-        seed=ctx.config.seed * 1000 + k,
-        progress=False,
-    )
-    recipe = unc.CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=_bias(ctx.config))
+    seed = ctx.config.seed * 1000 + k
+    explore_config = replace(narrow(e, ExploreConfig), seed=seed, progress=False)
+    recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=e.bias)
     states = bias_states(ctx, k, e.walkers)
     specs = walker_specs(
         recipe, walker_starts(ctx), explore_config, walkers=e.walkers, bias_states=states
@@ -454,6 +423,7 @@ def explore(ctx: Context, k: int) -> None:
 
 def select(ctx: Context, k: int) -> None:
     """Pick a batch of candidates with the configured method (max-det by default)."""
+    from uq_bias.selection import SelectionOptions
     from uq_bias.selection import select as select_batch
 
     config = ctx.config
@@ -466,9 +436,8 @@ def select(ctx: Context, k: int) -> None:
         n = min(n, max(0, config.stop.label_budget - len(known)))
     indices, scores = [], []
     if pool and n > 0:
-        chosen = select_batch(
-            load_uncertainty(ctx, k), pool, n, config.selection.method, seed=config.seed + k
-        )
+        options = replace(narrow(config.selection, SelectionOptions), seed=config.seed + k)
+        chosen = select_batch(load_uncertainty(ctx, k), pool, n, **asdict(options))
         indices = [int(i) for i in chosen.indices]
         scores = [float(s) for s in chosen.scores]
     selected = [pool[i] for i in indices]
