@@ -108,12 +108,13 @@ def atom_errors(p: Predictions, limit: int = 4000) -> dict[str, list]:
 def fit(
     model_paths: Sequence[str],
     train: Sequence[Atoms],
-    valid: Sequence[Atoms],
+    calibration: Sequence[Atoms],
     config: cfg.CampaignConfig,
 ):
     """The uncertainty model of the trained model file(s): an ensemble when
     ``config.model.ensemble > 1``, else gradient features (``config.uncertainty``) fitted on
-    ``train``; calibrated on ``valid`` (``config.calibration``). Returns (model, report)."""
+    ``train``; calibrated (``config.calibration``) on ``calibration``, frames used for nothing
+    else. Returns (model, report)."""
     from uq_bias.uncertainty import calibrate
     from uq_bias.uncertainty.workflow import build
 
@@ -122,7 +123,7 @@ def fit(
     model = build(paths, options)
     if len(paths) == 1:
         model.fit(list(train))
-    report = calibrate(model, list(valid), **asdict(config.calibration))
+    report = calibrate(model, list(calibration), **asdict(config.calibration))
     return model, report
 
 

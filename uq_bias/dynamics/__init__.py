@@ -164,6 +164,7 @@ def explore(
     *,
     walkers: int = 1,
     trajectory: str | Path | None = None,
+    bias_states: Sequence[dict | None] | None = None,
     **overrides,
 ) -> ExploreResult:
     """Run exploration MD from ``starts`` with ``walkers`` independent walkers.
@@ -177,6 +178,9 @@ def explore(
             (e.g. ``steps=200, ensemble="npt"``).
         walkers: number of walkers.
         trajectory: extended-XYZ output for the kept frames (see :func:`walker_specs`).
+        bias_states: one relative-bias window per walker to start from (a
+            ``RelativeStrength.state()`` dict, e.g. ``ExploreResult.walkers[k].bias_state`` of
+            an earlier run), or None; see :class:`WalkerSpec`.
     """
     config = config or ExploreConfig()
     if overrides:
@@ -187,5 +191,7 @@ def explore(
                 f"{sorted(ExploreConfig.__dataclass_fields__)}"
             )
         config = replace(config, **overrides)
-    specs = walker_specs(calculator, starts, config, walkers=walkers, trajectory=trajectory)
+    specs = walker_specs(
+        calculator, starts, config, walkers=walkers, trajectory=trajectory, bias_states=bias_states
+    )
     return ExploreResult([run_walker(spec) for spec in specs])

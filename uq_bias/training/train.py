@@ -7,8 +7,9 @@ file in the same directory, then ``os.replace``), which ``mace.calculators.MACEC
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -69,6 +70,19 @@ class FitOptions:
     )
     patience: int = option(20, "Early-stopping patience on val_loss.", unit="epochs")
     seed: int = option(0, "Seed of the model initialisation, shuffling and Lightning.")
+    fine_tune_lr: float | None = option(
+        1e-3,
+        "Learning rate when training starts from a trained model (train(init=...), every "
+        "campaign iteration after the first with model.fine_tune); null: lr. A model that "
+        "already fits its data is knocked away from it by a fresh-training rate (MACE's own "
+        "fine-tuning lowers the rate too).",
+    )
+    keep_initial: bool = option(
+        False,
+        "Let the model before training compete for the best weights (and be the validation "
+        "loss early stopping must beat). False: the best trained epoch is returned, so new "
+        "labels always change a fine-tuned model.",
+    )
 
     def __post_init__(self):
         if self.max_epochs < 0:
@@ -79,6 +93,14 @@ class FitOptions:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+        for name in ("lr", "fine_tune_lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"FitOptions: {name} must be a number > 0, got {value!r}")
+
+    def for_fine_tuning(self) -> FitOptions:
+        """These options with ``lr`` set to ``fine_tune_lr`` (when given)."""
+        return self if self.fine_tune_lr is None else replace(self, lr=self.fine_tune_lr)
 
 
 @dataclass
@@ -104,7 +126,9 @@ def fit(
     :func:`~uq_bias.training.labels.labelled`); a frame without energy or forces is an error.
 
     Early stopping watches val_loss (``options.patience`` epochs); the returned model holds the
-    (EMA) weights of the best validation epoch, which may be the initial weights.
+    (EMA) weights of the best trained epoch, or, with ``options.keep_initial``, of the best
+    validation epoch including the initial weights (then early stopping must beat them too).
+    ``options.lr`` is used as it is: :func:`train` switches to ``fine_tune_lr`` itself.
     """
     options, trainer_options = options or FitOptions(), trainer_options or TrainerOptions()
     train_frames = _frames(train_frames, "training", LabelKeys())
@@ -148,8 +172,10 @@ def fit(
         deterministic=trainer_options.deterministic,
     )
     trainer.validate(module, datamodule=data, verbose=False)
-    # the model before training counts: stop when `patience` epochs have not beaten it either
-    early_stopping.best_score = torch.tensor(module.best_loss)
+    if options.keep_initial:  # stop when `patience` epochs have not beaten the initial model
+        early_stopping.best_score = torch.tensor(module.best_loss)
+    elif options.max_epochs > 0:  # the initial model stays in the history, not in the running
+        module.best_loss, module.best_state = float("inf"), None
     if options.max_epochs > 0:
         trainer.fit(module, datamodule=data)
     if module.best_state is not None:
@@ -204,8 +230,8 @@ def train(
     Args:
         train, valid: extended-XYZ paths or lists of ``ase.Atoms`` with labels.
         out: the model file to write (a normal MACE model file).
-        init: a MACE model file to fine-tune; ``preset``, ``cutoff`` and ``statistics`` are then
-            ignored (the model's own are kept).
+        init: a MACE model file to fine-tune (at ``options.fine_tune_lr``); ``preset``,
+            ``cutoff`` and ``statistics`` are then ignored (the model's own are kept).
         preset: model size for a fresh model, one of :data:`uq_bias.training.build.PRESETS`.
         cutoff: neighbour cutoff of a fresh model, A.
         dtype: 'float64' or 'float32'.
@@ -242,5 +268,7 @@ def train(
         model = load_model(mace)
     if log == "auto":
         log = out.with_name(f"{out.stem}_metrics.csv")
+    if init is not None:
+        options = options.for_fine_tuning()
     result = fit(model, train_frames, valid_frames, options, trainer_options, log)
     return save_model(result.model, out)
