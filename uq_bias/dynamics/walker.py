@@ -241,7 +241,6 @@ def run_walker(spec: WalkerSpec) -> WalkerResult:
 
 
 def _loop(spec, atoms, dynamics, watchdog, writer, result: WalkerResult, bar) -> None:
-    every = spec.config.sample_every
     steps = dynamics.irun(spec.config.steps)
     step = 0
     while True:
@@ -255,20 +254,37 @@ def _loop(spec, atoms, dynamics, watchdog, writer, result: WalkerResult, bar) ->
             _stop(result, Verdict("non_finite" if broken else "error", text), step + 1)
             return
         step = dynamics.nsteps
-        verdict = watchdog(atoms, atoms.calc.results)
-        result.max_uncertainty = float(np.fmax(result.max_uncertainty, verdict.max_uncertainty))
-        energy_u = atoms.calc.results.get(keys.ENERGY_UNCERTAINTY, float("nan"))
-        result.max_energy_uncertainty = float(np.fmax(result.max_energy_uncertainty, energy_u))
-        keep = verdict.reason in FOUND or (verdict.reason is None and step and step % every == 0)
-        if keep:
-            frame = snapshot(atoms, atoms.calc.results, spec.index, step)
-            result.frames.append(frame)
-            writer.write(frame)
+        verdict = observe(spec, atoms, atoms.calc.results, step, watchdog, writer, result)
         if step:
             bar.update(1)
         if verdict.reason is not None:
-            _stop(result, verdict, step)
             return
+
+
+def observe(
+    spec: WalkerSpec,
+    atoms: Atoms,
+    results: dict,
+    step: int,
+    watchdog: Watchdog,
+    writer: _Writer,
+    result: WalkerResult,
+) -> Verdict:
+    """After MD step ``step`` of walker ``spec.index``: the watchdog's verdict on ``atoms`` and
+    its ``results``, the running maxima, a candidate frame kept (in ``result.frames`` and the
+    trajectory; every ``sample_every`` steps, or the frame that tripped an uncertainty check)
+    and the stop."""
+    verdict = watchdog(atoms, results)
+    result.max_uncertainty = float(np.fmax(result.max_uncertainty, verdict.max_uncertainty))
+    energy_u = results.get(keys.ENERGY_UNCERTAINTY, float("nan"))
+    result.max_energy_uncertainty = float(np.fmax(result.max_energy_uncertainty, energy_u))
+    every = spec.config.sample_every
+    if verdict.reason in FOUND or (verdict.reason is None and step and step % every == 0):
+        result.frames.append(snapshot(atoms, results, spec.index, step))
+        writer.write(result.frames[-1])
+    if verdict.reason is not None:
+        _stop(result, verdict, step)
+    return verdict
 
 
 def _stop(result: WalkerResult, verdict: Verdict, step: int) -> None:
