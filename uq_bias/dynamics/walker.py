@@ -25,10 +25,13 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator as ASECalculator
 
 from uq_bias import keys
+from uq_bias.device import check_device_name
 from uq_bias.dynamics.watchdog import FOUND, Verdict, Watchdog, WatchdogConfig
+from uq_bias.options import option
 
 ENSEMBLES = ("nvt", "npt")
 NPT_CELLS = ("full", "isotropic")
+ENGINES = ("ase", "batched")
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,9 @@ class ExploreConfig:
         watchdog: the stop criteria.
         seed: base seed; walker k uses the seed sequence (seed, k).
         progress: show a tqdm progress bar.
+        engine: "ase" (one ASE integrator per walker, walkers one after another) or "batched"
+            (all walkers in one graph per step, Langevin BAOAB, NVT only).
+        device: where the batched engine runs the model.
     """
 
     steps: int = 1000
@@ -63,6 +69,16 @@ class ExploreConfig:
     watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
     seed: int = 0
     progress: bool = True
+    engine: str = option(
+        "ase",
+        "ase: ASE integrators, one walker after another (NVT and NPT); batched: all walkers in "
+        "one graph per MD step on the model's device (Langevin NVT).",
+    )
+    device: str | None = option(
+        None,
+        "Device of the batched engine's model: auto, cpu, cuda or cuda:<k> (unset: leave the "
+        "model where it is).",
+    )
 
     def __post_init__(self):
         for name in ("steps", "sample_every"):
@@ -81,6 +97,14 @@ class ExploreConfig:
             raise ValueError(f"ExploreConfig: ensemble {self.ensemble!r} not in {ENSEMBLES}")
         if self.npt_cell not in NPT_CELLS:
             raise ValueError(f"ExploreConfig: npt_cell {self.npt_cell!r} not in {NPT_CELLS}")
+        check_device_name(self.device, "ExploreConfig: device")
+        if self.engine not in ENGINES:
+            raise ValueError(f"ExploreConfig: engine {self.engine!r} not in {ENGINES}")
+        if self.engine == "batched" and self.ensemble != "nvt":
+            raise ValueError(
+                "ExploreConfig: the batched engine integrates Langevin NVT only; run NPT with "
+                "engine='ase' (ASE's MTK barostat)"
+            )
 
 
 @dataclass
