@@ -80,6 +80,26 @@ class BatchedForces:
         if self.bias is not None:
             self.bias.keep(walkers)
 
+    def restore(self, states: Sequence[dict | None]) -> None:
+        """Start walker k's relative-bias window from ``states[k]`` (see
+        ``WalkerSpec.bias_state``; None: an empty window)."""
+        from uq_bias.bias import RelativeStrength
+
+        if self.bias is None or self.bias.strengths is None:
+            return
+        for k, state in enumerate(states):
+            if state is not None:
+                old = self.bias.strengths[k]
+                self.bias.strengths[k] = RelativeStrength.from_state(
+                    state, old.tau_rel, old.window
+                )
+
+    def state(self, k: int) -> dict | None:
+        """Walker k's (position in the batch) relative-bias window, or None."""
+        if self.bias is None or self.bias.strengths is None:
+            return None
+        return self.bias.strengths[k].state()
+
     def __call__(self, frames: Sequence[Atoms]) -> tuple[torch.Tensor, list[dict]]:
         graph = self.model.graph(list(frames))
         stress = bool(graph.periodic.any())
@@ -160,7 +180,12 @@ def run_batched(model, bias: BiasConfig | None, specs: Sequence[WalkerSpec]) -> 
     walkers = [_start(spec) for spec in specs]
     try:
         device = next(model.parameters()).device
-        _run(BatchedForces(model, bias, len(walkers)), _Batch(walkers, device), config)
+        forces = BatchedForces(model, bias, len(walkers))
+        forces.restore([spec.bias_state for spec in specs])
+        batch = _Batch(walkers, device)
+        _run(forces, batch, config)
+        for k, walker in enumerate(batch.walkers):  # those still running at the end
+            walker.result.bias_state = forces.state(k)
     finally:
         for walker in walkers:
             walker.writer.close()
@@ -237,9 +262,10 @@ def _drop(
     forces: BatchedForces, batch: _Batch, stopped: dict, step: int, record: bool = True
 ) -> None:
     """Stop the walkers in ``stopped`` (position in batch -> verdict); the rest go on."""
-    if record:
-        for k, verdict in stopped.items():
+    for k, verdict in stopped.items():
+        if record:
             _stop(batch.walkers[k].result, verdict, step)
+        batch.walkers[k].result.bias_state = forces.state(k)
     keep = [k for k in range(len(batch.walkers)) if k not in stopped]
     batch.keep(keep)
     forces.keep(keep)
