@@ -14,9 +14,16 @@ from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from uq_bias import GenericAdapter, keys
-from uq_bias.bias import BiasConfig
+from uq_bias.bias import BiasConfig, RelativeStrength
 from uq_bias.calculator import Calculator
-from uq_bias.dynamics import ExploreConfig, WatchdogConfig, explore, langevin
+from uq_bias.dynamics import (
+    ExploreConfig,
+    WatchdogConfig,
+    explore,
+    langevin,
+    run_batched,
+    walker_specs,
+)
 from uq_bias.dynamics.batched import BatchedForces
 from uq_bias.graph import edge_vectors
 from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
@@ -153,18 +160,27 @@ def test_without_friction_it_is_ase_velocity_verlet(morse):
     ids=["absolute", "relative", "relative-split-every-2"],
 )
 def test_batched_biased_forces_equal_the_ase_calculator(morse_uq, bias):
-    """Every walker (two cells and a cluster in one batch, each with its own tau_rel window):
-    the forces the batched engine used at every step equal a fresh uq_bias.Calculator's biased
-    forces on that walker's own configurations, in order, to 1e-10."""
+    """Every walker (two cells and a cluster in one batch, each with its own tau_rel window,
+    walker 0's seeded from a saved state): the forces the batched engine used at every step
+    equal a fresh uq_bias.Calculator's biased forces on that walker's own configurations, in
+    order, to 1e-10; the windows handed back equal the calculators' windows."""
     starts = [_cell(5), _cluster(6), _cell(7, a=3.5)]
     config = ExploreConfig(steps=8, sample_every=1, watchdog=QUIET, progress=False, seed=3)
-    runs = explore(Calculator(morse_uq, bias=bias), starts, config, walkers=3, engine="batched")
+    seeded = {"forces": [0.4, 0.6], "bias": [0.01, 0.03]} if bias.tau_rel else None
+    specs = walker_specs(
+        Calculator(morse_uq, bias=bias), starts, config, walkers=3, bias_states=[seeded, None, None]
+    )
+    runs = run_batched(morse_uq, bias, specs)
     taus = []
-    for walker, start in zip(runs.walkers, starts):
+    for walker, spec in zip(runs, specs):
         assert len(walker.frames) == config.steps
         reference = Calculator(morse_uq, bias=bias)
-        start.copy().calc = reference
-        reference.calculate(start.copy(), ["forces"])  # step 0: the window's first entry
+        if spec.bias_state is not None:
+            relative = reference.bias.relative
+            reference.bias.relative = RelativeStrength.from_state(
+                spec.bias_state, relative.tau_rel, relative.window
+            )
+        reference.calculate(spec.start.copy(), ["forces"])  # step 0: the window's first entry
         for frame in walker.frames:
             reference.calculate(frame.copy(), ["forces"])
             np.testing.assert_allclose(
@@ -173,8 +189,13 @@ def test_batched_biased_forces_equal_the_ase_calculator(morse_uq, bias):
             for name in (keys.ENERGY_UNCERTAINTY, keys.BIAS_STRENGTH):
                 np.testing.assert_allclose(frame.info[name], reference.results[name], rtol=1e-10)
             taus.append(frame.info[keys.BIAS_STRENGTH])
-        assert "stress" in reference.results or not start.pbc.any()
+        assert ("model_stress" in walker.frames[0].info) == bool(spec.start.pbc.all())
+        if bias.tau_rel:
+            for name, values in reference.bias.relative.state().items():
+                np.testing.assert_allclose(walker.bias_state[name], values, rtol=1e-12)
     assert max(taus) > 0
+    if seeded:
+        assert runs[0].frames[0].info[keys.BIAS_STRENGTH] > 0  # the seeded window acts at once
 
 
 def test_a_stopped_walker_stops_alone(morse_uq, tmp_path):
