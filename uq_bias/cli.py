@@ -151,6 +151,20 @@ def _add_md(sub) -> None:
     p.add_argument("--max-force", type=float, default=50.0, help="eV/A")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--engine",
+        default="ase",
+        choices=["ase", "batched"],
+        help="ase: ASE integrators, walker after walker; batched: all walkers in one graph per "
+        "step (Langevin NVT)",
+    )
+    p.add_argument("--device", default=None, help="auto, cpu, cuda or cuda:<k> (default: cpu)")
+    p.add_argument(
+        "--split-every",
+        type=int,
+        default=None,
+        help="with --tau-rel: two backward passes only on every this-many-th step",
+    )
     p.set_defaults(func=_run_md)
 
 
@@ -176,7 +190,11 @@ def _run_md(args) -> int:
     bias = None
     weights = _weights(args.weight)
     if args.tau is not None or args.tau_rel is not None:
-        bias = BiasConfig(tau=args.tau, tau_rel=args.tau_rel, window=args.window, weights=weights)
+        every = args.split_every
+        split = {} if every is None else {"split": False, "split_every": every}
+        bias = BiasConfig(
+            tau=args.tau, tau_rel=args.tau_rel, window=args.window, weights=weights, **split
+        )
     elif weights:
         raise ValueError("--weight needs a bias: give --tau or --tau-rel")
     watchdog = WatchdogConfig(
@@ -195,9 +213,11 @@ def _run_md(args) -> int:
         watchdog=watchdog,
         seed=args.seed,
         progress=not args.no_progress,
+        engine=args.engine,
+        device=args.device,
     )
     starts = read(args.start, index=":")
-    recipe = CalculatorRecipe(str(args.unc), bias=bias)
+    recipe = CalculatorRecipe(str(args.unc), bias=bias, device=args.device)
     result = explore(recipe, starts, config, walkers=args.walkers, trajectory=args.out)
     for walker in result.walkers:
         print(

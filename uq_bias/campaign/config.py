@@ -118,6 +118,11 @@ class UncertaintyConfig:
         "conformal", "How the calibration factor is fitted on the validation frames."
     )
     alpha: float = _f(0.1, "Miscoverage level of conformal calibration (coverage 1 - alpha).")
+    device: str = _f(
+        "auto",
+        "Where the uncertainty model runs for calibration, metrics, exploration and selection: "
+        "auto (a GPU when the process sees one), cpu, cuda or cuda:<k>; each worker resolves it.",
+    )
 
 
 @dataclass
@@ -152,6 +157,11 @@ class ExplorationConfig:
     start: Literal["structures", "labelled"] = _f(
         "structures",
         "Walkers start from the start structures, or from the most recently labelled frames.",
+    )
+    engine: Literal["ase", "batched"] = _f(
+        "ase",
+        "ase: one ASE integrator per walker (NVT or NPT), walkers spread over the executor; "
+        "batched: all walkers in one graph per MD step on uncertainty.device (Langevin NVT).",
     )
     bias: BiasConfig = _f(BiasConfig(), "The uncertainty bias.")
 
@@ -379,6 +389,17 @@ def _check(config: CampaignConfig) -> None:
     need(config.exploration.timestep > 0, "exploration.timestep", "must be positive (fs)")
     need(config.exploration.temperature >= 0, "exploration.temperature", "must be >= 0 (K)")
     need(config.exploration.bias.window >= 1, "exploration.bias.window", "must be >= 1")
+    need(
+        config.exploration.engine == "ase" or config.exploration.ensemble == "nvt",
+        "exploration.engine",
+        "batched integrates Langevin NVT only; use engine: ase for ensemble: npt",
+    )
+    from uq_bias.device import DEVICE_CHOICES, check_device_name
+
+    try:
+        check_device_name(config.uncertainty.device)
+    except ValueError:
+        need(False, "uncertainty.device", f"must be one of {DEVICE_CHOICES}")
     need(config.selection.batch_size >= 1, "selection.batch_size", "must be >= 1")
     need(config.stop.iterations >= 0, "stop.iterations", "must be >= 0")
     need(config.executor.workers >= 1, "executor.workers", "must be >= 1")

@@ -281,7 +281,7 @@ def fit_uncertainty(ctx: Context, k: int) -> None:
 
 
 def load_uncertainty(ctx: Context, k: int):
-    return unc.load(uncertainty_dir(ctx, k))
+    return unc.load(uncertainty_dir(ctx, k), device=ctx.config.uncertainty.device)
 
 
 def metrics(ctx: Context, k: int) -> None:
@@ -335,7 +335,14 @@ def walker_starts(ctx: Context) -> list[Atoms]:
 
 def explore(ctx: Context, k: int) -> None:
     """Biased MD from every walker; each walker's frames are saved as it finishes."""
-    from uq_bias.dynamics import ExploreConfig, WatchdogConfig, run_walker, walker_specs
+    from uq_bias.dynamics import (
+        CalculatorRecipe,
+        ExploreConfig,
+        WatchdogConfig,
+        run_batched,
+        run_walker,
+        walker_specs,
+    )
 
     e = ctx.config.exploration
     explore_config = ExploreConfig(
@@ -349,8 +356,11 @@ def explore(ctx: Context, k: int) -> None:
         watchdog=WatchdogConfig(max_uncertainty=e.max_uncertainty),
         seed=ctx.config.seed * 1000 + k,
         progress=False,
+        engine=e.engine,
+        device=ctx.config.uncertainty.device,
     )
-    recipe = unc.CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=_bias(ctx.config))
+    device = ctx.config.uncertainty.device
+    recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=_bias(ctx.config), device=device)
     specs = walker_specs(recipe, walker_starts(ctx), explore_config, walkers=e.walkers)
     folder = ctx.dir(k) / "walkers"
     folder.mkdir(exist_ok=True)
@@ -371,7 +381,14 @@ def explore(ctx: Context, k: int) -> None:
             },
         )
 
-    map_resumable(ctx, run_walker, specs, done, save)
+    if e.engine == "batched":  # one batch in this process, on uncertainty.device
+        todo = [i for i in range(len(specs)) if not done(i)]
+        if todo:
+            results = run_batched(recipe.load_model(), recipe.bias, [specs[i] for i in todo])
+            for i, result in zip(todo, results):
+                save(i, result)
+    else:
+        map_resumable(ctx, run_walker, specs, done, save)
     candidates = []
     for i in range(len(specs)):
         candidates.extend(read_frames(folder / f"w{i:02d}.extxyz"))

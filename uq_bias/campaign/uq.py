@@ -114,6 +114,7 @@ def fit(
     """The uncertainty model of ``config.uncertainty`` for the trained model file(s): fitted on
     ``train`` (gradient features), calibrated on ``valid`` by
     :func:`uq_bias.uncertainty.calibrate`. Returns (model, calibration report)."""
+    from uq_bias.device import resolve_device
     from uq_bias.uncertainty import Ensemble, GradientFeatureUncertainty, calibrate
 
     u = config.uncertainty
@@ -123,6 +124,8 @@ def fit(
     else:
         sketch = {"features": "sketch", "sketch_dim": u.sketch} if u.sketch else {}
         model = GradientFeatureUncertainty(paths[0], method=u.method, sigma=u.sigma, **sketch)
+    model = model.to(resolve_device(u.device))
+    if u.method != "ensemble":
         model.fit(list(train))
     report = calibrate(model, list(valid), method=u.calibration, alpha=u.alpha)
     return model, report
@@ -136,22 +139,9 @@ def save(model, path: str | Path) -> None:
     save_uncertainty(model, path)
 
 
-def load(path: str | Path):
-    """Load what :func:`save` wrote (the model files it names are trusted pickles)."""
+def load(path: str | Path, device: str | None = None):
+    """Load what :func:`save` wrote (the model files it names are trusted pickles), on
+    ``device`` (see :func:`uq_bias.device.resolve_device`)."""
     from uq_bias.uncertainty import load as load_uncertainty
 
-    return load_uncertainty(path)
-
-
-@dataclass(frozen=True)
-class CalculatorRecipe:
-    """A picklable zero-argument factory of a (biased) :class:`uq_bias.Calculator` on the
-    uncertainty model saved in the folder ``path``: what each walker builds for itself."""
-
-    path: str
-    bias: object | None = None
-
-    def __call__(self):
-        from uq_bias.calculator import Calculator
-
-        return Calculator(load(self.path), bias=self.bias)
+    return load_uncertainty(path, device=device)

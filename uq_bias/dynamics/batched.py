@@ -90,9 +90,7 @@ class BatchedForces:
         for k, state in enumerate(states):
             if state is not None:
                 old = self.bias.strengths[k]
-                self.bias.strengths[k] = RelativeStrength.from_state(
-                    state, old.tau_rel, old.window
-                )
+                self.bias.strengths[k] = RelativeStrength.from_state(state, old.tau_rel, old.window)
 
     def state(self, k: int) -> dict | None:
         """Walker k's (position in the batch) relative-bias window, or None."""
