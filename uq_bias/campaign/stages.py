@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from ase import Atoms
 
 from uq_bias.campaign import config as cfg
 from uq_bias.campaign import uq as unc
-from uq_bias.campaign.oracles import Failure, Oracle, OracleSpec
+from uq_bias.campaign.oracles import Failure, Oracle
 from uq_bias.campaign.state import (
     FRAME_ID,
     CampaignState,
@@ -41,6 +41,7 @@ from uq_bias.campaign.state import (
     write_json,
 )
 from uq_bias.campaign.systems import read_structures
+from uq_bias.options import narrow
 
 #: Info keys of a candidate that travel with it into the labelled data.
 KEPT_INFO = (FRAME_ID, "walker", "step", "iteration")
@@ -134,10 +135,7 @@ def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> None:
         else:
             write_frames(good, [result])
 
-    spec = OracleSpec(
-        ctx.config.oracle.kind, ctx.config.oracle.calculator, ctx.config.oracle.kwargs
-    )
-    map_resumable(ctx, Oracle(spec).labeller(), list(enumerate(frames)), done, save)
+    map_resumable(ctx, Oracle(ctx.config.oracle).labeller(), list(enumerate(frames)), done, save)
     labelled, failures = [], []
     for i in range(len(frames)):
         good, bad = paths(i)
@@ -190,7 +188,7 @@ def model_paths(ctx: Context, k: int) -> list[Path]:
 
 def train(ctx: Context, k: int) -> None:
     """Train (or fine-tune) the model or ensemble with Lightning on the training split."""
-    from uq_bias.training import FitOptions, LossWeights, TrainerOptions, compute_statistics
+    from uq_bias.training import compute_statistics
 
     config = ctx.config
     frames = ctx.state.labelled()
@@ -200,15 +198,8 @@ def train(ctx: Context, k: int) -> None:
             f"iteration {k}: need at least 2 labelled frames to train, have {len(frames)}; "
             "raise data.initial_frames"
         )
-    t = config.training
-    options = FitOptions(
-        max_epochs=t.max_epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        weights=LossWeights(t.energy_weight, t.forces_weight, t.stress_weight),
-        seed=config.seed + 1000 * k,
-    )
-    trainer = TrainerOptions(t.accelerator, t.devices, t.num_nodes, t.strategy, progress_bar=False)
+    options = replace(config.training, seed=config.seed + 1000 * k)
+    trainer = replace(config.trainer, progress_bar=False)
     previous = model_paths(ctx, k - 1) if (config.model.fine_tune and k > 1) else None
     fresh = previous is None and config.model.file is None
     stats = compute_statistics(train_frames, config.model.cutoff) if fresh else None
@@ -281,7 +272,7 @@ def fit_uncertainty(ctx: Context, k: int) -> None:
 
 
 def load_uncertainty(ctx: Context, k: int):
-    return unc.load(uncertainty_dir(ctx, k), device=ctx.config.uncertainty.device)
+    return unc.load(uncertainty_dir(ctx, k), device=ctx.config.device)
 
 
 def metrics(ctx: Context, k: int) -> None:
@@ -315,16 +306,6 @@ def evaluate(ctx: Context, k: int) -> None:
 # -- exploration and selection -----------------------------------------------------------------
 
 
-def _bias(config: cfg.CampaignConfig):
-    from uq_bias.bias import BiasConfig
-
-    b = config.exploration.bias
-    if b.mode == "none":
-        return None
-    strength = {"tau": b.strength} if b.mode == "absolute" else {"tau_rel": b.strength}
-    return BiasConfig(**strength, window=b.window, weights=dict(b.species))
-
-
 def walker_starts(ctx: Context) -> list[Atoms]:
     """Where the walkers start: the start structures or the latest labelled frames."""
     if ctx.config.exploration.start == "labelled":
@@ -338,29 +319,16 @@ def explore(ctx: Context, k: int) -> None:
     from uq_bias.dynamics import (
         CalculatorRecipe,
         ExploreConfig,
-        WatchdogConfig,
         run_batched,
         run_walker,
         walker_specs,
     )
 
     e = ctx.config.exploration
-    explore_config = ExploreConfig(
-        steps=e.steps,
-        timestep=e.timestep,
-        temperature=e.temperature,
-        ensemble=e.ensemble,
-        pressure=e.pressure,
-        friction=e.friction,
-        sample_every=e.sample_every,
-        watchdog=WatchdogConfig(max_uncertainty=e.max_uncertainty),
-        seed=ctx.config.seed * 1000 + k,
-        progress=False,
-        engine=e.engine,
-        device=ctx.config.uncertainty.device,
-    )
-    device = ctx.config.uncertainty.device
-    recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=_bias(ctx.config), device=device)
+    seed = ctx.config.seed * 1000 + k
+    explore_config = replace(narrow(e, ExploreConfig), seed=seed, progress=False)
+    device = e.device or ctx.config.device
+    recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=e.bias, device=device)
     specs = walker_specs(recipe, walker_starts(ctx), explore_config, walkers=e.walkers)
     folder = ctx.dir(k) / "walkers"
     folder.mkdir(exist_ok=True)
@@ -381,7 +349,7 @@ def explore(ctx: Context, k: int) -> None:
             },
         )
 
-    if e.engine == "batched":  # one batch in this process, on uncertainty.device
+    if e.engine == "batched":  # one batch in this process, on the device
         todo = [i for i in range(len(specs)) if not done(i)]
         if todo:
             results = run_batched(recipe.load_model(), recipe.bias, [specs[i] for i in todo])
@@ -398,6 +366,7 @@ def explore(ctx: Context, k: int) -> None:
 
 def select(ctx: Context, k: int) -> None:
     """Pick a batch of candidates with the configured method (max-det by default)."""
+    from uq_bias.selection import SelectionOptions
     from uq_bias.selection import select as select_batch
 
     config = ctx.config
@@ -410,9 +379,8 @@ def select(ctx: Context, k: int) -> None:
         n = min(n, max(0, config.stop.label_budget - len(known)))
     indices, scores = [], []
     if pool and n > 0:
-        chosen = select_batch(
-            load_uncertainty(ctx, k), pool, n, config.selection.method, seed=config.seed + k
-        )
+        options = replace(narrow(config.selection, SelectionOptions), seed=config.seed + k)
+        chosen = select_batch(load_uncertainty(ctx, k), pool, n, **asdict(options))
         indices = [int(i) for i in chosen.indices]
         scores = [float(s) for s in chosen.scores]
     selected = [pool[i] for i in indices]

@@ -14,7 +14,7 @@ Error metrics of a model with uncertainty on labelled frames (S structures, N at
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -111,23 +111,19 @@ def fit(
     valid: Sequence[Atoms],
     config: cfg.CampaignConfig,
 ):
-    """The uncertainty model of ``config.uncertainty`` for the trained model file(s): fitted on
-    ``train`` (gradient features), calibrated on ``valid`` by
-    :func:`uq_bias.uncertainty.calibrate`. Returns (model, calibration report)."""
+    """The uncertainty model of the trained model file(s): an ensemble when
+    ``config.model.ensemble > 1``, else gradient features (``config.uncertainty``) fitted on
+    ``train``; calibrated on ``valid`` (``config.calibration``). Returns (model, report)."""
     from uq_bias.device import resolve_device
-    from uq_bias.uncertainty import Ensemble, GradientFeatureUncertainty, calibrate
+    from uq_bias.uncertainty import calibrate
+    from uq_bias.uncertainty.workflow import build
 
-    u = config.uncertainty
     paths = [str(p) for p in model_paths]
-    if u.method == "ensemble":
-        model = Ensemble(paths)
-    else:
-        sketch = {"features": "sketch", "sketch_dim": u.sketch} if u.sketch else {}
-        model = GradientFeatureUncertainty(paths[0], method=u.method, sigma=u.sigma, **sketch)
-    model = model.to(resolve_device(u.device))
-    if u.method != "ensemble":
+    options = replace(config.uncertainty, seed=config.seed)
+    model = build(paths, options).to(resolve_device(config.device))
+    if len(paths) == 1:
         model.fit(list(train))
-    report = calibrate(model, list(valid), method=u.calibration, alpha=u.alpha)
+    report = calibrate(model, list(valid), **asdict(config.calibration))
     return model, report
 
 
