@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ase import Atoms
 from ase.calculators.calculator import Calculator as ASECalculator
+from torch.nn import Module
 
 from uq_bias.dynamics.batched import run_batched
 from uq_bias.dynamics.walker import ExploreConfig, WalkerResult, WalkerSpec, run_walker
@@ -199,6 +200,10 @@ def explore(
                 f"{sorted(ExploreConfig.__dataclass_fields__)}"
             )
         config = replace(config, **overrides)
+    if config.device is not None and isinstance(getattr(calculator, "model", None), Module):
+        from uq_bias.device import resolve_device
+
+        calculator.model.to(resolve_device(config.device))  # a uq_bias Calculator's model
     specs = walker_specs(calculator, starts, config, walkers=walkers, trajectory=trajectory)
     if config.engine == "batched":
         return ExploreResult(run_batched(*_model_and_bias(calculator), specs))

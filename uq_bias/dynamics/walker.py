@@ -68,8 +68,8 @@ class ExploreConfig:
     )
     device: str | None = option(
         None,
-        "Where the batched engine runs the model: auto, cpu, cuda or cuda:<k> (null: where the "
-        "model is).",
+        "Where the model runs during MD: auto, cpu, cuda or cuda:<k>; the model is moved there "
+        "(null: where it is).",
     )
 
     def __post_init__(self):
