@@ -185,13 +185,18 @@ def _set_state(model: UncertaintyModel, state: dict[str, torch.Tensor]) -> None:
 def load(
     path: str | Path,
     model: AtomisticModel | torch.nn.Module | str | Path | Sequence | None = None,
+    *,
+    device: str | torch.device | None = None,
 ) -> UncertaintyModel:
     """Load a saved uncertainty model from the folder ``path``.
 
     ``model`` is the wrapped model (an adapter, module or file) or, for an ensemble, the list of
     members; by default the model file path(s) recorded at save time (trusted pickles).
-    Raises ValueError when ``model`` is not the one the state was fitted for.
+    ``device``: "auto" (a GPU if this process sees one), "cpu", "cuda", "cuda:<k>", or None
+    (where the model files load: the CPU). Raises ValueError when ``model`` is not the one the
+    state was fitted for, or for a device this process cannot use.
     """
+    from uq_bias.device import resolve_device
     from uq_bias.uncertainty.ensemble import Ensemble
     from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
 
@@ -208,4 +213,5 @@ def load(
     else:
         raise ValueError(f"unknown uncertainty kind {config['kind']!r} in {str(path)!r}")
     _set_state(result, state)
-    return result
+    target = resolve_device(device)
+    return result if target is None else result.to(target)
