@@ -61,9 +61,9 @@ class Calculator(ASECalculator):
         """Results for one structure as tensors keyed by :mod:`uq_bias.keys` names."""
         if self.bias is not None:
             out, terms = self.bias.evaluate(self.model, graph, stress)
-            return {**self._evaluate_uncertainty(out, graph), **bias_results(out, terms)}
+            return {**self._evaluate_uncertainty(out, stress), **bias_results(out, terms)}
         if isinstance(self.model, UncertaintyModel):
-            return self._evaluate_uncertainty(self.model(graph, forces=True, stress=stress), graph)
+            return self._evaluate_uncertainty(self.model(graph, forces=True, stress=stress), stress)
         out = self.model(graph)
         forces, sigma = energy_gradients(out.energy, graph, stress=stress)
         results = {
@@ -76,25 +76,21 @@ class Calculator(ASECalculator):
         return results
 
     def _evaluate_uncertainty(
-        self, out: UncertaintyOutput, graph: Graph
+        self, out: UncertaintyOutput, stress: bool
     ) -> dict[str, torch.Tensor]:
-        stress = graph.strain.requires_grad
-        forces, sigma = out.forces, out.stress
-        if forces is None or (stress and sigma is None):
-            forces, sigma = energy_gradients(out.energy, graph, stress=stress)
+        """Results of an uncertainty model's output (forces, and stress when asked, filled)."""
         results = {
             keys.ENERGY: out.energy,
             keys.ENERGIES: out.node_energy,
-            keys.FORCES: forces,
+            keys.FORCES: out.forces,
             keys.ENERGY_UNCERTAINTY: out.energy_uncertainty,
             keys.FORCES_UNCERTAINTY: out.atom_uncertainty,
+            **out.members,
         }
         if stress:
-            results[keys.STRESS] = sigma
+            results[keys.STRESS] = out.stress
             if out.stress_uncertainty is not None:
                 results[keys.STRESS_UNCERTAINTY] = out.stress_uncertainty
-        for name, value in out.members.items():
-            results[f"members_{name}"] = value  # keys.MEMBERS_ENERGY, MEMBERS_FORCES, ...
         return results
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):

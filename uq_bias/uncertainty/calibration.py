@@ -31,9 +31,8 @@ import torch
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from uq_bias.graph import Graph
 from uq_bias.options import option
-from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
+from uq_bias.uncertainty.base import UncertaintyModel
 
 CALIBRATION_METHODS = ("conformal", "likelihood")
 
@@ -149,22 +148,6 @@ def _labels(atoms: Atoms, index: int) -> tuple[float, np.ndarray]:
         ) from err
 
 
-def predict_with_forces(
-    model: UncertaintyModel, frames: Sequence[Atoms]
-) -> tuple[Graph, UncertaintyOutput, torch.Tensor]:
-    """``model``'s graph and output on ``frames`` (one batch) with its (N, 3) forces in eV/A:
-    the model's own (ensembles) or -dE/dr by autograd."""
-    from uq_bias.models import energy_gradients
-
-    graph = model.graph(frames).requires_grad_(positions=True)
-    with torch.enable_grad():
-        out = model(graph, forces=True)
-        forces = out.forces
-        if forces is None:
-            forces, _ = energy_gradients(out.energy, graph)
-    return graph, out, forces
-
-
 def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int = 8) -> Residuals:
     """Errors of ``model`` on labelled ``frames`` beside its raw (uncalibrated) uncertainties."""
     frames = [frames] if isinstance(frames, Atoms) else list(frames)
@@ -174,14 +157,15 @@ def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int 
     parts: dict[str, list[np.ndarray]] = {name: [] for name in Residuals.__dataclass_fields__}
     scales = model.calibration
     for start in range(0, len(frames), batch_size):
-        graph, out, forces = predict_with_forces(model, frames[start : start + batch_size])
+        graph = model.graph(frames[start : start + batch_size])
+        out = model(graph, forces=True)
         energy_u = out.energy_uncertainty / scales.energy
         atom_u = out.atom_uncertainty / scales.atom[graph.atomic_numbers]
         ref_e = np.array([e for e, _ in labels[start : start + batch_size]])
         ref_f = np.concatenate([f for _, f in labels[start : start + batch_size]])
         parts["energy_error"].append(np.abs(_np(out.energy) - ref_e))
         parts["energy_u"].append(_np(energy_u))
-        parts["atom_error"].append(np.linalg.norm(_np(forces) - ref_f, axis=1))
+        parts["atom_error"].append(np.linalg.norm(_np(out.forces) - ref_f, axis=1))
         parts["atom_u"].append(_np(atom_u))
         parts["numbers"].append(_np(graph.atomic_numbers).astype(int))
     return Residuals(**{name: np.concatenate(values) for name, values in parts.items()})
