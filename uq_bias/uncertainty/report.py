@@ -1,8 +1,9 @@
 """The calibration report on disk: JSON and a reliability plot (PNG), both written atomically.
 
-The plot has two panels: observed against expected coverage of the central Gaussian intervals
-z_p U (energies and per-atom forces; the diagonal is perfect calibration), and the error against
-the calibrated uncertainty on log axes (the line error = U).
+The plot has two panels: observed against expected coverage of the error distribution the
+calibration implies (per-component Gaussian: |dE| half-normal, |dF_i| chi with 3 degrees of
+freedom; see :mod:`uq_bias.uncertainty.calibration`; the diagonal is perfect calibration), and
+the error against the calibrated uncertainty on log axes (the line error = U).
 """
 
 from __future__ import annotations
