@@ -48,19 +48,17 @@ class Predictions:
 
 def predict(model, frames: Sequence[Atoms], chunk: int = 16) -> Predictions:
     """Predictions of an uncertainty model on labelled ``frames`` (labels in ``atoms.calc``)."""
-    from uq_bias.uncertainty.calibration import predict_with_forces
-
     parts: dict[str, list] = {name: [] for name in Predictions.__dataclass_fields__}
     for start in range(0, len(frames), chunk):
         batch = list(frames[start : start + chunk])
-        _, out, forces = predict_with_forces(model, batch)
+        out = model(model.graph(batch), forces=True)
 
         def np_(t: torch.Tensor) -> np.ndarray:
             return t.detach().cpu().double().numpy()
 
         parts["energy"].append(np_(out.energy))
         parts["energy_uncertainty"].append(np_(out.energy_uncertainty))
-        parts["forces"].append(np_(forces))
+        parts["forces"].append(np_(out.forces))
         parts["atom_uncertainty"].append(np_(out.atom_uncertainty))
         parts["energy_ref"].append([a.get_potential_energy() for a in batch])
         parts["forces_ref"].append(np.concatenate([a.get_forces() for a in batch]))
