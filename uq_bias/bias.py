@@ -88,7 +88,9 @@ class BiasConfig:
         f"{DEFAULT_TAU_REL} when neither tau nor tau_rel is given).",
     )
     window: int = option(
-        100, "Distinct configurations averaged for tau_rel (unbiased until the window is full)."
+        100,
+        "Distinct configurations averaged for tau_rel (a fresh window is unbiased until full; "
+        "campaign walkers start with a seeded or carried-over one).",
     )
     weights: dict[str | int, float] = option(
         {}, "Per-element weights of the bias force, e.g. {H: 0.0} (default 1 for every element)."

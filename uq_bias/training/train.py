@@ -71,16 +71,13 @@ class FitOptions:
     seed: int = option(0, "Seed of the model initialisation, shuffling and Lightning.")
     fine_tune_lr: float | None = option(
         1e-3,
-        "Learning rate when training starts from a trained model (train(init=...), every "
-        "campaign iteration after the first with model.fine_tune); null: lr. A model that "
-        "already fits its data is knocked away from it by a fresh-training rate (MACE's own "
-        "fine-tuning lowers the rate too).",
+        "Learning rate when training starts from a trained model (train(init=...): campaign "
+        "iterations after the first, model.file); null: lr.",
     )
     keep_initial: bool = option(
         False,
-        "Let the model before training compete for the best weights (and be the validation "
-        "loss early stopping must beat). False: the best trained epoch is returned, so new "
-        "labels always change a fine-tuned model.",
+        "Let the starting model win when no epoch beats its validation loss (new labels may then "
+        "change nothing); false returns the best trained epoch.",
     )
 
     def __post_init__(self):
