@@ -453,7 +453,9 @@ def select(ctx: Context, k: int) -> None:
     gradient features conditioned on every labelled frame, whatever its role (training,
     validation, calibration), so that no label is spent next to one already paid for; for an
     ensemble these are its members' features, so a batch is not capped at K - 1 max-det picks
-    (:class:`uq_bias.uncertainty.conditioned.ConditionedFeatures`)."""
+    (:class:`uq_bias.uncertainty.conditioned.ConditionedFeatures`). The test set (``data.test``)
+    is left out on purpose: a loop that steers its labels away from the test frames would no
+    longer be judged by data it never used."""
     from uq_bias.selection import SelectionOptions
     from uq_bias.selection import select as select_batch
 
