@@ -4,6 +4,8 @@ the stopped walker for "a walker stops alone", and ase.io for the files."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -117,7 +119,7 @@ def test_without_friction_it_is_ase_velocity_verlet(morse):
         thermalize_momenta(atoms, 300, rng=np.random.default_rng(k))
         Stationary(atoms)
         frames.append(atoms)
-    forces_of = BatchedForces(morse, None, len(frames))
+    forces_of = BatchedForces(morse, None, [len(a) for a in frames])
     r = torch.tensor(np.concatenate([a.positions for a in frames]))
     p = torch.tensor(np.concatenate([a.get_momenta() for a in frames]))
     m = torch.tensor(np.concatenate([a.get_masses() for a in frames]))
@@ -159,13 +161,16 @@ def test_without_friction_it_is_ase_velocity_verlet(morse):
     ],
     ids=["absolute", "relative", "relative-split-every-2"],
 )
-def test_batched_biased_forces_equal_the_ase_calculator(morse_uq, bias):
+@pytest.mark.parametrize("batch_atoms", [None, 12], ids=["one-call", "chunks"])
+def test_batched_biased_forces_equal_the_ase_calculator(morse_uq, bias, batch_atoms):
     """Every walker (two cells and a cluster in one batch, each with its own tau_rel window,
     walker 0's seeded from a saved state): the forces the batched engine used at every step
     equal a fresh uq_bias.Calculator's biased forces on that walker's own configurations, in
     order, to 1e-10; the windows handed back equal the calculators' windows."""
-    starts = [_cell(5), _cluster(6), _cell(7, a=3.5)]
-    config = ExploreConfig(steps=8, sample_every=1, watchdog=QUIET, progress=False, seed=3)
+    starts = [_cell(5), _cluster(6), _cell(7, a=3.5)]  # 8, 4, 8 atoms: chunks (0, 1), (2)
+    config = ExploreConfig(
+        steps=8, sample_every=1, watchdog=QUIET, progress=False, seed=3, batch_atoms=batch_atoms
+    )
     seeded = {"forces": [0.4, 0.6], "bias": [0.01, 0.03]} if bias.tau_rel else None
     specs = walker_specs(
         Calculator(morse_uq, bias=bias), starts, config, walkers=3, bias_states=[seeded, None, None]
@@ -198,14 +203,17 @@ def test_batched_biased_forces_equal_the_ase_calculator(morse_uq, bias):
         assert runs[0].frames[0].info[keys.BIAS_STRENGTH] > 0  # the seeded window acts at once
 
 
-def test_a_stopped_walker_stops_alone(morse_uq, tmp_path):
+@pytest.mark.parametrize("batch_atoms", [None, 16], ids=["one-call", "chunks"])
+def test_a_stopped_walker_stops_alone(morse_uq, tmp_path, batch_atoms):
     """Walker 1 (a compressed cell, far from the training cells) trips the uncertainty
     threshold mid-run; walkers 0 and 2 run to the end along exactly the trajectories they
     follow when walker 1 is not stopped (per-walker random streams and bias windows); files
     read back with ase.io."""
     starts = [_cell(8), _cell(9, a=3.35), _cell(10)]
     calc = Calculator(morse_uq, bias=BiasConfig(tau_rel=0.3, window=2))
-    config = ExploreConfig(steps=10, sample_every=1, watchdog=QUIET, progress=False, seed=5)
+    config = ExploreConfig(
+        steps=10, sample_every=1, watchdog=QUIET, progress=False, seed=5, batch_atoms=batch_atoms
+    )
     probe = explore(calc, starts, config, walkers=3, engine="batched")
     u = [
         np.array([f.arrays[keys.FORCES_UNCERTAINTY].max() for f in w.frames]) for w in probe.walkers
@@ -215,7 +223,7 @@ def test_a_stopped_walker_stops_alone(morse_uq, tmp_path):
     threshold = max(others, u[1][:2].max()) * (1 + 1e-9)  # crossed at step 3 or later
     expected_step = int(np.argmax(u[1] > threshold)) + 1
     watchdog = WatchdogConfig(max_uncertainty=threshold, min_distance=None, max_force=None)
-    config = ExploreConfig(steps=10, sample_every=1, watchdog=watchdog, progress=False, seed=5)
+    config = replace(config, watchdog=watchdog)
     trajectory = tmp_path / "traj.extxyz"
     runs = explore(calc, starts, config, walkers=3, engine="batched", trajectory=trajectory)
     assert runs.stop_reasons == ["completed", "uncertainty", "completed"]

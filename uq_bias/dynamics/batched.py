@@ -35,6 +35,11 @@ from uq_bias.dynamics.walker import (
 )
 from uq_bias.dynamics.watchdog import Verdict, Watchdog
 
+#: Atoms per model call on the CPU when ``ExploreConfig.batch_atoms`` is unset: larger batches
+#: gain nothing there (measured: 16 alanine dipeptides per call 1.5x faster per walker-step
+#: than one at a time, 64 per call slower than 16; benchmarks/exploration_speed.py).
+CPU_BATCH_ATOMS = 400
+
 
 @dataclass
 class _Walker:
@@ -65,46 +70,91 @@ class BatchedForces:
     """Biased forces of a batch of walkers: ``forces(atoms_list)`` -> (F (N, 3) float64 on the
     model's device, one ASE-style results dict per walker).
 
+    The walkers are evaluated in fixed chunks of consecutive walkers (one model call each), at
+    most ``batch_atoms`` atoms per chunk (at least one walker), each chunk with its own
+    :class:`~uq_bias.bias.Bias` (one relative-strength window per walker; all chunks step
+    together, so they split on the same steps). A walker that stops leaves its chunk.
+
     Args:
         model: an uncertainty model (or a plain adapter without ``bias``).
         bias: a :class:`~uq_bias.BiasConfig` or None.
-        walkers: W, the batch size at the start (relative strength: one window each).
+        sizes: the number of atoms of each walker at the start.
+        batch_atoms: most atoms per model call; None: all walkers in one call.
     """
 
-    def __init__(self, model, bias: BiasConfig | None, walkers: int):
+    def __init__(self, model, bias: BiasConfig | None, sizes: Sequence[int], batch_atoms=None):
         self.model = model
-        self.bias = None if bias is None else Bias(bias, model, walkers=walkers)
+        self.counts = _chunk_counts(sizes, batch_atoms)
+        self.biases = [None if bias is None else Bias(bias, model, walkers=n) for n in self.counts]
+
+    def _locate(self, k: int) -> tuple[int, int]:
+        """(chunk, position in the chunk) of walker k of the batch."""
+        for c, n in enumerate(self.counts):
+            if k < n:
+                return c, k
+            k -= n
+        raise IndexError(k)
 
     def keep(self, walkers: Sequence[int]) -> None:
-        """Only ``walkers`` (positions in the current batch) take part from now on."""
-        if self.bias is not None:
-            self.bias.keep(walkers)
+        """Only ``walkers`` (positions in the current batch, increasing) take part from now on."""
+        kept: list[list[int]] = [[] for _ in self.counts]
+        for k in walkers:
+            c, j = self._locate(k)
+            kept[c].append(j)
+        for bias, positions in zip(self.biases, kept):
+            if bias is not None:
+                bias.keep(positions)
+        pairs = [(bias, len(p)) for bias, p in zip(self.biases, kept) if p]
+        self.biases, self.counts = [b for b, _ in pairs], [n for _, n in pairs]
+
+    def _strength(self, k: int):
+        bias = self.biases[self._locate(k)[0]]
+        if bias is None or bias.strengths is None:
+            return None
+        return bias.strengths[self._locate(k)[1]]
 
     def restore(self, states: Sequence[dict | None]) -> None:
         """Start walker k's relative-bias window from ``states[k]`` (see
         ``WalkerSpec.bias_state``; None: an empty window)."""
         from uq_bias.bias import RelativeStrength
 
-        if self.bias is None or self.bias.strengths is None:
-            return
         for k, state in enumerate(states):
-            if state is not None:
-                old = self.bias.strengths[k]
-                self.bias.strengths[k] = RelativeStrength.from_state(state, old.tau_rel, old.window)
+            old = self._strength(k)
+            if state is not None and old is not None:
+                c, j = self._locate(k)
+                new = RelativeStrength.from_state(state, old.tau_rel, old.window)
+                self.biases[c].strengths[j] = new
 
     def state(self, k: int) -> dict | None:
         """Walker k's (position in the batch) relative-bias window, or None."""
-        if self.bias is None or self.bias.strengths is None:
-            return None
-        return self.bias.strengths[k].state()
+        strength = self._strength(k)
+        return None if strength is None else strength.state()
 
     def __call__(self, frames: Sequence[Atoms]) -> tuple[torch.Tensor, list[dict]]:
-        graph = self.model.graph(list(frames))
-        stress = bool(graph.periodic.any())
-        graph = graph.requires_grad_(positions=True, strain=stress)
-        tensors = evaluate(self.model, self.bias, graph, stress)
-        forces = tensors[keys.FORCES].detach().to(torch.float64)
-        return forces, split_results(tensors, graph)
+        forces, results, start = [], [], 0
+        for bias, n in zip(self.biases, self.counts):
+            graph = self.model.graph(list(frames[start : start + n]))
+            stress = bool(graph.periodic.any())
+            graph = graph.requires_grad_(positions=True, strain=stress)
+            tensors = evaluate(self.model, bias, graph, stress)
+            forces.append(tensors[keys.FORCES].detach().to(torch.float64))
+            results.extend(split_results(tensors, graph))
+            start += n
+        return torch.cat(forces), results
+
+
+def _chunk_counts(sizes: Sequence[int], batch_atoms: int | None) -> list[int]:
+    """Walkers per chunk: consecutive walkers while their atoms fit in ``batch_atoms``."""
+    if batch_atoms is None:
+        return [len(sizes)]
+    counts, atoms = [0], 0
+    for size in sizes:
+        if counts[-1] and atoms + size > batch_atoms:
+            counts.append(0)
+            atoms = 0
+        counts[-1] += 1
+        atoms += size
+    return counts
 
 
 class _Batch:
@@ -178,7 +228,8 @@ def run_batched(model, bias: BiasConfig | None, specs: Sequence[WalkerSpec]) -> 
     walkers = [_start(spec) for spec in specs]
     try:
         device = next(model.parameters()).device
-        forces = BatchedForces(model, bias, len(walkers))
+        sizes = [len(w.atoms) for w in walkers]
+        forces = BatchedForces(model, bias, sizes, _batch_atoms(config, device))
         forces.restore([spec.bias_state for spec in specs])
         batch = _Batch(walkers, device)
         _run(forces, batch, config)
@@ -188,6 +239,13 @@ def run_batched(model, bias: BiasConfig | None, specs: Sequence[WalkerSpec]) -> 
         for walker in walkers:
             walker.writer.close()
     return [walker.result for walker in walkers]
+
+
+def _batch_atoms(config, device: torch.device) -> int | None:
+    """Atoms per model call: the config's, else all on a GPU and CPU_BATCH_ATOMS on the CPU."""
+    if config.batch_atoms is not None:
+        return config.batch_atoms
+    return None if device.type == "cuda" else CPU_BATCH_ATOMS
 
 
 def _run(forces: BatchedForces, batch: _Batch, config) -> None:

@@ -66,6 +66,11 @@ class ExploreConfig:
         "ase: ASE integrators, one walker after another (NVT and NPT); batched: all walkers in "
         "one graph per MD step on the model's device (Langevin NVT).",
     )
+    batch_atoms: int | None = option(
+        None,
+        "Batched engine: most atoms per model call (walkers go in chunks); null: all walkers "
+        "in one call on a GPU, 400 atoms per call on the CPU.",
+    )
     device: str | None = option(
         None,
         "Where the model runs during MD: auto, cpu, cuda or cuda:<k>; the model is moved there "
@@ -90,6 +95,13 @@ class ExploreConfig:
         if self.npt_cell not in NPT_CELLS:
             raise ValueError(f"ExploreConfig: npt_cell {self.npt_cell!r} not in {NPT_CELLS}")
         check_device_name(self.device, "ExploreConfig: device")
+        if self.batch_atoms is not None and not (
+            isinstance(self.batch_atoms, int) and self.batch_atoms >= 1
+        ):
+            raise ValueError(
+                f"ExploreConfig: batch_atoms must be an integer >= 1 or None, got "
+                f"{self.batch_atoms!r}"
+            )
         if self.engine not in ENGINES:
             raise ValueError(f"ExploreConfig: engine {self.engine!r} not in {ENGINES}")
         if self.engine == "batched" and self.ensemble != "nvt":
