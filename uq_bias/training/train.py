@@ -72,8 +72,8 @@ class FitOptions:
     fine_tune_lr: float | None = option(
         None,
         "Learning rate when training starts from a trained model (train(init=...): campaign "
-        "iterations after the first, model.file); null: lr. Lower it (e.g. 1e-4) to fine-tune a "
-        "foundation model.",
+        "iterations after the first, model.file); null: lr. Lower it for a pre-trained "
+        "foundation model, or when a few epochs are too few to recover from the restart.",
     )
     keep_initial: bool = option(
         False,
