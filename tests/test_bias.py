@@ -223,6 +223,35 @@ def test_relative_strength_follows_the_window(untrained_ensemble, cu8):
     assert len(calc.bias.relative.forces) == window
 
 
+def test_split_interval_measures_every_mth_step(gradient_model, methanol):
+    """tau_rel with split=False, split_every=m: the window takes configurations 1, 1+m, ...;
+    between them one pass over E_b = E - tau U gives F + tau dU/dr, with F, dU/dr and the
+    means from a separate split calculator at tau = 1 (the reference)."""
+    tau_rel, window, every, steps = 0.3, 4, 2, 9
+    bias = BiasConfig(tau_rel=tau_rel, window=window, split=False, split_every=every)
+    calc = Calculator(gradient_model, bias=bias)
+    unit = Calculator(gradient_model, bias=BiasConfig(tau=1.0))
+    rng = np.random.default_rng(1)
+    atoms, measured = methanol.copy(), []
+    for step in range(steps):
+        atoms.positions += rng.normal(scale=0.02, size=atoms.positions.shape)
+        probe = atoms.copy()
+        probe.calc = unit
+        probe.get_forces()
+        forces, du_dr = unit.results[keys.UNBIASED_FORCES], unit.results[keys.BIAS_FORCES]
+        tau = 0.0
+        if len(measured) >= window // every:
+            recent = np.array(measured[-(window // every) :])
+            tau = tau_rel * recent[:, 0].mean() / recent[:, 1].mean()
+        atoms.calc = calc
+        np.testing.assert_allclose(atoms.get_forces(), forces + tau * du_dr, atol=1e-10)
+        assert (keys.UNBIASED_FORCES in calc.results) == (step % every == 0)
+        if step % every == 0:
+            norms = np.linalg.norm(forces, axis=1).mean(), np.linalg.norm(du_dr, axis=1).mean()
+            measured.append(norms)
+    assert tau > 0  # the window filled
+
+
 def test_relative_strength_state_is_per_object():
     a, b = RelativeStrength(0.1, window=1), RelativeStrength(0.1, window=1)
     assert a.tau(b"x", 1.0, 2.0) == 0.0
@@ -352,10 +381,10 @@ def test_bad_input_is_a_clear_error(tiny_mace, untrained_ensemble):
         BiasConfig(tau=1.0, weights={"H": -1.0})
     with pytest.raises(ValueError, match="unknown gradient"):
         BiasConfig(tau=1.0, gradient="magic")
-    with pytest.raises(ValueError, match="split=False"):
-        BiasConfig(tau_rel=0.1, split=False)
-    with pytest.raises(ValueError, match="split=False"):
-        BiasConfig(tau=1.0, weights={"H": 0.0}, split=False)
+    with pytest.raises(ValueError, match="split=False.*all equal"):
+        Calculator(untrained_ensemble, bias=BiasConfig(tau=1.0, weights={"H": 0.0}, split=False))
+    with pytest.raises(ValueError, match="split_every must be an integer >= 1"):
+        BiasConfig(tau_rel=0.1, split=False, split_every=0)
     with pytest.raises(ValueError, match="window must be an integer >= 1"):
         BiasConfig(tau_rel=0.1, window=0)
 

@@ -106,21 +106,23 @@ def atom_errors(p: Predictions, limit: int = 4000) -> dict[str, list]:
 def fit(
     model_paths: Sequence[str],
     train: Sequence[Atoms],
-    valid: Sequence[Atoms],
+    calibration: Sequence[Atoms],
     config: cfg.CampaignConfig,
 ):
     """The uncertainty model of the trained model file(s): an ensemble when
     ``config.model.ensemble > 1``, else gradient features (``config.uncertainty``) fitted on
-    ``train``; calibrated on ``valid`` (``config.calibration``). Returns (model, report)."""
+    ``train``; calibrated (``config.calibration``) on ``calibration``, frames used for nothing
+    else. Returns (model, report)."""
+    from uq_bias.device import resolve_device
     from uq_bias.uncertainty import calibrate
     from uq_bias.uncertainty.workflow import build
 
     paths = [str(p) for p in model_paths]
     options = replace(config.uncertainty, seed=config.seed)
-    model = build(paths, options)
+    model = build(paths, options).to(resolve_device(config.device))
     if len(paths) == 1:
         model.fit(list(train))
-    report = calibrate(model, list(valid), **asdict(config.calibration))
+    report = calibrate(model, list(calibration), **asdict(config.calibration))
     return model, report
 
 
@@ -132,8 +134,9 @@ def save(model, path: str | Path) -> None:
     save_uncertainty(model, path)
 
 
-def load(path: str | Path):
-    """Load what :func:`save` wrote (the model files it names are trusted pickles)."""
+def load(path: str | Path, device: str | None = None):
+    """Load what :func:`save` wrote (the model files it names are trusted pickles), on
+    ``device`` (see :func:`uq_bias.device.resolve_device`)."""
     from uq_bias.uncertainty import load as load_uncertainty
 
-    return load_uncertainty(path)
+    return load_uncertainty(path, device=device)

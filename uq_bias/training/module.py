@@ -40,6 +40,9 @@ class AtomisticLitModule(lightning.LightningModule):
         scheduler: 'plateau' (x factor after ``scheduler_patience`` epochs without progress on
             val_loss), 'cosine' (to 0 over ``max_epochs``) or 'none'.
         max_epochs: used by the cosine schedule.
+        keep_initial: the model before training (epoch 0, the sanity check of ``fit``) competes
+            for ``best_state``; False: only trained epochs do (so fine-tuning always changes
+            the model).
 
     After each validation epoch ``record`` holds that epoch's metrics (plain floats) and
     ``history`` all of them so far; after
@@ -58,6 +61,7 @@ class AtomisticLitModule(lightning.LightningModule):
         scheduler_patience: int = 5,
         scheduler_factor: float = 0.8,
         max_epochs: int = 100,
+        keep_initial: bool = True,
     ):
         super().__init__()
         if scheduler not in SCHEDULERS:
@@ -71,6 +75,7 @@ class AtomisticLitModule(lightning.LightningModule):
         self.scheduler_name = scheduler
         self.scheduler_patience, self.scheduler_factor = scheduler_patience, scheduler_factor
         self.max_epochs = max_epochs
+        self.keep_initial = keep_initial
         self.ema: ExponentialMovingAverage | None = None
         self.record: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
@@ -154,7 +159,8 @@ class AtomisticLitModule(lightning.LightningModule):
         self.record = {"epoch": epoch, "lr": lr} | {k: float(v) for k, v in metrics.items()}
         self.history.append(dict(self.record))
         val_loss = self.record["val_loss"]
-        if val_loss < self.best_loss:
+        competes = self.keep_initial or not (fitting and sanity)
+        if competes and val_loss < self.best_loss:
             self.best_loss = val_loss
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 

@@ -7,8 +7,9 @@ file in the same directory, then ``os.replace``), which ``mace.calculators.MACEC
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -68,6 +69,16 @@ class FitOptions:
     )
     patience: int = option(20, "Early-stopping patience on val_loss.", unit="epochs")
     seed: int = option(0, "Seed of the model initialisation, shuffling and Lightning.")
+    fine_tune_lr: float | None = option(
+        1e-3,
+        "Learning rate when training starts from a trained model (train(init=...): campaign "
+        "iterations after the first, model.file); null: lr.",
+    )
+    keep_initial: bool = option(
+        False,
+        "Let the starting model win when no epoch beats its validation loss (new labels may then "
+        "change nothing); false returns the best trained epoch.",
+    )
 
     def __post_init__(self):
         if self.max_epochs < 0:
@@ -78,6 +89,14 @@ class FitOptions:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+        for name in ("lr", "fine_tune_lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"FitOptions: {name} must be a number > 0, got {value!r}")
+
+    def for_fine_tuning(self) -> FitOptions:
+        """These options with ``lr`` set to ``fine_tune_lr`` (when given)."""
+        return self if self.fine_tune_lr is None else replace(self, lr=self.fine_tune_lr)
 
 
 @dataclass
@@ -103,7 +122,9 @@ def fit(
     :func:`~uq_bias.training.labels.labelled`); a frame without energy or forces is an error.
 
     Early stopping watches val_loss (``options.patience`` epochs); the returned model holds the
-    (EMA) weights of the best validation epoch, which may be the initial weights.
+    (EMA) weights of the best trained epoch, or, with ``options.keep_initial``, of the best
+    validation epoch including the initial weights (then early stopping must beat them too).
+    ``options.lr`` is used as it is: :func:`train` switches to ``fine_tune_lr`` itself.
     """
     options, trainer_options = options or FitOptions(), trainer_options or TrainerOptions()
     train_frames = _frames(train_frames, "training", LabelKeys())
@@ -119,6 +140,7 @@ def fit(
         ema_decay=options.ema_decay,
         scheduler=options.scheduler,
         max_epochs=options.max_epochs,
+        keep_initial=options.keep_initial,
     )
     data = AtomsDataModule(
         train_frames,
@@ -207,8 +229,8 @@ def train(
     Args:
         train, valid: extended-XYZ paths or lists of ``ase.Atoms`` with labels.
         out: the model file to write (a normal MACE model file).
-        init: a MACE model file to fine-tune; ``preset``, ``cutoff`` and ``statistics`` are then
-            ignored (the model's own are kept).
+        init: a MACE model file to fine-tune (at ``options.fine_tune_lr``); ``preset``,
+            ``cutoff`` and ``statistics`` are then ignored (the model's own are kept).
         preset: model size for a fresh model, one of :data:`uq_bias.training.build.PRESETS`.
         cutoff: neighbour cutoff of a fresh model, A.
         dtype: 'float64' or 'float32'.
@@ -245,5 +267,7 @@ def train(
         model = load_model(mace)
     if log == "auto":
         log = out.with_name(f"{out.stem}_metrics.csv")
+    if init is not None:
+        options = options.for_fine_tuning()
     result = fit(model, train_frames, valid_frames, options, trainer_options, log)
     return save_model(result.model, out)

@@ -182,13 +182,19 @@ def _set_state(model: UncertaintyModel, state: dict[str, torch.Tensor]) -> None:
 def load(
     path: str | Path,
     model: AtomisticModel | torch.nn.Module | str | Path | Sequence | None = None,
+    *,
+    device: str | torch.device | None = None,
 ) -> UncertaintyModel:
     """Load a saved uncertainty model from the folder ``path``.
 
     ``model`` is the wrapped model (an adapter, module or file) or, for an ensemble, the list of
     members; by default the model file path(s) recorded at save time (trusted pickles).
-    Raises ValueError when ``model`` is not the one the state was fitted for.
+    ``device``: "auto" (a GPU if this process sees one), "cpu", "cuda", "cuda:<k>", or None
+    (where the model files load: the CPU). Raises ValueError when ``model`` is not the one the
+    state was fitted for, or for a device this process cannot use.
     """
+    from uq_bias.device import resolve_device
+
     path = Path(path)
     config, state = _read(path)
     if config["kind"] not in REGISTRY:
@@ -202,4 +208,5 @@ def load(
         _recorded_paths(config, path) if model is None else [None] * len(adapters)
     )
     _set_state(result, state)
-    return result
+    target = resolve_device(device)
+    return result if target is None else result.to(target)
