@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 from ase import Atoms, units
@@ -31,9 +31,12 @@ from uq_bias.device import check_device_name
 from uq_bias.dynamics.watchdog import FOUND, Verdict, Watchdog, WatchdogConfig
 from uq_bias.options import option
 
-ENSEMBLES = ("nvt", "npt")
-NPT_CELLS = ("full", "isotropic")
-ENGINES = ("ase", "batched")
+Ensemble = Literal["nvt", "npt"]
+NptCell = Literal["full", "isotropic"]
+Engine = Literal["ase", "batched"]
+ENSEMBLES = get_args(Ensemble)
+NPT_CELLS = get_args(NptCell)
+ENGINES = get_args(Engine)
 
 
 @dataclass(frozen=True)
@@ -47,21 +50,19 @@ class ExploreConfig:
     temperature: float = option(
         300.0, "Thermostat target and initial Maxwell-Boltzmann velocities.", unit="K"
     )
-    ensemble: Literal["nvt", "npt"] = option(
-        "nvt", "nvt (Langevin) or npt (MTK barostat; periodic cells only)."
-    )
+    ensemble: Ensemble = option("nvt", "nvt (Langevin) or npt (MTK barostat; periodic cells only).")
     pressure: float = option(0.0, "External pressure of NPT.", unit="GPa")
     friction: float = option(0.01, "Langevin friction (NVT).", unit="1/fs")
     tdamp: float = option(100.0, "NPT thermostat time constant.", unit="fs")
     pdamp: float = option(1000.0, "NPT barostat time constant.", unit="fs")
-    npt_cell: Literal["full", "isotropic"] = option(
+    npt_cell: NptCell = option(
         "full", "NPT cell motion: full (shape and volume) or isotropic (volume only)."
     )
     sample_every: int = option(10, "Keep a candidate frame every this many steps.")
     watchdog: WatchdogConfig = option(WatchdogConfig(), "When a walker stops.")
     seed: int = option(0, "Base seed; walker k uses the seed sequence (seed, k).")
     progress: bool = option(True, "Show a progress bar.")
-    engine: Literal["ase", "batched"] = option(
+    engine: Engine = option(
         "ase",
         "ase: ASE integrators, one walker after another (NVT and NPT); batched: all walkers in "
         "one graph per MD step on the model's device (Langevin NVT).",
