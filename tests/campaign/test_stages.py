@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 
@@ -252,3 +253,52 @@ def test_ensemble_campaign_selects_full_batches(tmp_path):
     kernels = [_kernel(load_model(p), labelled, pool, 1e-2).numpy() for p in paths]
     expected = greedy_logdet_reference(torch.from_numpy(np.mean(kernels, axis=0)), 8)
     assert selection["indices"] == expected
+
+
+def test_explore_stage_runs_the_batched_engine(tmp_path, cu_frames):
+    """exploration.engine: batched in the YAML: one batch writes every walker's frames and
+    record like the ASE path; each frame's uncertainty is the saved model's at its positions."""
+    from ase.io import read
+
+    from uq_bias import keys
+    from uq_bias.calculator import Calculator
+    from uq_bias.campaign import uq
+    from uq_bias.campaign.stages import explore, uncertainty_dir
+    from uq_bias.campaign.state import read_json
+    from uq_bias.models import load_model
+    from uq_bias.training import build_mace, save_model
+
+    mace = build_mace([13, 29], cutoff=4.0, preset="tiny", seed=0)
+    path = str(save_model(load_model(mace), tmp_path / "member.model"))
+    yaml_data = {
+        "data": {"structures": "x.xyz"},
+        "device": "cpu",
+        "exploration": {
+            "engine": "batched",
+            "walkers": 3,
+            "steps": 6,
+            "sample_every": 2,
+            "bias": {"tau_rel": 0.5, "window": 2},
+        },
+    }
+    config = from_dict(yaml_data, tmp_path)
+    model, _ = uq.fit([path], cu_frames[:6], cu_frames[6:], config)
+    state = CampaignState(tmp_path / "c")
+    ctx = Context(state, config, None, [cu_frames[0], cu_frames[1]], say=lambda _: None)
+    uq.save(model, uncertainty_dir(ctx, 1))
+    explore(ctx, 1)
+    walkers = ctx.dir(1) / "walkers"
+    candidates = read(ctx.dir(1) / "candidates.extxyz", ":")
+    assert len(candidates) == 9  # 3 walkers, steps 2, 4, 6
+    loaded = uq.load(uncertainty_dir(ctx, 1))
+    for i in range(3):
+        assert read_json(walkers / f"w{i:02d}.json")["stop_reason"] == "completed"
+        frames = read(walkers / f"w{i:02d}.extxyz", ":")
+        assert [f.info["walker"] for f in frames] == [i] * 3
+        for frame in frames:
+            atoms = frame.copy()
+            atoms.calc = Calculator(loaded)
+            atoms.get_forces()
+            expected = atoms.calc.results[keys.ENERGY_UNCERTAINTY]
+            assert frame.info[keys.ENERGY_UNCERTAINTY] == pytest.approx(expected, rel=1e-5)
+    assert max(f.info[keys.BIAS_STRENGTH] for f in candidates) > 0

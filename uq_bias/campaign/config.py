@@ -214,6 +214,12 @@ class CampaignConfig:
         "beside it.",
     )
     seed: int = option(0, "Seed of everything random (rattles, splits, models, sketches, MD).")
+    device: str = option(
+        "auto",
+        "Where the uncertainty model runs for calibration, metrics, exploration MD and "
+        "selection: auto (a GPU when the process sees one), cpu, cuda or cuda:<k>; each worker "
+        "resolves it itself (training: trainer.accelerator; MD: exploration.device overrides).",
+    )
     data: DataConfig = option(DataConfig(), "Start structures and first data.")
     oracle: OracleSpec = option(OracleSpec(), "The reference method that labels frames.")
     model: ModelConfig = option(ModelConfig(), "The model to train.")
@@ -261,8 +267,14 @@ def _reject_set_by_campaign(data: dict) -> None:
 
 def _check(config: CampaignConfig) -> None:
     """Rules between keys; raise ConfigError naming the key."""
+    from uq_bias.device import check_device_name
+
     if not config.data.structures:
         raise ConfigError("config key 'data.structures': give the start structures")
+    try:
+        check_device_name(config.device)
+    except ValueError as err:
+        raise ConfigError(f"config key 'device': {err}") from err
 
 
 def from_dict(data: dict, base_dir: str | Path = ".") -> CampaignConfig:

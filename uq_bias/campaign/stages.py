@@ -293,7 +293,7 @@ def fit_uncertainty(ctx: Context, k: int) -> None:
 
 
 def load_uncertainty(ctx: Context, k: int):
-    return unc.load(uncertainty_dir(ctx, k))
+    return unc.load(uncertainty_dir(ctx, k), device=ctx.config.device)
 
 
 def metrics(ctx: Context, k: int) -> None:
@@ -394,12 +394,19 @@ def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
 
 def explore(ctx: Context, k: int) -> None:
     """Biased MD from every walker; each walker's frames are saved as it finishes."""
-    from uq_bias.dynamics import CalculatorRecipe, ExploreConfig, run_walker, walker_specs
+    from uq_bias.dynamics import (
+        CalculatorRecipe,
+        ExploreConfig,
+        run_batched,
+        run_walker,
+        walker_specs,
+    )
 
     e = ctx.config.exploration
     seed = ctx.config.seed * 1000 + k
     explore_config = replace(narrow(e, ExploreConfig), seed=seed, progress=False)
-    recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=e.bias)
+    device = e.device or ctx.config.device
+    recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=e.bias, device=device)
     states = bias_states(ctx, k, e.walkers)
     specs = walker_specs(
         recipe, walker_starts(ctx), explore_config, walkers=e.walkers, bias_states=states
@@ -424,7 +431,14 @@ def explore(ctx: Context, k: int) -> None:
             },
         )
 
-    map_resumable(ctx, run_walker, specs, done, save)
+    if e.engine == "batched":  # one batch in this process, on the device
+        todo = [i for i in range(len(specs)) if not done(i)]
+        if todo:
+            results = run_batched(recipe.load_model(), recipe.bias, [specs[i] for i in todo])
+            for i, result in zip(todo, results):
+                save(i, result)
+    else:
+        map_resumable(ctx, run_walker, specs, done, save)
     candidates = []
     for i in range(len(specs)):
         candidates.extend(read_frames(folder / f"w{i:02d}.extxyz"))

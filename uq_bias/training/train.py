@@ -16,14 +16,13 @@ from typing import Literal
 import lightning
 import torch
 from ase import Atoms
-from lightning.pytorch.callbacks import EarlyStopping
 
 from uq_bias.atomic import atomic_path
 from uq_bias.models import AtomisticModel, load_model
 from uq_bias.models.mace import MACEAdapter  # light: mace itself loads only when one is built
 from uq_bias.options import option
 from uq_bias.training.build import PRESETS, DataStatistics, ModelOptions, build_mace
-from uq_bias.training.callbacks import EpochCSVLogger
+from uq_bias.training.callbacks import EarlyStoppingFromStart, EpochCSVLogger
 from uq_bias.training.datamodule import AtomsDataModule
 from uq_bias.training.labels import LabelKeys, check_elements, elements, labelled, read_frames
 from uq_bias.training.loss import LossWeights
@@ -72,16 +71,13 @@ class FitOptions:
     seed: int = option(0, "Seed of the model initialisation, shuffling and Lightning.")
     fine_tune_lr: float | None = option(
         1e-3,
-        "Learning rate when training starts from a trained model (train(init=...), every "
-        "campaign iteration after the first with model.fine_tune); null: lr. A model that "
-        "already fits its data is knocked away from it by a fresh-training rate (MACE's own "
-        "fine-tuning lowers the rate too).",
+        "Learning rate when training starts from a trained model (train(init=...): campaign "
+        "iterations after the first, model.file); null: lr.",
     )
     keep_initial: bool = option(
         False,
-        "Let the model before training compete for the best weights (and be the validation "
-        "loss early stopping must beat). False: the best trained epoch is returned, so new "
-        "labels always change a fine-tuned model.",
+        "Let the starting model win when no epoch beats its validation loss (new labels may then "
+        "change nothing); false returns the best trained epoch.",
     )
 
     def __post_init__(self):
@@ -144,6 +140,7 @@ def fit(
         ema_decay=options.ema_decay,
         scheduler=options.scheduler,
         max_epochs=options.max_epochs,
+        keep_initial=options.keep_initial,
     )
     data = AtomsDataModule(
         train_frames,
@@ -155,29 +152,31 @@ def fit(
         seed=options.seed,
     )
     csv_logger = EpochCSVLogger(log) if log is not None else None
-    early_stopping = EarlyStopping("val_loss", patience=options.patience)
+    early_stopping = EarlyStoppingFromStart("val_loss", patience=options.patience)
+    training = options.max_epochs > 0
+    # validation alone (max_epochs=0) runs in this process: nothing to distribute
+    distributed = {
+        "accelerator": trainer_options.accelerator,
+        "devices": trainer_options.devices if training else 1,
+        "num_nodes": trainer_options.num_nodes if training else 1,
+        "strategy": trainer_options.strategy if training else "auto",
+    }
     trainer = lightning.Trainer(
         max_epochs=options.max_epochs,
-        accelerator=trainer_options.accelerator,
-        devices=trainer_options.devices,
-        num_nodes=trainer_options.num_nodes,
-        strategy=trainer_options.strategy,
+        **distributed,
         enable_progress_bar=trainer_options.progress_bar,
         callbacks=[early_stopping] + ([csv_logger] if csv_logger else []),
         inference_mode=False,
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        num_sanity_val_steps=0,
+        num_sanity_val_steps=-1,  # the whole validation set before training: epoch 0
         deterministic=trainer_options.deterministic,
     )
-    trainer.validate(module, datamodule=data, verbose=False)
-    if options.keep_initial:  # stop when `patience` epochs have not beaten the initial model
-        early_stopping.best_score = torch.tensor(module.best_loss)
-    elif options.max_epochs > 0:  # the initial model stays in the history, not in the running
-        module.best_loss, module.best_state = float("inf"), None
-    if options.max_epochs > 0:
+    if training:
         trainer.fit(module, datamodule=data)
+    else:
+        trainer.validate(module, datamodule=data, verbose=False)
     if module.best_state is not None:
         model.load_state_dict(module.best_state)
     return FitResult(model=model, history=module.history, best_loss=module.best_loss)
