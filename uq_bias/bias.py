@@ -25,10 +25,13 @@ with :func:`estimate_window` over labelled frames) or restored from an earlier w
 
 How the gradients are obtained (:class:`Bias`): for an ensemble with member forces, the closed
 form dU/dr = -U sum_k dE_k F_k / sum_k dE_k^2 (free: the members' forces are there anyway); for
-any other model (gradient features), two backward passes over one graph, -dE/dr and dU/dr
-(a vmapped single pass is kept as ``batched=True``: it was slower on CPU). With
+any other model (gradient features), two backward passes over one graph, -dE/dr (the model's
+forces) and dU/dr. With
 ``BiasConfig(split=False)`` a single backward pass over E_b gives F_b and sigma_b directly,
 without the unbiased and bias parts (the plain calculator's cost).
+
+All bias arithmetic is float64 whatever the model's dtype (the uncertainty model's outputs are
+float64; gradients taken with respect to a float32 graph are cast before they are combined).
 
 Relative strength without the second pass (``split=False`` with ``tau_rel``): every
 ``split_every``-th configuration is a *split step* (two passes) that measures <|F|> and
@@ -85,7 +88,9 @@ class BiasConfig:
         f"{DEFAULT_TAU_REL} when neither tau nor tau_rel is given).",
     )
     window: int = option(
-        100, "Distinct configurations averaged for tau_rel (unbiased until the window is full)."
+        100,
+        "Distinct configurations averaged for tau_rel (a fresh window is unbiased until full; "
+        "campaign walkers start with a seeded or carried-over one).",
     )
     weights: dict[str | int, float] = option(
         {}, "Per-element weights of the bias force, e.g. {H: 0.0} (default 1 for every element)."
@@ -270,55 +275,19 @@ def ensemble_uncertainty_gradient(
     return du_dr, du_deps
 
 
-def energy_and_uncertainty_gradients(
-    energy: torch.Tensor,
-    uncertainty: torch.Tensor,
-    graph: Graph,
-    *,
-    stress: bool,
-    batched: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """F = -dE/dr, dU/dr and, with ``stress``, sigma = (1/V) dE/deps, (1/V) dU/deps.
-
-    ``batched``: one vmapped backward over [sum E, sum U] (``is_grads_batched=True``); else two
-    backward passes over the same graph (faster on CPU: 500 vs 660 ms for a 108-atom cell with
-    stress, small MACE). ``graph.positions`` (and ``graph.strain`` for stress) must require
-    grad. Structures that are not periodic get NaN stress.
-    """
+def uncertainty_gradients(
+    uncertainty: torch.Tensor, graph: Graph, *, stress: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """dU/dr (N, 3) eV/A and, with ``stress``, (1/V) dU/d(eps) (S, 3, 3) eV/A^3 by one backward
+    pass of sum_S U(S) (NaN for structures that are not periodic). ``graph.positions`` (and
+    ``graph.strain`` for stress) must require grad."""
     inputs = [graph.positions] + ([graph.strain] if stress else [])
-    if batched:
-        outputs = torch.stack([energy.sum(), uncertainty.sum()])
-        eye = torch.eye(2, dtype=outputs.dtype, device=outputs.device)
-        grads = torch.autograd.grad(
-            outputs, inputs, grad_outputs=eye, is_grads_batched=True, allow_unused=True
-        )
-    else:
-        first = torch.autograd.grad(energy.sum(), inputs, retain_graph=True, allow_unused=True)
-        second = torch.autograd.grad(uncertainty.sum(), inputs, allow_unused=True)
-        grads = [_stack_or_none(a, b) for a, b in zip(first, second)]
-    d_pos = grads[0] if grads[0] is not None else graph.positions.new_zeros((2, graph.n_atoms, 3))
+    grads = torch.autograd.grad(uncertainty.sum(), inputs, allow_unused=True)
+    du_dr = grads[0] if grads[0] is not None else torch.zeros_like(graph.positions)
     if not stress:
-        return -d_pos[0], d_pos[1], None, None
-    d_eps = grads[1]
-    if d_eps is None:
-        d_eps = torch.zeros_like(graph.strain).expand(2, -1, -1, -1)
-    per_volume = _per_volume(d_eps, graph)
-    return -d_pos[0], d_pos[1], per_volume[0], per_volume[1]
-
-
-def _stack_or_none(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    if a is None and b is None:
-        return None
-    a = torch.zeros_like(b) if a is None else a
-    return torch.stack([a, torch.zeros_like(a) if b is None else b])
-
-
-def _per_volume(d_eps: torch.Tensor, graph: Graph) -> torch.Tensor:
-    """(..., S, 3, 3) dX/deps -> (1/V) dX/deps, NaN for structures that are not periodic."""
-    periodic = graph.periodic
-    volume = torch.where(periodic, graph.volume, torch.ones_like(graph.volume))
-    per_volume = d_eps / volume[:, None, None]
-    return torch.where(periodic[:, None, None], per_volume, float("nan"))
+        return du_dr, None
+    du_deps = grads[1] if grads[1] is not None else torch.zeros_like(graph.strain)
+    return du_dr, graph.per_volume(du_deps)
 
 
 @dataclass
@@ -501,32 +470,30 @@ class Bias:
         if self.strengths is not None:
             self.strengths = [self.strengths[k] for k in walkers]
 
-    def _gradients(self, out, graph, stress):
-        if self.strengths is None and self.config.tau == 0:  # no bias: the plain gradients
-            forces, sigma = out.forces, out.stress
-            if forces is None or (stress and sigma is None):
-                forces, sigma = energy_gradients(out.energy, graph, stress=stress)
-            zero = torch.zeros_like(forces)
-            return forces, zero, sigma, None if sigma is None else torch.zeros_like(sigma)
-        members = out.members
+    def _gradients(self, out: UncertaintyOutput, graph: Graph, stress: bool):
+        """(F, dU/dr, sigma, (1/V) dU/deps) for ``out`` (forces and stress filled)."""
+        if self.strengths is None and self.config.tau == 0:  # no bias: no dU/dr needed
+            sigma = out.stress if stress else None
+            zero = None if sigma is None else torch.zeros_like(sigma)
+            return out.forces, torch.zeros_like(out.forces), sigma, zero
         if self._closed_form(out, stress):
+            m = out.members
             du_dr, du_deps = ensemble_uncertainty_gradient(
                 out.energy_uncertainty,
-                members["energy"],
-                members["forces"],
+                m[keys.MEMBERS_ENERGY],
+                m[keys.MEMBERS_FORCES],
                 graph.batch,
-                members.get("stress") if stress else None,
+                m.get(keys.MEMBERS_STRESS) if stress else None,
             )
-            return out.forces, du_dr, out.stress, du_deps
+            return out.forces, du_dr, out.stress if stress else None, du_deps
         if self.config.gradient == "closed_form":
             raise ValueError(
                 "BiasConfig(gradient='closed_form') needs an ensemble that reports member "
                 "energies and forces (and stresses for a periodic cell); use "
                 "gradient='autograd' for this model"
             )
-        return energy_and_uncertainty_gradients(
-            out.energy, out.energy_uncertainty, graph, stress=stress
-        )
+        du_dr, du_deps = uncertainty_gradients(out.energy_uncertainty, graph, stress=stress)
+        return out.forces, du_dr, out.stress if stress else None, du_deps
 
     def evaluate(
         self, model: UncertaintyModel, graph: Graph, stress: bool
@@ -538,15 +505,14 @@ class Bias:
         """
         self._check_walkers(graph)
         key = self._count(graph)
+        own = model.computes_forces and self.config.gradient != "autograd"
+        split = self.config.split or self.config.gradient == "closed_form" or own
+        if not split and not self._split_step():  # one backward pass over E_b
+            return self._single_pass(model(graph), graph, stress)
         out = model(graph, forces=True, stress=stress)
-        split = self.config.split or self.config.gradient == "closed_form"
-        if not split and not self._closed_form(out, stress) and not self._split_step():
-            return self._single_pass(out, graph, stress)
-        forces, du_dr, sigma, du_deps = self._gradients(out, graph, stress)
-        out = replace(out, forces=forces, stress=sigma if stress else out.stress)
+        forces, du_dr, sigma, du_deps = map(_float64, self._gradients(out, graph, stress))
         atom_weight = self.table.to(forces)[graph.atomic_numbers]
         tau = self._strength(graph, key, forces, du_dr, atom_weight)
-        du_deps = du_deps if stress else None
         return out, biased_terms(out, du_dr, du_deps, tau, atom_weight, graph.batch)
 
     def _check_walkers(self, graph: Graph) -> None:
@@ -575,8 +541,8 @@ class Bias:
 
     def _closed_form(self, out: UncertaintyOutput, stress: bool) -> bool:
         members = out.members
-        usable = "forces" in members and "energy" in members and out.forces is not None
-        usable = usable and (not stress or "stress" in members)
+        usable = keys.MEMBERS_FORCES in members and keys.MEMBERS_ENERGY in members
+        usable = usable and (not stress or keys.MEMBERS_STRESS in members)
         return usable and self.config.gradient != "autograd"
 
     def _single_pass(self, out: UncertaintyOutput, graph: Graph, stress: bool):
@@ -588,7 +554,8 @@ class Bias:
         bias_energy = bias_energy * out.energy_uncertainty
         energy = out.energy + bias_energy
         biased = bool((tau != 0).any())  # else the gradient of E alone (cheaper)
-        forces, sigma = energy_gradients(energy if biased else out.energy, graph, stress=stress)
+        gradients = energy_gradients(energy if biased else out.energy, graph, stress=stress)
+        forces, sigma = map(_float64, gradients)
         counts = torch.bincount(graph.batch, minlength=graph.n_structures).to(energy.dtype)
         node_energy = out.node_energy + (bias_energy / counts)[graph.batch]
         terms = BiasTerms(energy, node_energy, forces, sigma, bias_energy, None, None, tau)
@@ -642,6 +609,12 @@ def estimate_window(
         samples.append(bias.sample(model, graph))
     force_mean, bias_mean = np.mean(samples, axis=0)
     return float(force_mean), float(bias_mean)
+
+
+def _float64(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """Bias arithmetic runs in float64 whatever the model's dtype (gradients with respect to a
+    float32 model's positions come back in float32)."""
+    return None if tensor is None else tensor.to(torch.float64)
 
 
 def bias_results(out: UncertaintyOutput, terms: BiasTerms) -> dict[str, torch.Tensor]:

@@ -86,25 +86,20 @@ def evaluate(
 
 
 def uncertainty_results(out: UncertaintyOutput, graph: Graph) -> dict[str, torch.Tensor]:
-    """Tensors of an uncertainty prediction (forces and stress by autograd where the model
-    does not give them)."""
-    stress = graph.strain.requires_grad
-    forces, sigma = out.forces, out.stress
-    if forces is None or (stress and sigma is None):
-        forces, sigma = energy_gradients(out.energy, graph, stress=stress)
+    """Tensors of an uncertainty prediction (its forces, and stress when ``graph`` asks for it,
+    are filled by the model: see :class:`~uq_bias.uncertainty.base.UncertaintyModel`)."""
     results = {
         keys.ENERGY: out.energy,
         keys.ENERGIES: out.node_energy,
-        keys.FORCES: forces,
+        keys.FORCES: out.forces,
         keys.ENERGY_UNCERTAINTY: out.energy_uncertainty,
         keys.FORCES_UNCERTAINTY: out.atom_uncertainty,
+        **out.members,
     }
-    if stress:
-        results[keys.STRESS] = sigma
+    if graph.strain.requires_grad:
+        results[keys.STRESS] = out.stress
         if out.stress_uncertainty is not None:
             results[keys.STRESS_UNCERTAINTY] = out.stress_uncertainty
-    for name, value in out.members.items():
-        results[f"members_{name}"] = value  # keys.MEMBERS_ENERGY, MEMBERS_FORCES, ...
     return results
 
 

@@ -58,13 +58,28 @@ class DataConfig:
     rattle: float = option(
         0.05, "Standard deviation of the rattle of the initial frames.", unit="A"
     )
+    strain: float = option(
+        0.03,
+        "Periodic initial frames: random symmetric strain, each component uniform in "
+        "[-strain, strain] (cell and positions scaled together); 0 switches it off.",
+    )
     initial_data: str | None = option(
         None, "Optional extended XYZ of frames already labelled (energy, forces) to start from."
     )
     valid_fraction: float = option(
-        0.25,
-        "Share of labelled frames held out for validation and calibration (chosen by frame id, "
-        "so a frame never changes side as the data grow).",
+        0.15,
+        "Share of labelled frames held out for validation (early stopping, best weights), chosen "
+        "by frame id, so a frame never changes role as the data grow.",
+    )
+    calibration_fraction: float = option(
+        0.15,
+        "Share of labelled frames held out for calibration only, disjoint from validation and "
+        "training (by frame id); 0 calibrates on the validation frames (optimistic coverage).",
+    )
+    test: str | None = option(
+        None,
+        "Optional extended XYZ of labelled test frames, never trained on, calibrated on, "
+        "stopped on or selected from; the metrics and the target-RMSE stop rule use it.",
     )
 
     def __post_init__(self):
@@ -72,8 +87,16 @@ class DataConfig:
             raise ValueError(f"initial_frames must be >= 0, got {self.initial_frames}")
         if not 0.0 < self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+        if not 0.0 <= self.calibration_fraction < 1.0 - self.valid_fraction:
+            raise ValueError(
+                f"calibration_fraction must be >= 0 and leave frames to train on "
+                f"(valid_fraction + calibration_fraction < 1), got {self.calibration_fraction} "
+                f"with valid_fraction {self.valid_fraction}"
+            )
         if self.rattle < 0:
             raise ValueError(f"rattle must be >= 0 (A), got {self.rattle}")
+        if not 0 <= self.strain < 0.5:
+            raise ValueError(f"strain must be >= 0 and < 0.5, got {self.strain}")
 
 
 @dataclass(frozen=True)
@@ -135,10 +158,16 @@ class StopConfig:
         None, "Largest number of labelled frames, initial ones included."
     )
     target_forces_rmse: float | None = option(
-        None, "Stop once the validation force RMSE is below this.", unit="eV/A"
+        None,
+        "Stop once the force RMSE is below this, on data.test if given, else on the validation "
+        "frames.",
+        unit="eV/A",
     )
     target_energy_rmse: float | None = option(
-        None, "Stop once the validation energy RMSE is below this.", unit="eV/atom"
+        None,
+        "Stop once the energy RMSE is below this, on data.test if given, else on the "
+        "validation frames.",
+        unit="eV/atom",
     )
 
     def __post_init__(self):
@@ -200,7 +229,7 @@ class CampaignConfig:
         UncertaintyOptions(), "Gradient-feature uncertainty (single models; ensembles: head only)."
     )
     calibration: CalibrationOptions = option(
-        CalibrationOptions(), "Calibration on the validation frames."
+        CalibrationOptions(), "Calibration on the calibration frames (see data)."
     )
     exploration: ExplorationConfig = option(ExplorationConfig(), "Biased MD.")
     selection: SelectionConfig = option(SelectionConfig(), "Batch selection.")

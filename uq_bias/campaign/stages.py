@@ -5,19 +5,22 @@ which to run and marks them in the journal. Files of iteration k (``iterations/N
 
     labels/NNNN.extxyz | NNNN.failed.json   one per frame sent to the oracle (kept on a kill)
     labelled.extxyz                         the frames the oracle labelled in this iteration
+    roles.json                              frame ids for training, validation, calibration
     model/member_J.model                    the trained model(s) (MACE model files)
     uncertainty/                            the fitted, calibrated uncertainty model
     calibration.json                        calibration factors and metrics
-    metrics.json                            validation errors; errors on the new batch
+    metrics.json                            errors on validation, calibration and test
+                                            frames; on the new batch before and after training
     predictions.json                        validation per-atom errors and uncertainties
-    walkers/wNN.extxyz + wNN.json           each walker's candidates and why it stopped
+    bias_seed.json                          estimated relative-bias window (first walkers)
+    walkers/wNN.extxyz + wNN.json           each walker's candidates, why it stopped and its
+                                            relative-bias window (the next iteration's start)
     candidates.extxyz, selection.json, selected.extxyz
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -31,6 +34,7 @@ from ase import Atoms
 from uq_bias.campaign import config as cfg
 from uq_bias.campaign import uq as unc
 from uq_bias.campaign.oracles import Failure, Oracle
+from uq_bias.campaign.roles import Roles, read_test, split_roles
 from uq_bias.campaign.state import (
     FRAME_ID,
     CampaignState,
@@ -68,21 +72,19 @@ def start_structures(config: cfg.CampaignConfig) -> list[Atoms]:
     return read_structures(spec, None if spec.startswith("builtin:") else config.path(spec))
 
 
-def split(frames: Sequence[Atoms], fraction: float, seed: int) -> tuple[list[Atoms], list[Atoms]]:
-    """(train, valid): a frame is in valid when hash(seed, frame_id) / 2^32 < fraction, so it
-    never changes side as the data grow. With two or more frames, each side gets one at least."""
-    scores = [
-        int(hashlib.sha1(f"{seed}:{a.info[FRAME_ID]}".encode()).hexdigest()[:8], 16) / 2**32
-        for a in frames
-    ]
-    valid_mask = np.array(scores) < fraction
-    if len(frames) >= 2 and valid_mask.all():
-        valid_mask[int(np.argmax(scores))] = False
-    if len(frames) >= 2 and not valid_mask.any():
-        valid_mask[int(np.argmin(scores))] = True
-    train = [a for a, v in zip(frames, valid_mask) if not v]
-    valid = [a for a, v in zip(frames, valid_mask) if v]
-    return train, valid
+def data_roles(ctx: Context) -> Roles:
+    """The labelled frames by role (training, validation, calibration): see
+    :mod:`uq_bias.campaign.roles`."""
+    d = ctx.config.data
+    return split_roles(
+        ctx.state.labelled(), d.valid_fraction, d.calibration_fraction, ctx.config.seed
+    )
+
+
+def test_frames(ctx: Context) -> list[Atoms]:
+    """The labelled test frames of ``data.test`` (empty without one)."""
+    test = ctx.config.data.test
+    return read_test(ctx.config.path(test)) if test else []
 
 
 # -- labelling ---------------------------------------------------------------------------------
@@ -147,16 +149,29 @@ def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> None:
     ctx.state.add_failures(failures, k)
 
 
+def perturbed(atoms: Atoms, rng: np.random.Generator, rattle: float, strain: float) -> Atoms:
+    """A copy of ``atoms`` rattled by N(0, rattle^2) per coordinate (A) and, for a cell periodic
+    in all three directions, strained by a random symmetric eps with independent entries
+    eps_ab = eps_ba ~ U(-strain, strain):  cell' = cell (I + eps),  r' = r (I + eps), so the
+    fractional coordinates are kept. Molecules and slabs are only rattled."""
+    out = atoms.copy()
+    out.positions = out.positions + rng.normal(scale=rattle, size=(len(out), 3))
+    if strain > 0 and out.pbc.all():
+        upper = np.triu(rng.uniform(-strain, strain, size=(3, 3)))
+        deformation = np.eye(3) + upper + np.triu(upper, 1).T
+        out.set_cell(out.cell.array @ deformation, scale_atoms=True)
+    return out
+
+
 def label_initial(ctx: Context, k: int) -> None:
-    """Iteration 0: label ``initial_frames`` rattled copies of the start structures, and take
-    the frames of ``initial_data`` as they are."""
+    """Iteration 0: label ``initial_frames`` perturbed copies of the start structures (see
+    :func:`perturbed`), and take the frames of ``initial_data`` as they are."""
     data = ctx.config.data
     rng = np.random.default_rng(ctx.config.seed)
-    frames = []
-    for i in range(data.initial_frames):
-        atoms = ctx.structures[i % len(ctx.structures)].copy()
-        atoms.positions = atoms.positions + rng.normal(scale=data.rattle, size=(len(atoms), 3))
-        frames.append(atoms)
+    frames = [
+        perturbed(ctx.structures[i % len(ctx.structures)], rng, data.rattle, data.strain)
+        for i in range(data.initial_frames)
+    ]
     label_frames(ctx, k, frames)
     if data.initial_data:
         from uq_bias.training.labels import read_frames as read_labelled
@@ -191,13 +206,21 @@ def train(ctx: Context, k: int) -> None:
     from uq_bias.training import compute_statistics
 
     config = ctx.config
-    frames = ctx.state.labelled()
-    train_frames, valid_frames = split(frames, config.data.valid_fraction, config.seed)
-    if not train_frames or not valid_frames:
+    roles = data_roles(ctx)
+    train_frames, valid_frames = roles.train, roles.valid
+    if not train_frames or not valid_frames or not roles.calibration:
+        n = len(train_frames) + len(valid_frames) + len(roles.calibration)
         raise ValueError(
-            f"iteration {k}: need at least 2 labelled frames to train, have {len(frames)}; "
-            "raise data.initial_frames"
+            f"iteration {k}: need a labelled frame for training, validation and calibration "
+            f"each, have {n} frames in all; raise data.initial_frames"
         )
+    write_json(
+        ctx.dir(k) / "roles.json",
+        {
+            name: [a.info[FRAME_ID] for a in getattr(roles, name)]
+            for name in ("train", "valid", "calibration")
+        },
+    )
     options = replace(config.training, seed=config.seed + 1000 * k)
     trainer = replace(config.trainer, progress_bar=False)
     previous = model_paths(ctx, k - 1) if (config.model.fine_tune and k > 1) else None
@@ -254,13 +277,11 @@ def uncertainty_dir(ctx: Context, k: int) -> Path:
 
 
 def fit_uncertainty(ctx: Context, k: int) -> None:
-    """Fit the uncertainty on the training split and calibrate it on the validation split."""
-    config = ctx.config
-    train_frames, valid_frames = split(
-        ctx.state.labelled(), config.data.valid_fraction, config.seed
-    )
+    """Fit the uncertainty on the training frames and calibrate it on the calibration frames
+    (never used for early stopping or training)."""
+    roles = data_roles(ctx)
     model, calibration = unc.fit(
-        [str(p) for p in model_paths(ctx, k)], train_frames, valid_frames, config
+        [str(p) for p in model_paths(ctx, k)], roles.train, roles.calibration, ctx.config
     )
     target = uncertainty_dir(ctx, k)
     tmp = target.with_name(f".{target.name}.tmp")
@@ -276,16 +297,35 @@ def load_uncertainty(ctx: Context, k: int):
 
 
 def metrics(ctx: Context, k: int) -> None:
-    """Errors of iteration k's model on the validation split, with its uncertainties."""
-    config = ctx.config
-    _, valid_frames = split(ctx.state.labelled(), config.data.valid_fraction, config.seed)
-    predictions = unc.predict(load_uncertainty(ctx, k), valid_frames)
-    summary = unc.error_metrics(predictions)
+    """Errors of iteration k's model, with its uncertainties, on the held-out frames of each
+    role (``valid``: early stopping; ``calibration``; ``test``: ``data.test`` when given) and,
+    from iteration 2 on, on the batch labelled in iteration k - 1 before and after it was
+    learnt (``previous_batch``: model k - 1's errors, from ``evaluate``, and model k's)."""
+    roles = data_roles(ctx)
+    model = load_uncertainty(ctx, k)
+    predictions = unc.predict(model, roles.valid)
+    result = {
+        "iteration": k,
+        "n_labelled": len(ctx.state.labelled()),
+        "n_roles": {
+            "train": len(roles.train),
+            "valid": len(roles.valid),
+            "calibration": len(roles.calibration),
+        },
+        "valid": unc.error_metrics(predictions),
+    }
+    if roles.calibration is not roles.valid:
+        result["calibration"] = unc.error_metrics(unc.predict(model, roles.calibration))
+    test = test_frames(ctx)
+    if test:
+        result["test"] = unc.error_metrics(unc.predict(model, test))
+    before = read_metrics(ctx.state, k - 1).get("batch") if k >= 2 else None
+    batch = read_frames(ctx.dir(k - 1) / "labelled.extxyz") if before else []
+    if batch:
+        after = unc.error_metrics(unc.predict(model, batch))
+        result["previous_batch"] = {"iteration": k - 1, "before": before, "after": after}
     write_json(ctx.dir(k) / "predictions.json", unc.atom_errors(predictions))
-    write_json(
-        ctx.dir(k) / "metrics.json",
-        {"iteration": k, "n_labelled": len(ctx.state.labelled()), "valid": summary},
-    )
+    write_json(ctx.dir(k) / "metrics.json", result)
 
 
 def read_metrics(state: CampaignState, k: int) -> dict:
@@ -314,6 +354,44 @@ def walker_starts(ctx: Context) -> list[Atoms]:
     return ctx.structures
 
 
+#: Labelled frames (the latest) that, with the start structures, seed the relative-bias window.
+SEED_FRAMES = 32
+
+
+def bias_seed(ctx: Context, k: int) -> dict:
+    """Window means <|F|>, <|w dU/dr|> (eV/A) of iteration k's model over the start structures
+    and the latest :data:`SEED_FRAMES` labelled frames, without MD; ``bias_seed.json``."""
+    from uq_bias.bias import estimate_window
+
+    path = ctx.dir(k) / "bias_seed.json"
+    seed = read_json(path)
+    if seed is None:
+        frames = list(ctx.structures) + [
+            Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc)
+            for a in ctx.state.labelled()[-SEED_FRAMES:]
+        ]
+        model = load_uncertainty(ctx, k)
+        force_mean, bias_mean = estimate_window(model, frames, ctx.config.exploration.bias)
+        seed = {"force_mean": force_mean, "bias_mean": bias_mean, "n_frames": len(frames)}
+        write_json(path, seed)
+    return seed
+
+
+def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
+    """The relative-bias window each walker starts from, so the bias acts from its first step:
+    walker i of iteration k - 1's window where there is one (``walkers/wNN.json``), else the
+    :func:`bias_seed` estimate. None without a relative bias."""
+    if ctx.config.exploration.bias.tau_rel is None:
+        return None
+    folder = ctx.state.root / "iterations" / f"{k - 1:03d}" / "walkers"
+    states = [read_json(folder / f"w{i:02d}.json", {}).get("bias_state") for i in range(walkers)]
+    if any(state is None for state in states):
+        seed = bias_seed(ctx, k)
+        fresh = {"forces": [seed["force_mean"]], "bias": [seed["bias_mean"]]}
+        states = [fresh if state is None else state for state in states]
+    return states
+
+
 def explore(ctx: Context, k: int) -> None:
     """Biased MD from every walker; each walker's frames are saved as it finishes."""
     from uq_bias.dynamics import (
@@ -329,7 +407,10 @@ def explore(ctx: Context, k: int) -> None:
     explore_config = replace(narrow(e, ExploreConfig), seed=seed, progress=False)
     device = e.device or ctx.config.device
     recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=e.bias, device=device)
-    specs = walker_specs(recipe, walker_starts(ctx), explore_config, walkers=e.walkers)
+    states = bias_states(ctx, k, e.walkers)
+    specs = walker_specs(
+        recipe, walker_starts(ctx), explore_config, walkers=e.walkers, bias_states=states
+    )
     folder = ctx.dir(k) / "walkers"
     folder.mkdir(exist_ok=True)
 
@@ -346,6 +427,7 @@ def explore(ctx: Context, k: int) -> None:
                 "message": result.message,
                 "max_uncertainty": float(result.max_uncertainty),
                 "n_frames": len(result.frames),
+                "bias_state": result.bias_state,
             },
         )
 
@@ -360,29 +442,40 @@ def explore(ctx: Context, k: int) -> None:
     candidates = []
     for i in range(len(specs)):
         candidates.extend(read_frames(folder / f"w{i:02d}.extxyz"))
-        ctx.state.log(f"iteration {k}: walker {i}: {read_json(folder / f'w{i:02d}.json')}")
+        summary = read_json(folder / f"w{i:02d}.json")
+        summary.pop("bias_state", None)
+        ctx.state.log(f"iteration {k}: walker {i}: {summary}")
     write_frames(ctx.dir(k) / "candidates.extxyz", candidates)
 
 
 def select(ctx: Context, k: int) -> None:
-    """Pick a batch of candidates with the configured method (max-det by default)."""
+    """Pick a batch of candidates with the configured method (max-det by default), on posterior
+    gradient features conditioned on every labelled frame, whatever its role (training,
+    validation, calibration), so that no label is spent next to one already paid for; for an
+    ensemble these are its members' features, so a batch is not capped at K - 1 max-det picks
+    (:class:`uq_bias.uncertainty.conditioned.ConditionedFeatures`). The test set (``data.test``)
+    is left out on purpose: a loop that steers its labels away from the test frames would no
+    longer be judged by data it never used."""
     from uq_bias.selection import SelectionOptions
     from uq_bias.selection import select as select_batch
 
     config = ctx.config
-    known = {a.info[FRAME_ID] for a in ctx.state.labelled()}
+    labelled = ctx.state.labelled()
+    known = {a.info[FRAME_ID] for a in labelled}
     pool = [
         a for a in read_frames(ctx.dir(k) / "candidates.extxyz") if a.info[FRAME_ID] not in known
     ]
     n = config.selection.batch_size
     if config.stop.label_budget is not None:
         n = min(n, max(0, config.stop.label_budget - len(known)))
-    indices, scores = [], []
+    indices, scores, n_filled = [], [], 0
     if pool and n > 0:
         options = replace(narrow(config.selection, SelectionOptions), seed=config.seed + k)
-        chosen = select_batch(load_uncertainty(ctx, k), pool, n, **asdict(options))
+        model = load_uncertainty(ctx, k)
+        chosen = select_batch(model, pool, n, labelled_frames=labelled, **asdict(options))
         indices = [int(i) for i in chosen.indices]
         scores = [float(s) for s in chosen.scores]
+        n_filled = int(chosen.n_filled)
     selected = [pool[i] for i in indices]
     write_frames(ctx.dir(k) / "selected.extxyz", selected)
     write_json(
@@ -392,6 +485,7 @@ def select(ctx: Context, k: int) -> None:
             "n_candidates": len(pool),
             "indices": indices,
             "scores": scores,
+            "n_filled": n_filled,
             "frame_ids": [a.info[FRAME_ID] for a in selected],
         },
     )

@@ -177,6 +177,7 @@ def explore(
     *,
     walkers: int = 1,
     trajectory: str | Path | None = None,
+    bias_states: Sequence[dict | None] | None = None,
     **overrides,
 ) -> ExploreResult:
     """Run exploration MD from ``starts`` with ``walkers`` independent walkers.
@@ -190,6 +191,9 @@ def explore(
             (e.g. ``steps=200, ensemble="npt"``, ``engine="batched", device="cuda"``).
         walkers: number of walkers.
         trajectory: extended-XYZ output for the kept frames (see :func:`walker_specs`).
+        bias_states: one relative-bias window per walker to start from (a
+            ``RelativeStrength.state()`` dict, e.g. ``ExploreResult.walkers[k].bias_state`` of
+            an earlier run), or None; see :class:`WalkerSpec`.
     """
     config = config or ExploreConfig()
     if overrides:
@@ -204,7 +208,9 @@ def explore(
         from uq_bias.device import resolve_device
 
         calculator.model.to(resolve_device(config.device))  # a uq_bias Calculator's model
-    specs = walker_specs(calculator, starts, config, walkers=walkers, trajectory=trajectory)
+    specs = walker_specs(
+        calculator, starts, config, walkers=walkers, trajectory=trajectory, bias_states=bias_states
+    )
     if config.engine == "batched":
         return ExploreResult(run_batched(*_model_and_bias(calculator), specs))
     return ExploreResult([run_walker(spec) for spec in specs])

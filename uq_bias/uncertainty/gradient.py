@@ -13,7 +13,8 @@ Equations (see :mod:`uq_bias.uncertainty.posterior`, :mod:`uq_bias.uncertainty.f
                  diag(G G^T) = u(S)^2 in posterior mode)
 
 U(S) and U_i are smooth functions of the phi_i and so differentiable with respect to the graph's
-positions and strain whenever the energy is.
+positions and strain whenever the energy is. Features, posterior, calibration and outputs are
+float64 whatever the model's dtype; E(S) is the float64 sum of the per-atom energies.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ase import Atoms
 from uq_bias.graph import Graph
 from uq_bias.models import AtomisticModel, load_model
 from uq_bias.options import option
-from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
+from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput, structure_energy
 from uq_bias.uncertainty.ensemble import safe_sqrt
 from uq_bias.uncertainty.features import FEATURE_KINDS, FeatureMap, structure_sum
 from uq_bias.uncertainty.posterior import (
@@ -114,13 +115,13 @@ class GradientFeatureUncertainty(UncertaintyModel):
             raise ValueError(f"unknown features {features!r}; choose one of {list(FEATURE_KINDS)}")
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
-        self.model_path = str(model) if isinstance(model, (str, Path)) else None
+        self.wrapped_paths = [str(model) if isinstance(model, (str, Path)) else None]
         self.model = model if isinstance(model, AtomisticModel) else load_model(model, head=head)
         self.cutoff = float(self.model.cutoff)
         self.atomic_numbers = tuple(self.model.atomic_numbers)
         self.method, self.sigma = method, float(sigma)
         self.feature_map = FeatureMap(self.model, features, sketch_dim, seed)
-        self.calibration = CalibrationScales(dtype=self.model.dtype)
+        self.calibration = CalibrationScales()
         dim = self.feature_map.dim
         for level in ("structure", "atom"):
             self.register_buffer(f"{level}_factor", torch.zeros(dim, dim, dtype=torch.float64))
@@ -139,7 +140,21 @@ class GradientFeatureUncertainty(UncertaintyModel):
     def graph(self, atoms: Atoms | Sequence[Atoms]) -> Graph:
         return self.model.graph(atoms)
 
-    def config(self) -> dict:
+    kind = "gradient"
+
+    def wrapped(self) -> list[AtomisticModel]:
+        return [self.model]
+
+    @classmethod
+    def rebuild(cls, models: list[AtomisticModel], options: dict) -> GradientFeatureUncertainty:
+        (model,) = models
+        return cls(model, **options)
+
+    def check_saveable(self) -> None:
+        if not self.fitted:
+            raise ValueError("save: the model is not fitted; call .fit(train_frames) first")
+
+    def options(self) -> dict:
         """The JSON-able options that rebuild this model around the same adapter."""
         fmap = self.feature_map
         return {
@@ -194,29 +209,20 @@ class GradientFeatureUncertainty(UncertaintyModel):
         factor = getattr(self, f"{level}_factor")
         return safe_sqrt(whiten(values, factor, scale, self.sigma).pow(2).sum(dim=1))
 
-    def forward(
-        self, graph: Graph, *, forces: bool = False, stress: bool = False
-    ) -> UncertaintyOutput:
-        """Energies and calibrated uncertainties; forces/stress are left to the caller
-        (differentiate ``energy``)."""
+    def predict(self, graph: Graph, *, forces: bool, stress: bool) -> UncertaintyOutput:
+        """Energies and calibrated uncertainties; forces/stress come from the base class
+        (-dE/dr by autograd)."""
         self._check_fitted()
         out, phi = self.atom_features(graph)
         big_phi = structure_sum(phi, graph.batch, graph.n_structures)
         energy_u = self.calibration.apply_energy(self._raw(big_phi, "structure"))
         atom_u = self.calibration.apply_atom(self._raw(phi, "atom"), graph.atomic_numbers)
         return UncertaintyOutput(
-            energy=out.energy,
-            node_energy=out.node_energy,
+            energy=structure_energy(out.node_energy, graph),
+            node_energy=out.node_energy.to(torch.float64),
             energy_uncertainty=energy_u,
             atom_uncertainty=atom_u,
         )
-
-    def save(self, path: str | Path) -> Path:
-        """Save the fitted, calibrated state (tensors + JSON) to the folder ``path``; see
-        :mod:`uq_bias.uncertainty.io`. Load with ``uq_bias.uncertainty.load(path, model=...)``."""
-        from uq_bias.uncertainty.io import save
-
-        return save(self, path)
 
     def selection_features(self, graph: Graph) -> torch.Tensor:
         """(S, D) G(S) = sigma L_S^{-1} s_S Phi(S) (uncalibrated)."""
