@@ -3,8 +3,8 @@
 Every MD step builds one graph of the W walkers still running (on the CPU: chunks of at most
 ``ExploreConfig.batch_edges`` edges, one graph each), and one forward and one backward pass (two
 on the split steps of a relative bias) give every walker's biased forces on the model's device.
-A model error in a call stops the walkers of that call ("error"). What stays per walker: its start, its random stream (numpy, seed sequence (seed, k), the
-same stream and initial velocities as the ASE path), its relative-bias window, the watchdog's
+A model error in a call stops the walkers of that call ("error"). What stays per walker: its
+start, its random stream (numpy, seed sequence (seed, k), the same stream and initial velocities as the ASE path), its relative-bias window, the watchdog's
 verdict (a walker that stops leaves the batch, the others go on), its candidate frames and its
 extended-XYZ trajectory. Outputs are :class:`~uq_bias.dynamics.walker.WalkerResult` objects, as
 on the ASE path.
@@ -62,7 +62,8 @@ def _start(spec: WalkerSpec) -> _Walker:
     if spec.config.temperature > 0:
         thermalize_momenta(atoms, spec.config.temperature, rng=rng)
         Stationary(atoms)
-    result = WalkerResult(spec.index, [], "completed", spec.config.steps, trajectory=spec.trajectory)
+    steps, trajectory = spec.config.steps, spec.trajectory
+    result = WalkerResult(spec.index, [], "completed", steps, trajectory=trajectory)
     watchdog = Watchdog(spec.config.watchdog)
     return _Walker(spec, atoms, rng, _Writer(spec.trajectory), result, watchdog)
 
