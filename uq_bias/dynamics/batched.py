@@ -3,11 +3,12 @@
 Every MD step builds one graph of the W walkers still running (on the CPU: chunks of at most
 ``ExploreConfig.batch_edges`` edges, one graph each), and one forward and one backward pass (two
 on the split steps of a relative bias) give every walker's biased forces on the model's device.
-A model error in a call stops the walkers of that call ("error"). What stays per walker: its
-start, its random stream (numpy, seed sequence (seed, k), the same stream and initial velocities as the ASE path), its relative-bias window, the watchdog's
-verdict (a walker that stops leaves the batch, the others go on), its candidate frames and its
+What stays per walker: its start, its random stream (numpy, seed sequence (seed, k): the same
+stream and initial velocities as the ASE path), its relative-bias window, the watchdog's verdict
+(a walker that stops leaves the batch, the others go on), its candidate frames and its
 extended-XYZ trajectory. Outputs are :class:`~uq_bias.dynamics.walker.WalkerResult` objects, as
-on the ASE path.
+on the ASE path. Non-finite positions stop their walker alone ("non_finite"); an exception from
+the model stops every walker still running ("error", with the message).
 
 Integrator: Langevin BAOAB (:mod:`uq_bias.dynamics.langevin`), NVT only; NPT runs on the ASE
 path (MTK barostat). Positions are not wrapped into the cell (as in ASE).
