@@ -12,12 +12,20 @@ import torch
 from reference_data import rattled_cu_frames
 
 from uq_bias.campaign import from_dict
-from uq_bias.campaign.stages import Context, model_paths, split
+from uq_bias.campaign.roles import split_roles
+from uq_bias.campaign.stages import Context, model_paths
 from uq_bias.campaign.stages import train as train_stage
 from uq_bias.campaign.state import CampaignState, with_id
 from uq_bias.training import FitOptions, TrainerOptions, train
 
 FRACTION = 0.4
+
+
+def split(frames, fraction, seed):
+    """(train, valid) of the campaign's data roles without a calibration share (the validation
+    frames calibrate too; the test compares training only)."""
+    roles = split_roles(frames, fraction, 0.0, seed)
+    return roles.train, roles.valid
 
 
 def _rows(path):
@@ -34,7 +42,11 @@ def test_campaign_training_with_ddp_spawn_equals_one_process(tmp_path):
     config = from_dict(
         {
             "seed": seed,
-            "data": {"structures": "x.xyz", "valid_fraction": FRACTION},
+            "data": {
+                "structures": "x.xyz",
+                "valid_fraction": FRACTION,
+                "calibration_fraction": 0.0,
+            },
             "model": {"preset": "tiny", "cutoff": 3.5},
             "training": {"max_epochs": 1, "batch_size": 2, "ema_decay": 0.5},
             "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"},
