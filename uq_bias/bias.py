@@ -109,8 +109,8 @@ class BiasConfig:
     )
     split_every: int = option(
         10,
-        "With tau_rel and split=false: measure <|F|> and <|F_bias|> (a second backward pass) "
-        "on every this-many-th MD step, single-pass biased steps in between.",
+        "With tau_rel and split=false: measure the mean force and bias-force magnitudes (a "
+        "second backward pass) on every this-many-th MD step, single-pass biased steps between.",
         unit="steps",
     )
 
