@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from uq_bias.campaign.cvs import CollectiveVariable
+
 
 def _f(default, doc: str):
     """A dataclass field with a default and a one-line documentation string."""
@@ -201,6 +203,11 @@ class ReportConfig:
     plots: bool = _f(True, "Write PNG plots beside the report.")
     ramachandran: bool | None = _f(
         None, "Ramachandran plot of the labelled frames; null: only for alanine dipeptide."
+    )
+    cvs: list[CollectiveVariable] = _f(
+        [],
+        "Collective variables for the coverage of CV space: a list of {name, kind: dihedral or "
+        "distance, atoms, period, range}; empty: phi and psi of a peptide backbone, if any.",
     )
 
 
@@ -422,6 +429,8 @@ def to_dict(config) -> dict:
     out = {}
     for f in _public_fields(type(config)):
         value = getattr(config, f.name)
+        if isinstance(value, list):
+            value = [to_dict(v) if dataclasses.is_dataclass(v) else v for v in value]
         out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else value
     return out
 

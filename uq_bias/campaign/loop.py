@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from uq_bias.campaign import config as cfg
-from uq_bias.campaign import stages
+from uq_bias.campaign import cvs, stages
 from uq_bias.campaign.executors import Executor, make_executor
 from uq_bias.campaign.oracles import OracleSpec
 from uq_bias.campaign.state import CampaignState, write_text
@@ -150,6 +150,11 @@ def _check_inputs(config: cfg.CampaignConfig) -> list:
         )
     oracle = config.oracle
     OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()
+    for atoms in structures:
+        try:
+            cvs.check(config.report.cvs, len(atoms))
+        except ValueError as err:
+            raise cfg.ConfigError(f"config key {err}") from err
     return structures
 
 
