@@ -23,10 +23,14 @@ def test_one_point_visits_one_cell_per_level():
 def test_period_boundary_is_one_cell():
     # phi = 180 and phi = -180 are the same angle: the same cell at every level
     same = np.array([[180.0, 10.0], [-180.0, 10.0], [540.0, 10.0]])
-    np.testing.assert_allclose(visited_fractions(same, **RAMA), [4.0**-l for l in range(1, 6)])
+    np.testing.assert_allclose(
+        visited_fractions(same, **RAMA), [4.0**-level for level in range(1, 6)]
+    )
     # just inside the top edge is the last cell, not the first: two cells everywhere
     apart = np.array([[179.9, 10.0], [-180.0, 10.0]])
-    np.testing.assert_allclose(visited_fractions(apart, **RAMA), [2 * 4.0**-l for l in range(1, 6)])
+    np.testing.assert_allclose(
+        visited_fractions(apart, **RAMA), [2 * 4.0**-level for level in range(1, 6)]
+    )
 
 
 def test_quadrant_centres_fill_the_coarsest_grid():

@@ -202,7 +202,9 @@ class ReportConfig:
 
     plots: bool = _f(True, "Write PNG plots beside the report.")
     ramachandran: bool | None = _f(
-        None, "Ramachandran plot of the labelled frames; null: only for alanine dipeptide."
+        None,
+        "Without report.cvs, use a peptide backbone's phi and psi (if found) for the coverage "
+        "and the CV map (Ramachandran plane); false: no automatic CVs.",
     )
     cvs: list[CollectiveVariable] = _f(
         [],

@@ -45,12 +45,19 @@ class CoverageRow:
 
 
 def resolve_cvs(
-    declared: Sequence[cvlib.CollectiveVariable], frames: Sequence[Atoms]
+    declared: Sequence[cvlib.CollectiveVariable], frames: Sequence[Atoms], auto: bool = True
 ) -> list[cvlib.CollectiveVariable]:
-    """The declared CVs, or a peptide's phi and psi found in ``frames[0]`` ([] if neither)."""
+    """The declared CVs, or (with ``auto``) a peptide's phi and psi found in ``frames[0]``;
+    [] if neither."""
     if declared:
         return list(declared)
-    return cvlib.backbone_cvs(frames[0]) if frames else []
+    return cvlib.backbone_cvs(frames[0]) if frames and auto else []
+
+
+def campaign_cvs(config, frames: Sequence[Atoms]) -> list[cvlib.CollectiveVariable]:
+    """The CVs of a campaign: ``report.cvs``, else phi and psi of a peptide backbone unless
+    ``report.ramachandran`` is false."""
+    return resolve_cvs(config.report.cvs, frames, auto=config.report.ramachandran is not False)
 
 
 def explored_frames(state: CampaignState, k: int) -> list[Atoms]:

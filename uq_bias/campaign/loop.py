@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from uq_bias.campaign import config as cfg
-from uq_bias.campaign import cvs, stages
+from uq_bias.campaign import console, cvs, explored, stages
 from uq_bias.campaign.executors import Executor, make_executor
 from uq_bias.campaign.oracles import OracleSpec
-from uq_bias.campaign.state import CampaignState, write_text
+from uq_bias.campaign.state import CampaignState, read_json, write_json, write_text
 
 #: Config keys that define the data and the model; they must not change when a campaign resumes
 #: (training, uncertainty, exploration, selection, stop, executor and report may).
@@ -131,13 +131,22 @@ def stop_reason(state: CampaignState, config: cfg.CampaignConfig, k: int) -> str
 
 
 def _stage(ctx: stages.Context, k: int, name: str, fn: Callable | None = None) -> None:
-    """Run stage ``name`` of iteration ``k`` unless the journal has it; then mark it."""
+    """Run stage ``name`` of iteration ``k`` unless the journal has it; then mark it and add
+    its wall time to ``iterations/NNN/timings.json``."""
     if ctx.state.done(k, name):
         return
-    ctx.say(f"iteration {k}: {name}")
     ctx.state.log(f"iteration {k}: {name} ...")
+    start = time.perf_counter()
     (fn or stages.STAGES[name])(ctx, k)
+    path = ctx.dir(k) / console.TIMINGS
+    write_json(path, {**read_json(path, {}), name: time.perf_counter() - start})
     ctx.state.mark(k, name)
+
+
+def _summary(ctx: stages.Context, k: int) -> None:
+    """The console line of iteration ``k`` (:mod:`uq_bias.campaign.console`)."""
+    cvs = explored.campaign_cvs(ctx.config, ctx.structures)
+    ctx.say(console.iteration_line(ctx.state, k, cvs))
 
 
 def _check_inputs(config: cfg.CampaignConfig) -> list:
@@ -168,20 +177,26 @@ def _iterate(ctx: stages.Context) -> tuple[int, str]:
             _stage(ctx, k, name)
         reason = stop_reason(ctx.state, ctx.config, k)
         if reason is not None:
+            _summary(ctx, k)
             return k, reason
         for name in ("explore", "select", "label", "evaluate", "merge"):
             _stage(ctx, k, name)
+        _summary(ctx, k)
         k += 1
 
 
 def run(
-    config: str | Path | cfg.CampaignConfig, *, progress: Callable[[str], None] | None = print
+    config: str | Path | cfg.CampaignConfig,
+    *,
+    progress: Callable[[str], None] | None = print,
+    bars: bool = False,
 ) -> CampaignResult:
     """Run (or resume) the campaign described by a YAML file or a :class:`CampaignConfig`.
 
     Everything is checked before any work (config keys and types, start structures, oracle).
-    ``progress`` receives one line per stage run (None for silence). Returns a
-    :class:`CampaignResult`; the report is in ``<folder>/report/report.md``.
+    ``progress`` receives one line per iteration (:mod:`uq_bias.campaign.console`; None for
+    silence); ``bars`` shows progress bars for the MD walkers (in-process executor) and for
+    training. Returns a :class:`CampaignResult`; the report is in ``<folder>/report/report.md``.
     """
     start = time.perf_counter()
     if not isinstance(config, cfg.CampaignConfig):
@@ -190,7 +205,7 @@ def run(
     state = CampaignState(config.path(config.folder or "campaign"))
     _check_resume(state, config)
     say = progress or (lambda message: None)
-    ctx = stages.Context(state, config, LazyExecutor(config.executor), structures, say)
+    ctx = stages.Context(state, config, LazyExecutor(config.executor), structures, say, bars)
     state.log(f"campaign run in {state.root}")
     try:
         k, reason = _iterate(ctx)

@@ -56,6 +56,7 @@ class Context:
     executor: object  # loop.LazyExecutor: .get() -> Executor
     structures: list[Atoms]
     say: Callable[[str], None] = print
+    bars: bool = False
 
     def dir(self, k: int) -> Path:
         return self.state.iteration_dir(k)
@@ -208,7 +209,9 @@ def train(ctx: Context, k: int) -> None:
         weights=LossWeights(t.energy_weight, t.forces_weight, t.stress_weight),
         seed=config.seed + 1000 * k,
     )
-    trainer = TrainerOptions(t.accelerator, t.devices, t.num_nodes, t.strategy, progress_bar=False)
+    trainer = TrainerOptions(
+        t.accelerator, t.devices, t.num_nodes, t.strategy, progress_bar=ctx.bars
+    )
     previous = model_paths(ctx, k - 1) if (config.model.fine_tune and k > 1) else None
     fresh = previous is None and config.model.file is None
     stats = compute_statistics(train_frames, config.model.cutoff) if fresh else None
@@ -348,7 +351,7 @@ def explore(ctx: Context, k: int) -> None:
         sample_every=e.sample_every,
         watchdog=WatchdogConfig(max_uncertainty=e.max_uncertainty),
         seed=ctx.config.seed * 1000 + k,
-        progress=False,
+        progress=ctx.bars and ctx.config.executor.kind == "inprocess",
     )
     recipe = unc.CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=_bias(ctx.config))
     specs = walker_specs(recipe, walker_starts(ctx), explore_config, walkers=e.walkers)
