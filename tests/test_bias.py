@@ -4,6 +4,8 @@ when present)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -223,6 +225,84 @@ def test_relative_strength_state_is_per_object():
     assert a.tau(b"x", 1.0, 2.0) == 0.0
     assert a.tau(b"y", 3.0, 3.0) == pytest.approx(0.1 * 1.0 / 2.0)
     assert b.tau(b"x", 1.0, 1.0) == 0.0  # untouched by a
+
+
+def test_seeded_strength_follows_the_sliding_window_from_the_first_call():
+    """After seed(F0, B0) the window holds W copies of (F0, B0): tau at call n is tau_rel times
+    the mean of the last W forces over the mean of the last W bias means (brute force)."""
+    tau_rel, window, f0, b0 = 0.2, 3, 2.0, 0.5
+    strength = RelativeStrength(tau_rel, window)
+    strength.seed(f0, b0)
+    samples = [(1.0, 0.25), (4.0, 1.0), (3.0, 2.0), (0.5, 0.1)]
+    history = [(f0, b0)] * window
+    for n, (f, b) in enumerate(samples):
+        last = np.array(history[-window:])
+        expected = tau_rel * last[:, 0].mean() / last[:, 1].mean()
+        assert strength.tau(bytes([n]), f, b) == pytest.approx(expected, rel=1e-12)
+        history.append((f, b))
+    assert strength.current() > 0
+
+
+def test_saved_window_continues_where_it_stopped():
+    """A strength restored from state() gives the taus the uninterrupted one gives; a window
+    grown since is topped up with the saved means, one shrunk keeps the latest samples."""
+    rng = np.random.default_rng(0)
+    samples = rng.uniform(0.1, 2.0, size=(12, 2))
+    a = RelativeStrength(0.1, window=4)
+    for n, (f, b) in enumerate(samples[:6]):
+        a.tau(bytes([n]), f, b)
+    saved = json.loads(json.dumps(a.state()))  # it must survive JSON
+    b_ = RelativeStrength.from_state(saved, 0.1, window=4)
+    for n, (f, b) in enumerate(samples[6:], start=6):
+        assert b_.tau(bytes([n]), f, b) == a.tau(bytes([n]), f, b)
+    grown = RelativeStrength.from_state(saved, 0.1, window=6)
+    kept = samples[2:6]
+    padded_f = np.r_[[kept[:, 0].mean()] * 2, kept[:, 0]]
+    padded_b = np.r_[[kept[:, 1].mean()] * 2, kept[:, 1]]
+    assert grown.current() == pytest.approx(0.1 * padded_f.mean() / padded_b.mean())
+    shrunk = RelativeStrength.from_state(saved, 0.1, window=2)
+    assert shrunk.current() == pytest.approx(0.1 * kept[2:, 0].mean() / kept[2:, 1].mean())
+    with pytest.raises(ValueError, match="'forces' and 'bias'"):
+        RelativeStrength.from_state({"forces": [1.0]}, 0.1)
+    with pytest.raises(ValueError, match="bias_mean must be a finite number"):
+        RelativeStrength(0.1).seed(1.0, float("nan"))
+
+
+def test_seeded_walker_is_biased_from_its_first_step(fitted_ensemble, cu8_frames):
+    """A walker given a window estimated from labelled frames (no MD) has tau > 0 at step 1,
+    from tau_rel <|F|> / <|dU/dr|> over those frames (each recomputed here, one frame at a
+    time, with the unit-tau calculator), and hands its window back for the next walker."""
+    from uq_bias.bias import estimate_window
+    from uq_bias.dynamics import ExploreConfig, run_walker, walker_specs
+
+    tau_rel = 0.3
+    config = BiasConfig(tau_rel=tau_rel, window=50)
+    f_means, b_means = [], []
+    for atoms in cu8_frames[:3]:
+        probe = atoms.copy()
+        probe.calc = Calculator(fitted_ensemble, bias=BiasConfig(tau=1.0))
+        probe.get_forces()
+        f_means.append(np.linalg.norm(probe.calc.results[keys.UNBIASED_FORCES], axis=1).mean())
+        b_means.append(np.linalg.norm(probe.calc.results[keys.BIAS_FORCES], axis=1).mean())
+    force_mean, bias_mean = estimate_window(fitted_ensemble, cu8_frames[:3], config)
+    np.testing.assert_allclose([force_mean, bias_mean], [np.mean(f_means), np.mean(b_means)])
+    seeded = RelativeStrength(tau_rel, config.window)
+    seeded.seed(force_mean, bias_mean)
+    explore = ExploreConfig(steps=3, sample_every=1, temperature=300, progress=False)
+    calc = Calculator(fitted_ensemble, bias=config)
+    fresh, warm = walker_specs(
+        calc, cu8_frames[0], explore, walkers=2, bias_states=[None, seeded.state()]
+    )
+    taus = [[f.info[keys.BIAS_STRENGTH] for f in run_walker(s).frames] for s in (fresh, warm)]
+    assert taus[0] == [0.0, 0.0, 0.0]  # unseeded: unbiased until the window is full
+    # step 1 sees the seeded window with the start frame (cu8_frames[0]) pushed in at step 0
+    w = config.window
+    forces_sum = (w - 1) * np.mean(f_means) + f_means[0]
+    bias_sum = (w - 1) * np.mean(b_means) + b_means[0]
+    assert taus[1][0] == pytest.approx(tau_rel * forces_sum / bias_sum, rel=1e-9)
+    assert all(t > 0 for t in taus[1])
+    result = run_walker(warm)
+    assert len(result.bias_state["forces"]) == config.window
 
 
 def _nve_energy_spread(calc, start, steps=40):

@@ -19,7 +19,9 @@ Relative strength (the bias force a fixed fraction tau_rel of the physical force
 
 where <.> is the mean over the previous ``window`` distinct configurations (positions and cell:
 several calls at one MD step count once) of the mean over atoms of |F_i| and of |w_i dU/dr_i|;
-tau = 0 until the window is full.
+tau = 0 until the window is full, unless it was seeded (:meth:`RelativeStrength.seed`, e.g.
+with :func:`estimate_window` over labelled frames) or restored from an earlier walker
+(:meth:`RelativeStrength.state` / :meth:`RelativeStrength.from_state`).
 
 How the gradients are obtained (:class:`Bias`): for an ensemble with member forces, the closed
 form dU/dr = -U sum_k dE_k F_k / sum_k dE_k^2 (free: the members' forces are there anyway); for
@@ -35,11 +37,12 @@ Symbols to names: tau ``tau``, U ``uncertainty``, dU/dr ``du_dr`` (N, 3), (1/V) 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
+from ase import Atoms
 from ase.data import atomic_numbers as symbol_to_number
 from ase.data import chemical_symbols
 
@@ -300,10 +303,15 @@ class RelativeStrength:
     """State of the relative bias strength of one walker (no globals; one per calculator).
 
     ``tau(key, force_mean, bias_mean)`` returns tau for a configuration identified by ``key``
-    (e.g. the bytes of its positions and cell) whose mean |F_i| is ``force_mean`` and mean
-    |w_i dU/dr_i| is ``bias_mean``. A repeated key (the calculator called again at the same
-    positions within one MD step) returns the same tau and is not counted twice. tau is
-    computed from the *previous* ``window`` configurations, 0 until there are that many.
+    (e.g. the bytes of its positions and cell) whose mean |F_i| is ``force_mean`` (eV/A) and
+    mean |w_i dU/dr_i| is ``bias_mean`` (eV/A). A repeated key (the calculator called again at
+    the same positions within one MD step) returns the same tau and is not counted twice. tau
+    is computed from the *previous* ``window`` configurations, 0 until there are that many.
+
+    So that the bias is in force from the first step, the window can be filled before the
+    walker starts: :meth:`seed` fills it with an estimate (e.g. means over labelled frames),
+    and :meth:`state` / :meth:`from_state` save and restore it (a JSON-ready dict), so a walker
+    can continue where the previous one stopped. Real samples then push the seeded ones out.
     """
 
     def __init__(self, tau_rel: float, window: int = 100):
@@ -333,10 +341,76 @@ class RelativeStrength:
         self._last = _Sample(key, tau)
         return tau
 
+    def seed(self, force_mean: float, bias_mean: float) -> None:
+        """Fill the window with ``window`` copies of an estimate of <|F|> and <|w dU/dr|>
+        (eV/A, both finite and >= 0), replacing what it held: tau is then
+        tau_rel * force_mean / bias_mean from the next call on."""
+        _check_sample("seed", force_mean, bias_mean)
+        self.reset()
+        self.forces.extend([float(force_mean)] * self.window)
+        self.bias.extend([float(bias_mean)] * self.window)
+
+    def state(self) -> dict[str, list[float]]:
+        """The window as a JSON-ready dict ``{"forces": [...], "bias": [...]}`` (eV/A, oldest
+        first); restore it with :meth:`from_state`."""
+        return {"forces": list(self.forces), "bias": list(self.bias)}
+
+    @classmethod
+    def from_state(cls, state: Mapping, tau_rel: float, window: int = 100) -> RelativeStrength:
+        """A strength whose window holds the samples of ``state`` (from :meth:`state`).
+
+        ``tau_rel`` and ``window`` are today's settings: of more samples than ``window`` the
+        latest are kept; fewer (a window grown since, or a walker that stopped early) are
+        topped up with their own means, so a non-empty state always gives a full window.
+        """
+        strength = cls(tau_rel, window)
+        try:
+            forces = [float(x) for x in state["forces"]]
+            bias = [float(x) for x in state["bias"]]
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(
+                "RelativeStrength.from_state: expected a dict with lists 'forces' and 'bias' "
+                f"(from RelativeStrength.state()), got {state!r}"
+            ) from err
+        if len(forces) != len(bias):
+            raise ValueError(
+                f"RelativeStrength.from_state: 'forces' has {len(forces)} samples but 'bias' "
+                f"has {len(bias)}; they must pair up"
+            )
+        for f, b in zip(forces, bias):
+            _check_sample("from_state", f, b)
+        if forces:
+            strength.seed(float(np.mean(forces)), float(np.mean(bias)))
+            strength.forces.extend(forces)
+            strength.bias.extend(bias)
+        return strength
+
     def reset(self) -> None:
         self.forces.clear()
         self.bias.clear()
         self._last = None
+
+
+def _check_sample(where: str, force_mean: float, bias_mean: float) -> None:
+    for name, value in (("force_mean", force_mean), ("bias_mean", bias_mean)):
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(
+                f"RelativeStrength.{where}: {name} must be a finite number >= 0 (eV/A), "
+                f"got {value!r}"
+            )
+
+
+def window_sample(
+    forces: torch.Tensor, du_dr: torch.Tensor, atom_weight: torch.Tensor
+) -> tuple[float, float]:
+    """One window sample of a structure: (mean_i |F_i|, mean_i |w_i dU/dr_i|), eV/A.
+
+    Args:
+        forces: (N, 3) unbiased forces, eV/A.  du_dr: (N, 3) dU/dr, eV/A.  atom_weight: (N,) w_i.
+    """
+    force_mean = float(forces.detach().double().norm(dim=1).mean())
+    bias_mean = float((atom_weight[:, None] * du_dr).detach().double().norm(dim=1).mean())
+    return force_mean, bias_mean
 
 
 def configuration_key(graph: Graph) -> bytes:
@@ -438,9 +512,35 @@ class Bias:
             return ones * self.config.tau
         if graph.n_structures != 1:
             raise ValueError("a relative bias strength (tau_rel) follows one walker: one structure")
-        force_mean = float(forces.detach().norm(dim=1).mean())
-        bias_mean = float((atom_weight[:, None] * du_dr).detach().norm(dim=1).mean())
+        force_mean, bias_mean = window_sample(forces, du_dr, atom_weight)
         return ones * self.relative.tau(configuration_key(graph), force_mean, bias_mean)
+
+    def sample(self, model: UncertaintyModel, graph: Graph) -> tuple[float, float]:
+        """The window sample (mean |F_i|, mean |w_i dU/dr_i|, eV/A) of the one structure in
+        ``graph``, without touching the window: for seeding a :class:`RelativeStrength`.
+        ``graph.positions`` (and ``graph.strain`` for a periodic cell) must require grad."""
+        stress = bool(graph.strain.requires_grad)
+        out = model(graph, forces=True, stress=stress)
+        forces, du_dr, _, _ = self._gradients(out, graph, stress)
+        return window_sample(forces, du_dr, self.table.to(forces)[graph.atomic_numbers])
+
+
+def estimate_window(
+    model: UncertaintyModel, frames: Sequence[Atoms], config: BiasConfig
+) -> tuple[float, float]:
+    """An estimate of the window means <|F|> and <|w dU/dr|> (eV/A) for seeding a
+    :class:`RelativeStrength` without running MD: the mean over ``frames`` (e.g. the start
+    structures and the labelled frames) of each frame's window sample under ``model``."""
+    if not frames:
+        raise ValueError("estimate_window: needs at least one frame")
+    bias = Bias(replace(config, tau=None, tau_rel=config.tau_rel or 1.0, split=True), model)
+    samples = []
+    for atoms in frames:
+        stress = bool(atoms.pbc.all())
+        graph = model.graph(atoms).requires_grad_(positions=True, strain=stress)
+        samples.append(bias.sample(model, graph))
+    force_mean, bias_mean = np.mean(samples, axis=0)
+    return float(force_mean), float(bias_mean)
 
 
 def bias_results(out: UncertaintyOutput, terms: BiasTerms) -> dict[str, torch.Tensor]:

@@ -121,9 +121,11 @@ def walker_specs(
     *,
     walkers: int = 1,
     trajectory: str | Path | None = None,
+    bias_states: Sequence[dict | None] | None = None,
 ) -> list[WalkerSpec]:
     """The :class:`WalkerSpec` of each walker; walker k starts from ``starts[k % len(starts)]``
-    and writes to ``trajectory`` (one walker) or ``<stem>_w<k><suffix>`` (several)."""
+    and writes to ``trajectory`` (one walker) or ``<stem>_w<k><suffix>`` (several).
+    ``bias_states``: one relative-bias window per walker (see ``WalkerSpec.bias_state``)."""
     frames = [starts] if isinstance(starts, Atoms) else list(starts)
     if not frames or not all(isinstance(a, Atoms) for a in frames):
         raise ValueError("explore: starts must be an ase.Atoms or a non-empty list of them")
@@ -136,6 +138,11 @@ def walker_specs(
                     f"explore: NPT needs periodic cells, but start {k} has pbc="
                     f"{atoms.pbc.tolist()}; use ensemble='nvt' for molecules"
                 )
+    if bias_states is not None and len(bias_states) != walkers:
+        raise ValueError(
+            f"explore: bias_states has {len(bias_states)} entries for {walkers} walkers; give "
+            "one per walker (None for a walker without a saved window)"
+        )
     factory = _fresh_factory(calculator)
     return [
         WalkerSpec(
@@ -144,6 +151,7 @@ def walker_specs(
             calculator=factory,
             config=config,
             trajectory=_trajectory_path(trajectory, k, walkers),
+            bias_state=None if bias_states is None else bias_states[k],
         )
         for k in range(walkers)
     ]

@@ -3,7 +3,8 @@
 A walker is a plain function call, :func:`run_walker` (``WalkerSpec -> WalkerResult``), with a
 picklable spec, so that executors (process pools, Dask, SLURM) can run walkers elsewhere. The
 calculator comes from ``spec.calculator``, a picklable zero-argument factory: each walker builds
-its own, so the relative-bias window is per walker.
+its own, so the relative-bias window is per walker; ``spec.bias_state`` fills that window before
+the first step and ``WalkerResult.bias_state`` hands it back at the end.
 
 Integrators (ASE 3.29, none deprecated):
 
@@ -93,6 +94,10 @@ class WalkerSpec:
         calculator: zero-argument factory returning a fresh ASE calculator.
         config: the run settings.
         trajectory: extended-XYZ file the kept frames are appended to as they come, or None.
+        bias_state: for a relative bias (tau_rel), the window to start from: a dict from
+            :meth:`uq_bias.bias.RelativeStrength.state` (e.g. the previous walker's
+            ``WalkerResult.bias_state``, or a seeded one), so the bias acts from step 1.
+            None: the calculator's own window (tau = 0 until it is full).
     """
 
     index: int
@@ -100,6 +105,7 @@ class WalkerSpec:
     calculator: Callable[[], ASECalculator]
     config: ExploreConfig
     trajectory: Path | None = None
+    bias_state: dict | None = None
 
 
 @dataclass
@@ -118,6 +124,8 @@ class WalkerResult:
             uncertainties).
         max_energy_uncertainty: the largest energy uncertainty U seen over all steps (eV).
         trajectory: the extended-XYZ file written, or None.
+        bias_state: the relative-bias window when the walker stopped
+            (:meth:`uq_bias.bias.RelativeStrength.state`), or None without a relative bias.
     """
 
     index: int
@@ -128,6 +136,24 @@ class WalkerResult:
     max_uncertainty: float = float("nan")
     max_energy_uncertainty: float = float("nan")
     trajectory: Path | None = None
+    bias_state: dict | None = None
+
+
+def relative_strength(calculator: ASECalculator):
+    """The :class:`uq_bias.bias.RelativeStrength` of a uq_bias calculator with a relative bias,
+    else None."""
+    bias = getattr(calculator, "bias", None)
+    return getattr(bias, "relative", None)
+
+
+def _restore_bias(calculator: ASECalculator, state: dict | None) -> None:
+    """Put ``state`` into the calculator's relative-bias window (nothing without one)."""
+    from uq_bias.bias import RelativeStrength
+
+    relative = relative_strength(calculator)
+    if state is None or relative is None:
+        return
+    calculator.bias.relative = RelativeStrength.from_state(state, relative.tau_rel, relative.window)
 
 
 def _rng(config: ExploreConfig, index: int) -> np.random.Generator:
@@ -223,6 +249,7 @@ def run_walker(spec: WalkerSpec) -> WalkerResult:
     config = spec.config
     atoms = spec.start.copy()
     atoms.calc = spec.calculator()
+    _restore_bias(atoms.calc, spec.bias_state)
     rng = _rng(config, spec.index)
     if config.temperature > 0:
         thermalize_momenta(atoms, config.temperature, rng=rng)
@@ -237,6 +264,8 @@ def run_walker(spec: WalkerSpec) -> WalkerResult:
             bar.set_postfix_str(f"{result.stop_reason}, max u_i {result.max_uncertainty:.3g}")
     finally:
         writer.close()
+    relative = relative_strength(atoms.calc)
+    result.bias_state = None if relative is None else relative.state()
     return result
 
 
