@@ -278,11 +278,11 @@ def stability(folders: dict, args, start) -> list[str]:
     ]
     for (name, seed), folder in folders.items():
         models = sorted(Path(folder).glob("iterations/*/model/member_0.model"))
-        for temperature in (300.0, 600.0):
-            s = survival(str(models[-1]), start, temperature, args.stability_runs, steps, seed=seed)
+        outcomes = survival(str(models[-1]), start, (300.0, 600.0), args.stability_runs, steps)
+        for s in outcomes:
             fails = "; ".join(f"{r}, {k}, {why}" for r, k, why in s.failures) or "-"
             lines.append(
-                f"| {name} | {seed} | {temperature:g} | {s.runs - len(s.failures)}/{s.runs} "
+                f"| {name} | {seed} | {s.temperature:g} | {s.runs - len(s.failures)}/{s.runs} "
                 f"({s.fraction:.2f}) | {fails} |"
             )
             print(lines[-1], flush=True)
