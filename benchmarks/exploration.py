@@ -66,11 +66,11 @@ class Size:
 
 
 DEFAULT = Size("small", 5.0, 16, 16, 5, 2, 2000, 20, 100, 0.5, 100)
-QUICK = Size("tiny", 4.0, 8, 8, 3, 2, 400, 10, 30, 0.5, 20)
+QUICK = Size("tiny", 4.0, 8, 8, 2, 2, 300, 10, 20, 0.5, 20)
 
 
 def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed: int) -> dict:
-    bias = {"mode": "relative" if biased else "none", "strength": size.tau_rel}
+    bias = {"tau_rel": size.tau_rel, "window": size.window} if biased else {"tau": 0.0}
     return {
         "folder": name,
         "seed": seed,
@@ -82,14 +82,15 @@ def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed:
         "oracle": {"kind": "gfn2-xtb"},
         "model": {"preset": size.preset, "cutoff": size.cutoff},
         "training": {"max_epochs": size.max_epochs, "batch_size": 4, "lr": 0.01},
-        "uncertainty": {"method": "posterior", "calibration": "conformal", "alpha": 0.1},
+        "uncertainty": {"method": "posterior"},
+        "calibration": {"method": "conformal", "alpha": 0.1},
         "exploration": {
             "walkers": size.walkers,
             "steps": size.steps,
             "timestep": 0.5,
             "temperature": temperature,
             "sample_every": size.sample_every,
-            "bias": {**bias, "window": size.window},
+            "bias": bias,
         },
         "selection": {"method": "maxdet", "batch_size": size.batch},
         "stop": {"iterations": size.iterations, "label_budget": size.budget},
@@ -298,12 +299,14 @@ def main(argv=None) -> int:
     p.add_argument("--cache", type=Path, default=alanine_test_set.DEFAULT_CACHE)
     p.add_argument("--jobs", type=int, default=1, help="campaigns run at once (processes)")
     p.add_argument("--no-stability", action="store_true", help="skip the MD-stability runs")
-    p.add_argument("--stability-runs", type=int, default=8)
-    p.add_argument("--stability-ps", type=float, default=2.0)
+    p.add_argument("--stability-runs", type=int, help="runs per temperature (8; --quick 4)")
+    p.add_argument("--stability-ps", type=float, help="length of each run, ps (2; --quick 0.25)")
     p.add_argument("--tau-rel", type=float, help="override the bias strength tau_rel")
     p.add_argument("--window", type=int, help="override the bias window, steps")
     args = p.parse_args(argv)
     size = QUICK if args.quick else DEFAULT
+    args.stability_runs = args.stability_runs or (4 if args.quick else 8)
+    args.stability_ps = args.stability_ps or (0.25 if args.quick else 2.0)
     overrides = {"tau_rel": args.tau_rel, "window": args.window}
     size = Size(**{**asdict(size), **{k: v for k, v in overrides.items() if v is not None}})
     out = args.out / ("quick" if args.quick else "default")

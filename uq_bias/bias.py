@@ -38,7 +38,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -49,40 +50,48 @@ from ase.data import chemical_symbols
 from uq_bias import keys
 from uq_bias.graph import Graph
 from uq_bias.models.base import energy_gradients
+from uq_bias.options import option
 from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
 
 GRADIENT_MODES = ("auto", "autograd", "closed_form")
+#: tau_rel of a BiasConfig given neither tau nor tau_rel.
+DEFAULT_TAU_REL = 0.2
 
 
 @dataclass(frozen=True)
 class BiasConfig:
-    """How strongly and where to bias.
+    """How strongly and where to bias: an absolute ``tau`` or a relative ``tau_rel`` (the
+    default, 0.2, when neither is given); ``tau=0`` is plain MD."""
 
-    Attributes:
-        tau: absolute strength (dimensionless, E_b = E - tau U); exclusive with ``tau_rel``.
-        tau_rel: relative strength, the target ratio <|F_bias|> / <|F|>; exclusive with ``tau``.
-        window: number of distinct configurations averaged for ``tau_rel`` (unbiased until full).
-        weights: per-element weights on the bias force, by symbol or atomic number (default 1;
-            e.g. ``{"H": 0.0}`` puts no bias on hydrogen).
-        gradient: how dU/dr is obtained: "autograd" (one batched autograd pass), "closed_form"
-            (ensembles: -dU/dr = U sum_k dE_k F_k / sum_k dE_k^2), or "auto" (closed form when
-            the model gives member forces, else autograd).
-        split: report the unbiased forces/stress and the bias forces/stress beside the biased
-            ones (for autograd models a second backward pass over the same graph). False: only
-            the biased forces/stress, from one backward pass over E_b (no overhead over the
-            plain calculator); needs an absolute ``tau`` and no ``weights``. Ensembles with the
-            closed form always split (it costs nothing).
-    """
-
-    tau: float | None = None
-    tau_rel: float | None = None
-    window: int = 100
-    weights: Mapping[str | int, float] = field(default_factory=dict)
-    gradient: str = "auto"
-    split: bool = True
+    tau: float | None = option(
+        None, "Absolute strength tau of E_b = E - tau U (exclusive with tau_rel; 0: no bias)."
+    )
+    tau_rel: float | None = option(
+        None,
+        f"Relative strength: tau = tau_rel <|F|>/<|F_bias/tau|> over the window ("
+        f"{DEFAULT_TAU_REL} when neither tau nor tau_rel is given).",
+    )
+    window: int = option(
+        100, "Distinct configurations averaged for tau_rel (unbiased until the window is full)."
+    )
+    weights: dict[str | int, float] = option(
+        {}, "Per-element weights of the bias force, e.g. {H: 0.0} (default 1 for every element)."
+    )
+    gradient: Literal["auto", "autograd", "closed_form"] = option(
+        "auto",
+        "How dU/dr is obtained: closed_form (ensembles: -dU/dr = U sum_k dE_k F_k / sum_k dE_k^2), "
+        "autograd, or auto (closed form when the model gives member forces).",
+    )
+    split: bool = option(
+        True,
+        "Report unbiased and bias forces/stress beside the biased ones; false: only the biased "
+        "ones from one backward pass (needs tau and no weights).",
+    )
 
     def __post_init__(self):
-        if (self.tau is None) == (self.tau_rel is None):
+        if self.tau is None and self.tau_rel is None:
+            object.__setattr__(self, "tau_rel", DEFAULT_TAU_REL)
+        if self.tau is not None and self.tau_rel is not None:
             raise ValueError(
                 f"BiasConfig: give exactly one of tau (absolute) or tau_rel (relative), got "
                 f"tau={self.tau}, tau_rel={self.tau_rel}"
@@ -106,7 +115,7 @@ class BiasConfig:
             _atomic_number(element)
             if not (np.isfinite(weight) and weight >= 0):
                 raise ValueError(
-                    f"BiasConfig: weight for {element!r} must be a finite number >= 0, got {weight}"
+                    f"BiasConfig: weights[{element!r}] must be a finite number >= 0, got {weight}"
                 )
 
 

@@ -2,6 +2,8 @@
 
 Each subcommand is one ``_add_<name>(subparsers)`` function that declares its arguments and sets
 ``func`` to a small function calling the Python API. Every feature here is reachable from Python.
+The options are generated from the library's option types (:mod:`uq_bias.flags`), so a flag and
+its default are declared once, on the type that uses it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import contextlib
 import io
 import sys
 import warnings
+
+from uq_bias.flags import add_options, collect
 
 #: Third-party warnings that tell a uq-bias user nothing they can act on: (category, message
 #: regex, module regex). TorchScript's type-system notes come from mace's scripted modules (and
@@ -25,66 +29,38 @@ QUIET_WARNINGS = (
 
 def _add_train(sub) -> None:
     """`uq-bias train`: see uq_bias.training.train."""
+    from uq_bias.training import FitOptions, LabelKeys, TrainerOptions
+    from uq_bias.training.build import ModelOptions
+
     p = sub.add_parser("train", help="train (or fine-tune) a MACE model on extended XYZ")
     p.add_argument("--train", required=True, help="training data, extended XYZ")
     p.add_argument("--valid", required=True, help="validation data, extended XYZ")
     p.add_argument("--out", required=True, help="model file to write (a normal MACE model)")
     p.add_argument("--init", help="MACE model file to fine-tune instead of a fresh model")
-    p.add_argument("--preset", default="tiny", help="fresh model size: tiny, small, medium")
-    p.add_argument("--cutoff", type=float, default=5.0, help="fresh model cutoff, A")
-    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
-    p.add_argument("--max-epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--energy-weight", type=float, default=1.0)
-    p.add_argument("--forces-weight", type=float, default=10.0)
-    p.add_argument("--stress-weight", type=float, default=100.0)
-    p.add_argument("--ema-decay", type=float, default=0.99, help="0 disables the EMA (with warmup)")
-    p.add_argument("--scheduler", default="plateau", choices=["plateau", "cosine", "none"])
-    p.add_argument("--patience", type=int, default=20, help="early-stopping patience, epochs")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--energy-key", default="energy")
-    p.add_argument("--forces-key", default="forces")
-    p.add_argument("--stress-key", default="stress")
     p.add_argument("--log", default="auto", help="per-epoch CSV ('auto': <out>_metrics.csv)")
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--devices", default="auto")
-    p.add_argument("--num-nodes", type=int, default=1)
-    p.add_argument("--strategy", default="auto")
-    p.add_argument("--no-progress-bar", action="store_true")
+    add_options(p, ModelOptions, dest="model")
+    add_options(p, FitOptions, dest="fit")
+    add_options(p, TrainerOptions, dest="trainer")
+    add_options(p, LabelKeys, dest="keys", prefix="key-")
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args) -> int:
-    from uq_bias.training import FitOptions, LabelKeys, LossWeights, TrainerOptions, train
+    from uq_bias.training import FitOptions, LabelKeys, TrainerOptions, train
+    from uq_bias.training.build import ModelOptions
 
-    devices = int(args.devices) if args.devices.isdigit() else args.devices
+    model = collect(args, ModelOptions, dest="model")
     path = train(
         args.train,
         args.valid,
         args.out,
         init=args.init,
-        preset=args.preset,
-        cutoff=args.cutoff,
-        dtype=args.dtype,
-        keys=LabelKeys(args.energy_key, args.forces_key, args.stress_key),
-        options=FitOptions(
-            max_epochs=args.max_epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            weights=LossWeights(args.energy_weight, args.forces_weight, args.stress_weight),
-            ema_decay=args.ema_decay or None,
-            scheduler=args.scheduler,
-            patience=args.patience,
-            seed=args.seed,
-        ),
-        trainer_options=TrainerOptions(
-            accelerator=args.accelerator,
-            devices=devices,
-            num_nodes=args.num_nodes,
-            strategy=args.strategy,
-            progress_bar=not args.no_progress_bar,
-        ),
+        preset=model.preset,
+        cutoff=model.cutoff,
+        dtype=model.dtype,
+        keys=collect(args, LabelKeys, dest="keys", prefix="key-"),
+        options=collect(args, FitOptions, dest="fit"),
+        trainer_options=collect(args, TrainerOptions, dest="trainer"),
         log=None if args.log == "none" else args.log,
     )
     print(path)
@@ -93,6 +69,8 @@ def _run_train(args) -> int:
 
 def _add_select(sub) -> None:
     """`uq-bias select`: see uq_bias.selection.select."""
+    from uq_bias.selection import SelectionOptions
+
     p = sub.add_parser("select", help="pick the k pool frames most worth labelling")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--unc", help="uncertainty model directory (uq_bias.uncertainty.load)")
@@ -100,18 +78,19 @@ def _add_select(sub) -> None:
     p.add_argument("--pool", required=True, help="candidate frames, extended XYZ")
     p.add_argument("--k", type=int, required=True, help="number of frames to select")
     p.add_argument("--out", required=True, help="selected frames to write, extended XYZ")
-    p.add_argument("--method", default="maxdet", choices=["maxdet", "maxdist", "lcmd", "random"])
-    p.add_argument("--seed", type=int, default=0, help="seed of --method random")
-    p.add_argument("--chunk-size", type=int, default=64, help="frames per batch for features")
+    add_options(p, SelectionOptions, dest="selection")
     p.set_defaults(func=_run_select)
 
 
 def _run_select(args) -> int:
+    from dataclasses import asdict
+
     from ase.io import read
 
-    from uq_bias.selection import select
+    from uq_bias.selection import SelectionOptions, select
     from uq_bias.selection.io import annotate, load_features, write_frames
 
+    options = collect(args, SelectionOptions, dest="selection")
     frames = read(args.pool, index=":")
     model, features = None, None
     if args.features:
@@ -120,15 +99,7 @@ def _run_select(args) -> int:
         from uq_bias.uncertainty import load
 
         model = load(args.unc)
-    sel = select(
-        model,
-        frames,
-        args.k,
-        args.method,
-        features=features,
-        seed=args.seed,
-        chunk_size=args.chunk_size,
-    )
+    sel = select(model, frames, args.k, features=features, **asdict(options))
     write_frames(args.out, annotate(frames, sel))
     print(f"selected {len(sel)} of {len(frames)} frames with {sel.method} -> {args.out}")
     if sel.n_filled:
@@ -140,75 +111,27 @@ def _run_select(args) -> int:
 
 def _add_md(sub) -> None:
     """`uq-bias md`: see uq_bias.dynamics.explore."""
+    from uq_bias.bias import BiasConfig
+    from uq_bias.dynamics import ExploreConfig
+
     p = sub.add_parser("md", help="uncertainty-biased exploration MD with a watchdog")
     p.add_argument("--unc", required=True, help="uncertainty model directory (uncertainty.load)")
     p.add_argument("--start", required=True, help="start structure(s), any ASE-readable file")
     p.add_argument("--out", required=True, help="kept frames, extended XYZ (_w<k> per walker)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--temperature", type=float, default=300.0, help="K")
-    p.add_argument("--timestep", type=float, default=1.0, help="fs")
-    strength = p.add_mutually_exclusive_group()
-    strength.add_argument("--tau", type=float, help="absolute bias strength (E_b = E - tau U)")
-    strength.add_argument("--tau-rel", type=float, help="bias force / physical force ratio")
-    p.add_argument("--window", type=int, default=100, help="steps averaged for --tau-rel")
-    p.add_argument(
-        "--weight", action="append", default=[], metavar="EL=W", help="bias weight, e.g. H=0"
-    )
-    p.add_argument("--npt", action="store_true", help="NPT (MTK barostat; periodic cells only)")
-    p.add_argument("--pressure", type=float, default=0.0, help="NPT pressure, GPa")
-    p.add_argument("--walkers", type=int, default=1)
-    p.add_argument("--sample-every", type=int, default=10, help="keep a frame every n steps")
-    p.add_argument("--max-uncertainty", type=float, help="stop when max_i u_i exceeds, eV/A")
-    p.add_argument("--max-hal-ratio", type=float, help="stop when max_i u_i/(|F_i|+eps) exceeds")
-    p.add_argument("--min-distance", type=float, default=0.5, help="A")
-    p.add_argument("--max-force", type=float, default=50.0, help="eV/A")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--walkers", type=int, default=1, help="independent walkers")
+    add_options(p, ExploreConfig, dest="explore")
+    add_options(p, BiasConfig, dest="bias")
     p.set_defaults(func=_run_md)
-
-
-def _weights(items: list[str]) -> dict[str, float]:
-    weights = {}
-    for item in items:
-        element, sep, value = item.partition("=")
-        try:
-            weights[element.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep:
-            raise ValueError(f"--weight expects ELEMENT=WEIGHT such as H=0, got {item!r}")
-    return weights
 
 
 def _run_md(args) -> int:
     from ase.io import read
 
     from uq_bias.bias import BiasConfig
-    from uq_bias.dynamics import CalculatorRecipe, ExploreConfig, WatchdogConfig, explore
+    from uq_bias.dynamics import CalculatorRecipe, ExploreConfig, explore
 
-    bias = None
-    weights = _weights(args.weight)
-    if args.tau is not None or args.tau_rel is not None:
-        bias = BiasConfig(tau=args.tau, tau_rel=args.tau_rel, window=args.window, weights=weights)
-    elif weights:
-        raise ValueError("--weight needs a bias: give --tau or --tau-rel")
-    watchdog = WatchdogConfig(
-        max_uncertainty=args.max_uncertainty,
-        max_hal_ratio=args.max_hal_ratio,
-        min_distance=args.min_distance,
-        max_force=args.max_force,
-    )
-    config = ExploreConfig(
-        steps=args.steps,
-        timestep=args.timestep,
-        temperature=args.temperature,
-        ensemble="npt" if args.npt else "nvt",
-        pressure=args.pressure,
-        sample_every=args.sample_every,
-        watchdog=watchdog,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+    config = collect(args, ExploreConfig, dest="explore")
+    bias = collect(args, BiasConfig, dest="bias")
     starts = read(args.start, index=":")
     recipe = CalculatorRecipe(str(args.unc), bias=bias)
     result = explore(recipe, starts, config, walkers=args.walkers, trajectory=args.out)
@@ -219,10 +142,6 @@ def _run_md(args) -> int:
             f"{walker.trajectory}" + (f" ({walker.message})" if walker.message else "")
         )
     return 0
-
-
-COMMANDS = [_add_train]
-COMMANDS.append(_add_select)
 
 
 def _add_run(sub) -> None:
@@ -257,12 +176,11 @@ def _run_demo(args) -> int:
     return 0
 
 
-COMMANDS += [_add_run, _add_demo]
-COMMANDS.append(_add_md)
-
-
 def _add_calibrate(sub) -> None:
     """`uq-bias calibrate`: see uq_bias.uncertainty.workflow.fit_and_calibrate."""
+    from uq_bias.uncertainty.calibration import CalibrationOptions
+    from uq_bias.uncertainty.gradient import UncertaintyOptions
+
     p = sub.add_parser("calibrate", help="fit and calibrate an uncertainty model, write a report")
     p.add_argument(
         "--model", action="append", required=True, help="model file; repeat for an ensemble"
@@ -270,21 +188,14 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--train", help="training frames (extended XYZ); gradient features only")
     p.add_argument("--valid", required=True, help="labelled validation frames (extended XYZ)")
     p.add_argument("--out", required=True, help="output folder (model state, report, plot)")
-    p.add_argument("--method", default="posterior", choices=["posterior", "distance"])
-    p.add_argument(
-        "--features", default="last_layer", choices=["last_layer", "sketch", "all_readouts"]
-    )
-    p.add_argument("--sketch-dim", type=int, default=512)
-    p.add_argument("--sigma", type=float, default=1e-2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--head", help="head of a multi-head MACE model")
-    p.add_argument("--calibration", default="conformal", choices=["conformal", "likelihood"])
-    p.add_argument("--alpha", type=float, default=0.1, help="miscoverage level of conformal")
-    p.add_argument("--per-element", action="store_true", help="one force factor per element")
+    add_options(p, UncertaintyOptions, dest="uncertainty")
+    add_options(p, CalibrationOptions, dest="calibration", prefix="calibration-")
     p.set_defaults(func=_run_calibrate)
 
 
 def _run_calibrate(args) -> int:
+    from uq_bias.uncertainty.calibration import CalibrationOptions
+    from uq_bias.uncertainty.gradient import UncertaintyOptions
     from uq_bias.uncertainty.workflow import fit_and_calibrate
 
     _, report = fit_and_calibrate(
@@ -292,15 +203,8 @@ def _run_calibrate(args) -> int:
         args.valid,
         args.out,
         train=args.train,
-        calibration=args.calibration,
-        alpha=args.alpha,
-        per_element=args.per_element,
-        method=args.method,
-        features=args.features,
-        sketch_dim=args.sketch_dim,
-        sigma=args.sigma,
-        seed=args.seed,
-        head=args.head,
+        options=collect(args, UncertaintyOptions, dest="uncertainty"),
+        calibration=collect(args, CalibrationOptions, dest="calibration", prefix="calibration-"),
     )
     for name in ("energy", "forces"):
         m = report[name]["calibrated"]
@@ -312,7 +216,8 @@ def _run_calibrate(args) -> int:
     return 0
 
 
-COMMANDS.append(_add_calibrate)
+#: The subcommands, in the order of `uq-bias --help` and docs/cli.md.
+COMMANDS = [_add_run, _add_demo, _add_train, _add_calibrate, _add_md, _add_select]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,7 +34,7 @@ TINY = {
         "sample_every": 2,
         "timestep": 1.0,
         "temperature": 800.0,
-        "bias": {"mode": "relative", "strength": 0.5, "window": 2},
+        "bias": {"tau_rel": 0.5, "window": 2},
     },
     "selection": {"batch_size": 3},
     "stop": {"iterations": 1},
@@ -122,7 +122,7 @@ def test_gfn2_campaign_on_local_dask_cluster(tmp_path):
         data={"initial_frames": 6, "rattle": 0.05},
         oracle={"kind": "gfn2-xtb"},
         executor={"kind": "dask", "workers": 2},
-        exploration={"bias": {"mode": "absolute", "strength": 0.5}},
+        exploration={"bias": {"tau": 0.5}},
         selection={"batch_size": 2},
     )
     result = run(path, progress=None)

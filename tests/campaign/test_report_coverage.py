@@ -27,7 +27,7 @@ SMALL = {
         "steps": 20,
         "sample_every": 4,
         "temperature": 600.0,
-        "bias": {"mode": "relative", "strength": 0.5, "window": 4},
+        "bias": {"tau_rel": 0.5, "window": 4},
     },
     "selection": {"batch_size": 2},
     "stop": {"iterations": 2},

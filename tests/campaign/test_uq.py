@@ -29,7 +29,7 @@ def campaign_config(method: str) -> cfg.CampaignConfig:
         {
             "data": {"structures": "x.xyz"},
             "model": {"ensemble": ensemble},
-            "uncertainty": {"method": method, "calibration": "likelihood"},
+            "calibration": {"method": "likelihood"},
         }
     )
 

@@ -49,10 +49,11 @@ def test_cli_md_bad_input(saved_model, tmp_path, capsys):
     write(tmp_path / "mol.xyz", molecule("CH4"))
     argv = ["md", "--unc", str(saved_model), "--start", str(tmp_path / "mol.xyz")]
     argv += ["--out", str(tmp_path / "x.extxyz"), "--no-progress", "--steps", "2"]
-    assert main([*argv, "--npt"]) == 2
+    assert main([*argv, "--ensemble", "npt"]) == 2
     assert "NPT needs periodic cells" in capsys.readouterr().err
-    assert main([*argv, "--tau", "1", "--weight", "H"]) == 2
-    assert "--weight expects ELEMENT=WEIGHT" in capsys.readouterr().err
-    assert main([*argv, "--max-uncertainty", "-1"]) == 2
-    assert "max_uncertainty must be a finite number >= 0" in capsys.readouterr().err
+    assert main([*argv, "--tau", "1", "--weights", "H"]) == 2
+    assert "--weights: expected dict[str | int, float], got str 'H'" in capsys.readouterr().err
+    assert main([*argv, "--watchdog-max-uncertainty", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert "--watchdog-max-uncertainty: " in err and "must be a finite number >= 0" in err
     assert not (tmp_path / "x.extxyz").exists()

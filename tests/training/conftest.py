@@ -18,6 +18,7 @@ def _fast_args(tmp, out, *extra) -> list[str]:
         "--train", str(tmp / "train.extxyz"),
         "--valid", str(tmp / "valid.extxyz"),
         "--out", str(out),
+        "--preset", "tiny",
         "--cutoff", str(CUTOFF),
         "--max-epochs", str(EPOCHS),
         "--batch-size", "4",
@@ -40,6 +41,7 @@ def fast_kwargs():
     from uq_bias.training import FitOptions, TrainerOptions
 
     return {
+        "preset": "tiny",
         "cutoff": CUTOFF,
         "options": FitOptions(max_epochs=EPOCHS, batch_size=4, ema_decay=0.5),
         "trainer_options": TrainerOptions(accelerator="cpu", progress_bar=False),

@@ -22,7 +22,14 @@ def test_cli_calibrate_matches_python(cu_model, small_cu_frames, tmp_path, capsy
     write(tmp_path / "valid.xyz", small_cu_frames[5:])
     out = tmp_path / "unc"
     argv = ["calibrate", "--model", str(model_file), "--train", str(tmp_path / "train.xyz")]
-    argv += ["--valid", str(tmp_path / "valid.xyz"), "--out", str(out), "--alpha", "0.2"]
+    argv += [
+        "--valid",
+        str(tmp_path / "valid.xyz"),
+        "--out",
+        str(out),
+        "--calibration-alpha",
+        "0.2",
+    ]
     assert main(argv) == 0
     assert "forces: coverage" in capsys.readouterr().out
     report = json.loads((out / REPORT_FILE).read_text())

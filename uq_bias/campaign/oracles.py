@@ -14,12 +14,15 @@ import importlib
 import importlib.util
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+
+from uq_bias.options import option
 
 KINDS = ("gfn2-xtb", "gfn1-xtb", "emt", "import")
 _TBLITE = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
@@ -40,7 +43,7 @@ class Failure:
 
 @dataclass(frozen=True)
 class OracleSpec:
-    """How to build the reference calculator.
+    """The reference method that labels frames: how to build its ASE calculator.
 
     Args:
         kind: one of ``gfn2-xtb``, ``gfn1-xtb`` (tblite), ``emt`` (ASE) or ``import``.
@@ -50,16 +53,22 @@ class OracleSpec:
             ``accuracy``).
     """
 
-    kind: str = "emt"
-    calculator: str | None = None
-    kwargs: dict = field(default_factory=dict)
+    kind: Literal["gfn2-xtb", "gfn1-xtb", "emt", "import"] = option(
+        "emt", "gfn2-xtb / gfn1-xtb (tblite), emt (ASE), or import (any ASE calculator)."
+    )
+    calculator: str | None = option(
+        None,
+        "For kind=import: `package.module:Class`, `package.module.Class` or `/path/file.py:Class`.",
+    )
+    kwargs: dict[str, Any] = option({}, "Keyword arguments of the calculator's constructor.")
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"unknown oracle kind {self.kind!r}; choose one of {list(KINDS)}")
         if self.kind == "import" and not self.calculator:
             raise ValueError(
-                "oracle kind 'import' needs calculator='package.module:Class' (an ASE calculator)"
+                "calculator is required with kind 'import': give 'package.module:Class' "
+                "(an ASE calculator)"
             )
 
     def build(self):

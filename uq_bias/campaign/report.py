@@ -262,6 +262,18 @@ def _test_section(rows: list[dict], config: cfg.CampaignConfig, out: Path) -> li
     return lines
 
 
+def _uncertainty(config: cfg.CampaignConfig) -> str:
+    if config.model.ensemble > 1:
+        return f"ensemble of {config.model.ensemble}"
+    return f"{config.uncertainty.method} ({config.uncertainty.features} features)"
+
+
+def _bias(bias) -> str:
+    if bias.tau is not None:
+        return "off (tau = 0)" if bias.tau == 0 else f"tau = {bias.tau}"
+    return f"tau_rel = {bias.tau_rel} (window {bias.window})"
+
+
 def write_report(state: CampaignState, config: cfg.CampaignConfig) -> Path:
     """Write ``report/report.md`` (and the plots) from the campaign folder; returns its path."""
     rows = [read_json(state.iteration_dir(k) / "metrics.json") for k in _iterations(state)]
@@ -279,9 +291,9 @@ def write_report(state: CampaignState, config: cfg.CampaignConfig) -> Path:
         f"- labelled frames: {len(frames)} (oracle: {config.oracle.kind}); oracle failures: "
         f"{len(failures)}",
         f"- model: MACE {config.model.preset}, ensemble of {config.model.ensemble}; "
-        f"uncertainty: {config.uncertainty.method}, {config.uncertainty.calibration} calibration",
+        f"uncertainty: {_uncertainty(config)}, {config.calibration.method} calibration",
         f"- exploration: {config.exploration.walkers} walkers x {config.exploration.steps} steps, "
-        f"bias {config.exploration.bias.mode} {config.exploration.bias.strength}; selection: "
+        f"bias {_bias(config.exploration.bias)}; selection: "
         f"{config.selection.method}, {config.selection.batch_size} per iteration",
         "",
         "## Errors and uncertainty per iteration",

@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,7 @@ from ase import Atoms
 
 from uq_bias.campaign import config as cfg
 from uq_bias.campaign import uq as unc
-from uq_bias.campaign.oracles import Failure, Oracle, OracleSpec
+from uq_bias.campaign.oracles import Failure, Oracle
 from uq_bias.campaign.state import (
     FRAME_ID,
     CampaignState,
@@ -41,6 +41,7 @@ from uq_bias.campaign.state import (
     write_json,
 )
 from uq_bias.campaign.systems import read_structures
+from uq_bias.options import narrow
 
 #: Info keys of a candidate that travel with it into the labelled data.
 KEPT_INFO = (FRAME_ID, "walker", "step", "iteration")
@@ -135,10 +136,7 @@ def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> None:
         else:
             write_frames(good, [result])
 
-    spec = OracleSpec(
-        ctx.config.oracle.kind, ctx.config.oracle.calculator, ctx.config.oracle.kwargs
-    )
-    map_resumable(ctx, Oracle(spec).labeller(), list(enumerate(frames)), done, save)
+    map_resumable(ctx, Oracle(ctx.config.oracle).labeller(), list(enumerate(frames)), done, save)
     labelled, failures = [], []
     for i in range(len(frames)):
         good, bad = paths(i)
@@ -191,7 +189,7 @@ def model_paths(ctx: Context, k: int) -> list[Path]:
 
 def train(ctx: Context, k: int) -> None:
     """Train (or fine-tune) the model or ensemble with Lightning on the training split."""
-    from uq_bias.training import FitOptions, LossWeights, TrainerOptions, compute_statistics
+    from uq_bias.training import compute_statistics
 
     config = ctx.config
     frames = ctx.state.labelled()
@@ -201,17 +199,8 @@ def train(ctx: Context, k: int) -> None:
             f"iteration {k}: need at least 2 labelled frames to train, have {len(frames)}; "
             "raise data.initial_frames"
         )
-    t = config.training
-    options = FitOptions(
-        max_epochs=t.max_epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        weights=LossWeights(t.energy_weight, t.forces_weight, t.stress_weight),
-        seed=config.seed + 1000 * k,
-    )
-    trainer = TrainerOptions(
-        t.accelerator, t.devices, t.num_nodes, t.strategy, progress_bar=ctx.bars
-    )
+    options = replace(config.training, seed=config.seed + 1000 * k)
+    trainer = replace(config.trainer, progress_bar=ctx.bars)
     previous = model_paths(ctx, k - 1) if (config.model.fine_tune and k > 1) else None
     fresh = previous is None and config.model.file is None
     stats = compute_statistics(train_frames, config.model.cutoff) if fresh else None
@@ -318,16 +307,6 @@ def evaluate(ctx: Context, k: int) -> None:
 # -- exploration and selection -----------------------------------------------------------------
 
 
-def _bias(config: cfg.CampaignConfig):
-    from uq_bias.bias import BiasConfig
-
-    b = config.exploration.bias
-    if b.mode == "none":
-        return None
-    strength = {"tau": b.strength} if b.mode == "absolute" else {"tau_rel": b.strength}
-    return BiasConfig(**strength, window=b.window, weights=dict(b.species))
-
-
 def walker_starts(ctx: Context) -> list[Atoms]:
     """Where the walkers start: the start structures or the latest labelled frames."""
     if ctx.config.exploration.start == "labelled":
@@ -338,22 +317,13 @@ def walker_starts(ctx: Context) -> list[Atoms]:
 
 def explore(ctx: Context, k: int) -> None:
     """Biased MD from every walker; each walker's frames are saved as it finishes."""
-    from uq_bias.dynamics import ExploreConfig, WatchdogConfig, run_walker, walker_specs
+    from uq_bias.dynamics import CalculatorRecipe, ExploreConfig, run_walker, walker_specs
 
     e = ctx.config.exploration
-    explore_config = ExploreConfig(
-        steps=e.steps,
-        timestep=e.timestep,
-        temperature=e.temperature,
-        ensemble=e.ensemble,
-        pressure=e.pressure,
-        friction=e.friction,
-        sample_every=e.sample_every,
-        watchdog=WatchdogConfig(max_uncertainty=e.max_uncertainty),
-        seed=ctx.config.seed * 1000 + k,
-        progress=ctx.bars and ctx.config.executor.kind == "inprocess",
-    )
-    recipe = unc.CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=_bias(ctx.config))
+    seed = ctx.config.seed * 1000 + k
+    bars = ctx.bars and ctx.config.executor.kind == "inprocess"
+    explore_config = replace(narrow(e, ExploreConfig), seed=seed, progress=bars)
+    recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=e.bias)
     specs = walker_specs(recipe, walker_starts(ctx), explore_config, walkers=e.walkers)
     folder = ctx.dir(k) / "walkers"
     folder.mkdir(exist_ok=True)
@@ -384,6 +354,7 @@ def explore(ctx: Context, k: int) -> None:
 
 def select(ctx: Context, k: int) -> None:
     """Pick a batch of candidates with the configured method (max-det by default)."""
+    from uq_bias.selection import SelectionOptions
     from uq_bias.selection import select as select_batch
 
     config = ctx.config
@@ -396,9 +367,8 @@ def select(ctx: Context, k: int) -> None:
         n = min(n, max(0, config.stop.label_budget - len(known)))
     indices, scores = [], []
     if pool and n > 0:
-        chosen = select_batch(
-            load_uncertainty(ctx, k), pool, n, config.selection.method, seed=config.seed + k
-        )
+        options = replace(narrow(config.selection, SelectionOptions), seed=config.seed + k)
+        chosen = select_batch(load_uncertainty(ctx, k), pool, n, **asdict(options))
         indices = [int(i) for i in chosen.indices]
         scores = [float(s) for s in chosen.scores]
     selected = [pool[i] for i in indices]

@@ -15,7 +15,7 @@ Error metrics of a model with uncertainty on labelled frames (S structures, N at
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -113,20 +113,18 @@ def fit(
     valid: Sequence[Atoms],
     config: cfg.CampaignConfig,
 ):
-    """The uncertainty model of ``config.uncertainty`` for the trained model file(s): fitted on
-    ``train`` (gradient features), calibrated on ``valid`` by
-    :func:`uq_bias.uncertainty.calibrate`. Returns (model, calibration report)."""
-    from uq_bias.uncertainty import Ensemble, GradientFeatureUncertainty, calibrate
+    """The uncertainty model of the trained model file(s): an ensemble when
+    ``config.model.ensemble > 1``, else gradient features (``config.uncertainty``) fitted on
+    ``train``; calibrated on ``valid`` (``config.calibration``). Returns (model, report)."""
+    from uq_bias.uncertainty import calibrate
+    from uq_bias.uncertainty.workflow import build
 
-    u = config.uncertainty
     paths = [str(p) for p in model_paths]
-    if u.method == "ensemble":
-        model = Ensemble(paths)
-    else:
-        sketch = {"features": "sketch", "sketch_dim": u.sketch} if u.sketch else {}
-        model = GradientFeatureUncertainty(paths[0], method=u.method, sigma=u.sigma, **sketch)
+    options = replace(config.uncertainty, seed=config.seed)
+    model = build(paths, options)
+    if len(paths) == 1:
         model.fit(list(train))
-    report = calibrate(model, list(valid), method=u.calibration, alpha=u.alpha)
+    report = calibrate(model, list(valid), **asdict(config.calibration))
     return model, report
 
 
@@ -143,17 +141,3 @@ def load(path: str | Path):
     from uq_bias.uncertainty import load as load_uncertainty
 
     return load_uncertainty(path)
-
-
-@dataclass(frozen=True)
-class CalculatorRecipe:
-    """A picklable zero-argument factory of a (biased) :class:`uq_bias.Calculator` on the
-    uncertainty model saved in the folder ``path``: what each walker builds for itself."""
-
-    path: str
-    bias: object | None = None
-
-    def __call__(self):
-        from uq_bias.calculator import Calculator
-
-        return Calculator(load(self.path), bias=self.bias)

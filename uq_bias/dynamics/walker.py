@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from ase import Atoms, units
@@ -27,6 +28,7 @@ from ase.calculators.calculator import Calculator as ASECalculator
 
 from uq_bias import keys
 from uq_bias.dynamics.watchdog import FOUND, Verdict, Watchdog, WatchdogConfig
+from uq_bias.options import option
 
 ENSEMBLES = ("nvt", "npt")
 NPT_CELLS = ("full", "isotropic")
@@ -34,36 +36,29 @@ NPT_CELLS = ("full", "isotropic")
 
 @dataclass(frozen=True)
 class ExploreConfig:
-    """Settings of an exploration run (units: fs, K, GPa).
+    """Settings of an exploration run (molecular dynamics under the watchdog)."""
 
-    Attributes:
-        steps: MD steps per walker.
-        timestep: fs.
-        temperature: K (thermostat target and initial Maxwell-Boltzmann velocities).
-        ensemble: "nvt" (Langevin) or "npt" (MTK barostat; periodic cells only).
-        pressure: external pressure for NPT, GPa.
-        friction: Langevin friction, 1/fs.
-        tdamp, pdamp: NPT thermostat and barostat time constants, fs.
-        npt_cell: "full" (cell shape and volume) or "isotropic" (volume only).
-        sample_every: keep a candidate frame every that many steps.
-        watchdog: the stop criteria.
-        seed: base seed; walker k uses the seed sequence (seed, k).
-        progress: show a tqdm progress bar.
-    """
-
-    steps: int = 1000
-    timestep: float = 1.0
-    temperature: float = 300.0
-    ensemble: str = "nvt"
-    pressure: float = 0.0
-    friction: float = 0.01
-    tdamp: float = 100.0
-    pdamp: float = 1000.0
-    npt_cell: str = "full"
-    sample_every: int = 10
-    watchdog: WatchdogConfig = field(default_factory=WatchdogConfig)
-    seed: int = 0
-    progress: bool = True
+    steps: int = option(1000, "MD steps per walker.")
+    timestep: float = option(
+        0.5, "MD time step (0.5 fs keeps hydrogen stable under a bias).", unit="fs"
+    )
+    temperature: float = option(
+        300.0, "Thermostat target and initial Maxwell-Boltzmann velocities.", unit="K"
+    )
+    ensemble: Literal["nvt", "npt"] = option(
+        "nvt", "nvt (Langevin) or npt (MTK barostat; periodic cells only)."
+    )
+    pressure: float = option(0.0, "External pressure of NPT.", unit="GPa")
+    friction: float = option(0.01, "Langevin friction (NVT).", unit="1/fs")
+    tdamp: float = option(100.0, "NPT thermostat time constant.", unit="fs")
+    pdamp: float = option(1000.0, "NPT barostat time constant.", unit="fs")
+    npt_cell: Literal["full", "isotropic"] = option(
+        "full", "NPT cell motion: full (shape and volume) or isotropic (volume only)."
+    )
+    sample_every: int = option(10, "Keep a candidate frame every this many steps.")
+    watchdog: WatchdogConfig = option(WatchdogConfig(), "When a walker stops.")
+    seed: int = option(0, "Base seed; walker k uses the seed sequence (seed, k).")
+    progress: bool = option(True, "Show a progress bar.")
 
     def __post_init__(self):
         for name in ("steps", "sample_every"):

@@ -22,6 +22,7 @@ import numpy as np
 from ase import Atoms
 
 from uq_bias import keys
+from uq_bias.options import option
 
 BLOW_UPS = ("non_finite", "max_force", "min_distance", "error")
 FOUND = ("uncertainty", "hal")
@@ -29,21 +30,25 @@ FOUND = ("uncertainty", "hal")
 
 @dataclass(frozen=True)
 class WatchdogConfig:
-    """Thresholds of the watchdog (None switches a check off).
+    """Thresholds of the watchdog (null switches a check off)."""
 
-    Attributes:
-        max_uncertainty: stop when max_i u_i (calibrated, eV/A) exceeds it.
-        max_hal_ratio: stop when max_i u_i / (|F_i| + hal_eps) exceeds it (dimensionless).
-        hal_eps: eV/A, regularises the HAL ratio for atoms with small forces.
-        min_distance: A, stop when two atoms come closer.
-        max_force: eV/A, stop when a force exceeds it.
-    """
-
-    max_uncertainty: float | None = None
-    max_hal_ratio: float | None = None
-    hal_eps: float = 0.1
-    min_distance: float | None = 0.5
-    max_force: float | None = 50.0
+    max_uncertainty: float | None = option(
+        None,
+        "Stop when the largest calibrated atom uncertainty max_i u_i exceeds this.",
+        unit="eV/A",
+    )
+    max_hal_ratio: float | None = option(
+        None, "Stop when max_i u_i / (|F_i| + hal_eps) exceeds this (HAL's relative criterion)."
+    )
+    hal_eps: float = option(
+        0.1, "Regularises the HAL ratio for atoms with small forces.", unit="eV/A"
+    )
+    min_distance: float | None = option(
+        0.5, "Stop (blow-up) when two atoms come closer than this.", unit="A"
+    )
+    max_force: float | None = option(
+        50.0, "Stop (blow-up) when a force of the MD exceeds this.", unit="eV/A"
+    )
 
     def __post_init__(self):
         for name in ("max_uncertainty", "max_hal_ratio", "min_distance", "max_force", "hal_eps"):

@@ -8,7 +8,7 @@ posterior kernel of the pool (:func:`maxdet`, :func:`maxdet_kernel`, :func:`maxd
 
 from __future__ import annotations
 
-from uq_bias.selection.api import METHODS, pool_features, select
+from uq_bias.selection.api import METHODS, SelectionOptions, pool_features, select
 from uq_bias.selection.lcmd import lcmd
 from uq_bias.selection.maxdet import maxdet, maxdet_kernel
 from uq_bias.selection.maxdist import maxdist
@@ -19,6 +19,7 @@ from uq_bias.selection.result import Selection
 __all__ = [
     "METHODS",
     "Selection",
+    "SelectionOptions",
     "greedy_logdet_reference",
     "lcmd",
     "maxdet",

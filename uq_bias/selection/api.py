@@ -10,9 +10,12 @@ float64 feature matrix.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
+from uq_bias.options import option
 from uq_bias.selection.lcmd import lcmd
 from uq_bias.selection.maxdet import maxdet
 from uq_bias.selection.maxdist import maxdist
@@ -21,6 +24,20 @@ from uq_bias.selection.result import Selection, as_features, check_k
 
 METHODS: dict[str, Callable[..., Selection]] = {"maxdet": maxdet, "maxdist": maxdist, "lcmd": lcmd}
 METHODS_ALL = (*METHODS, "random")
+
+
+@dataclass(frozen=True)
+class SelectionOptions:
+    """How :func:`select` picks frames (the number k is the caller's label budget)."""
+
+    method: Literal["maxdet", "maxdist", "lcmd", "random"] = option(
+        "maxdet", "Batch selection: greedy max-det (default), max-dist, LCMD or random."
+    )
+    seed: int = option(0, "Seed of the random method (the others are deterministic).")
+    chunk_size: int = option(64, "Frames per graph when computing the pool's features.")
+    rtol: float = option(
+        1e-10, "Relative variance below which a frame adds nothing new (filled in last)."
+    )
 
 
 def pool_features(uncertainty_model, frames: Sequence, chunk_size: int = 64) -> torch.Tensor:
@@ -55,13 +72,13 @@ def select(
     uncertainty_model=None,
     pool_frames: Sequence | None = None,
     k: int | None = None,
-    method: str = "maxdet",
+    method: str = SelectionOptions.method,
     *,
     features=None,
     train_features=None,
-    seed: int = 0,
-    chunk_size: int = 64,
-    rtol: float = 1e-10,
+    seed: int = SelectionOptions.seed,
+    chunk_size: int = SelectionOptions.chunk_size,
+    rtol: float = SelectionOptions.rtol,
 ) -> Selection:
     """Pick ``k`` frames of ``pool_frames`` worth labelling: the label budget of this call.
 

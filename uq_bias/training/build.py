@@ -15,15 +15,31 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
+
+from uq_bias.options import option
 
 PRESETS: dict[str, dict] = {
     "tiny": {"hidden_irreps": "8x0e + 8x1o", "max_ell": 1, "mlp": "8x0e", "correlation": 2},
     "small": {"hidden_irreps": "32x0e + 32x1o", "max_ell": 2, "mlp": "16x0e", "correlation": 3},
     "medium": {"hidden_irreps": "64x0e + 64x1o", "max_ell": 3, "mlp": "16x0e", "correlation": 3},
 }
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    """A fresh MACE model: size, cutoff and floating-point type."""
+
+    preset: Literal["tiny", "small", "medium"] = option("small", "Size of a fresh MACE model.")
+    cutoff: float = option(5.0, "Neighbour cutoff radius of a fresh model.", unit="A")
+    dtype: Literal["float64", "float32"] = option("float64", "Floating-point type of the model.")
+
+    def __post_init__(self):
+        if not self.cutoff > 0:
+            raise ValueError(f"cutoff must be positive (A), got {self.cutoff}")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ase import Atoms
 
+from uq_bias.training.build import ModelOptions
 from uq_bias.training.labels import LabelKeys
 from uq_bias.training.statistics import compute_statistics
 from uq_bias.training.train import FitOptions, _frames, train
@@ -24,7 +25,7 @@ def train_ensemble(
     out_dir: str | Path,
     n_members: int = 4,
     *,
-    cutoff: float = 5.0,
+    cutoff: float = ModelOptions.cutoff,
     keys: LabelKeys | None = None,
     options: FitOptions | None = None,
     **kwargs,

@@ -23,15 +23,16 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
 from uq_bias.graph import check_atoms
+from uq_bias.options import option
 
 
 @dataclass(frozen=True)
 class LabelKeys:
     """Where the labels live in ``atoms.info`` (energy, stress) and ``atoms.arrays`` (forces)."""
 
-    energy: str = "energy"
-    forces: str = "forces"
-    stress: str = "stress"
+    energy: str = option("energy", "Key of the reference energy in atoms.info (eV).")
+    forces: str = option("forces", "Key of the reference forces in atoms.arrays (eV/A).")
+    stress: str = option("stress", "Key of the reference stress in atoms.info (eV/A^3).")
 
     @classmethod
     def with_prefix(cls, prefix: str) -> LabelKeys:

@@ -19,6 +19,7 @@ import torch
 
 from uq_bias.graph import Graph
 from uq_bias.models import AtomisticModel, energy_gradients
+from uq_bias.options import option
 from uq_bias.training.datamodule import Batch
 
 
@@ -26,9 +27,11 @@ from uq_bias.training.datamodule import Batch
 class LossWeights:
     """Weights w_E, w_F, w_S of the loss terms (see the module docstring)."""
 
-    energy: float = 1.0
-    forces: float = 10.0
-    stress: float = 100.0
+    energy: float = option(1.0, "Weight w_E of the per-atom energy error, 1/(eV/atom)^2.")
+    forces: float = option(10.0, "Weight w_F of the force error, 1/(eV/A)^2.")
+    stress: float = option(
+        100.0, "Weight w_S of the stress error (periodic cells only), 1/(eV/A^3)^2."
+    )
 
     def __post_init__(self):
         for name in ("energy", "forces", "stress"):

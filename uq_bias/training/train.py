@@ -8,8 +8,9 @@ file in the same directory, then ``os.replace``), which ``mace.calculators.MACEC
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import lightning
 import torch
@@ -19,7 +20,8 @@ from lightning.pytorch.callbacks import EarlyStopping
 from uq_bias.atomic import atomic_path
 from uq_bias.models import AtomisticModel, load_model
 from uq_bias.models.mace import MACEAdapter  # light: mace itself loads only when one is built
-from uq_bias.training.build import PRESETS, DataStatistics, build_mace
+from uq_bias.options import option
+from uq_bias.training.build import PRESETS, DataStatistics, ModelOptions, build_mace
 from uq_bias.training.callbacks import EpochCSVLogger
 from uq_bias.training.datamodule import AtomsDataModule
 from uq_bias.training.labels import LabelKeys, check_elements, elements, labelled, read_frames
@@ -34,35 +36,49 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 class TrainerOptions:
     """Passed to ``lightning.Trainer`` unchanged (multi-GPU / multi-node is configuration only)."""
 
-    accelerator: str = "auto"
-    devices: int | str | list[int] = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"
-    progress_bar: bool = True
-    #: Lightning's ``deterministic``; True also switches torch to deterministic algorithms for the
-    #: whole process (and fails on GPU ops without one). CPU runs repeat exactly without it.
-    deterministic: bool | str | None = None
+    accelerator: str = option("auto", "Lightning accelerator: auto, cpu, gpu, ...")
+    devices: int | str | list[int] = option("auto", "Lightning devices: a count, a list or auto.")
+    num_nodes: int = option(1, "Lightning nodes for multi-node training.")
+    strategy: str = option("auto", "Lightning strategy: auto, ddp, ddp_spawn, ...")
+    progress_bar: bool = option(True, "Show Lightning's progress bar.")
+    deterministic: bool | None = option(
+        None,
+        "Lightning's deterministic; true also switches torch to deterministic algorithms for the "
+        "whole process (and fails on GPU ops without one). CPU runs repeat exactly without it.",
+    )
+
+    def __post_init__(self):
+        if self.num_nodes < 1:
+            raise ValueError(f"num_nodes must be >= 1, got {self.num_nodes}")
 
 
 @dataclass(frozen=True)
 class FitOptions:
     """Optimisation settings of :func:`fit` (see :class:`AtomisticLitModule` for their meaning)."""
 
-    max_epochs: int = 100
-    batch_size: int = 4
-    lr: float = 1e-2
-    weight_decay: float = 0.0
-    weights: LossWeights = field(default_factory=LossWeights)
-    ema_decay: float | None = 0.99
-    scheduler: str = "plateau"
-    patience: int = 20
-    seed: int = 0
+    max_epochs: int = option(100, "Training epochs (0: only validate the starting model).")
+    batch_size: int = option(4, "Structures per batch.")
+    lr: float = option(1e-2, "Learning rate of Adam (AMSGrad).")
+    weight_decay: float = option(0.0, "Adam weight decay.")
+    weights: LossWeights = option(LossWeights(), "Weights of the loss terms.")
+    ema_decay: float | None = option(
+        0.99, "Decay of the exponential moving average of the weights; null: no EMA."
+    )
+    scheduler: Literal["plateau", "cosine", "none"] = option(
+        "plateau", "Learning-rate schedule: plateau (on val_loss), cosine (to 0), none."
+    )
+    patience: int = option(20, "Early-stopping patience on val_loss.", unit="epochs")
+    seed: int = option(0, "Seed of the model initialisation, shuffling and Lightning.")
 
     def __post_init__(self):
         if self.max_epochs < 0:
             raise ValueError(f"max_epochs must be >= 0, got {self.max_epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.patience < 1:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
 
 
 @dataclass
@@ -174,9 +190,9 @@ def train(
     out: str | Path,
     *,
     init: str | Path | None = None,
-    preset: str = "tiny",
-    cutoff: float = 5.0,
-    dtype: str = "float64",
+    preset: str = ModelOptions.preset,
+    cutoff: float = ModelOptions.cutoff,
+    dtype: str = ModelOptions.dtype,
     statistics: DataStatistics | None = None,
     keys: LabelKeys | None = None,
     options: FitOptions | None = None,

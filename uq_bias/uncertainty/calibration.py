@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -31,9 +32,29 @@ from ase import Atoms
 from ase.data import chemical_symbols
 
 from uq_bias.graph import Graph
+from uq_bias.options import option
 from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
 
 CALIBRATION_METHODS = ("conformal", "likelihood")
+
+
+@dataclass(frozen=True)
+class CalibrationOptions:
+    """How the calibration factors are fitted on labelled validation frames."""
+
+    method: Literal["conformal", "likelihood"] = option(
+        "conformal",
+        "conformal (U is the 1 - alpha quantile of the error) or likelihood (U is the standard "
+        "deviation of a Gaussian error).",
+    )
+    alpha: float = option(0.1, "Miscoverage level of conformal calibration (coverage 1 - alpha).")
+    per_element: bool = option(False, "One force calibration factor per element.")
+
+    def __post_init__(self):
+        if not 0.0 < self.alpha < 1.0:
+            raise ValueError(f"alpha must be in (0, 1), got {self.alpha}")
+
+
 LEVELS = np.linspace(0.01, 0.99, 99)
 
 
@@ -174,9 +195,9 @@ def calibrate(
     model: UncertaintyModel,
     frames: Sequence[Atoms],
     *,
-    method: str = "conformal",
-    alpha: float = 0.1,
-    per_element: bool = False,
+    method: str = CalibrationOptions.method,
+    alpha: float = CalibrationOptions.alpha,
+    per_element: bool = CalibrationOptions.per_element,
     batch_size: int = 8,
 ) -> dict:
     """Set ``model.calibration`` from labelled validation ``frames``; return the report dict.

@@ -19,13 +19,16 @@ positions and strain whenever the energy is.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from ase import Atoms
 
 from uq_bias.graph import Graph
 from uq_bias.models import AtomisticModel, load_model
+from uq_bias.options import option
 from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
 from uq_bias.uncertainty.ensemble import safe_sqrt
 from uq_bias.uncertainty.features import FEATURE_KINDS, FeatureMap, structure_sum
@@ -39,6 +42,33 @@ from uq_bias.uncertainty.posterior import (
 from uq_bias.uncertainty.scales import CalibrationScales
 
 METHODS = ("posterior", "distance")
+
+
+@dataclass(frozen=True)
+class UncertaintyOptions:
+    """How an uncertainty model is built from trained model(s): gradient features of one model
+    (method, features, sketch, sigma) or an ensemble of several (head only)."""
+
+    method: Literal["posterior", "distance"] = option(
+        "posterior",
+        "Gradient-feature uncertainty: posterior (Bayesian last layer) or distance (to the "
+        "nearest training feature).",
+    )
+    features: Literal["last_layer", "sketch", "all_readouts"] = option(
+        "last_layer",
+        "last_layer (exact), sketch (random projection to sketch_dim) or all_readouts (exact last "
+        "layer + product sketch of the hidden readout layer).",
+    )
+    sketch_dim: int = option(512, "Dimension p of the random-projection sketches.")
+    sigma: float = option(1e-2, "Noise/prior ratio sigma of the posterior (dimensionless).")
+    seed: int = option(0, "Seed of the sketches.")
+    head: str | int | None = option(None, "Head of a multi-head MACE model; null: the default.")
+
+    def __post_init__(self):
+        if not self.sigma > 0:
+            raise ValueError(f"sigma must be positive, got {self.sigma}")
+        if self.sketch_dim < 1:
+            raise ValueError(f"sketch_dim must be >= 1, got {self.sketch_dim}")
 
 
 def _frames(frames: Atoms | Sequence[Atoms], where: str) -> list[Atoms]:
@@ -70,12 +100,12 @@ class GradientFeatureUncertainty(UncertaintyModel):
         self,
         model: AtomisticModel | torch.nn.Module | str | Path,
         *,
-        method: str = "posterior",
-        features: str = "last_layer",
-        sketch_dim: int = 512,
-        sigma: float = 1e-2,
-        seed: int = 0,
-        head: str | int | None = None,
+        method: str = UncertaintyOptions.method,
+        features: str = UncertaintyOptions.features,
+        sketch_dim: int = UncertaintyOptions.sketch_dim,
+        sigma: float = UncertaintyOptions.sigma,
+        seed: int = UncertaintyOptions.seed,
+        head: str | int | None = UncertaintyOptions.head,
     ):
         super().__init__()
         if method not in METHODS:

@@ -6,12 +6,15 @@ Writes into the folder ``out``: the saved uncertainty model (``state.pt``, ``unc
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
 from ase import Atoms
 
 from uq_bias.uncertainty.base import UncertaintyModel
+from uq_bias.uncertainty.calibration import CalibrationOptions
+from uq_bias.uncertainty.gradient import UncertaintyOptions
 
 REPORT_FILE = "calibration.json"
 PLOT_FILE = "reliability.png"
@@ -28,35 +31,19 @@ def _read(frames: str | Path | Sequence[Atoms], what: str) -> list[Atoms]:
     return [frames] if isinstance(frames, Atoms) else list(frames)
 
 
-def build(
-    models: Sequence,
-    *,
-    method: str = "posterior",
-    features: str = "last_layer",
-    sketch_dim: int = 512,
-    sigma: float = 1e-2,
-    seed: int = 0,
-    head: str | int | None = None,
-) -> UncertaintyModel:
-    """An unfitted uncertainty model: an :class:`Ensemble` for several models (``method`` is then
-    ignored), else a :class:`GradientFeatureUncertainty`."""
+def build(models: Sequence, options: UncertaintyOptions | None = None) -> UncertaintyModel:
+    """An unfitted uncertainty model: an :class:`Ensemble` for several models (only
+    ``options.head`` applies), else a :class:`GradientFeatureUncertainty`."""
     from uq_bias.uncertainty.ensemble import Ensemble
     from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
 
+    options = options or UncertaintyOptions()
     models = list(models)
     if not models:
         raise ValueError("give at least one model")
     if len(models) > 1:
-        return Ensemble(models, head=head)
-    return GradientFeatureUncertainty(
-        models[0],
-        method=method,
-        features=features,
-        sketch_dim=sketch_dim,
-        sigma=sigma,
-        seed=seed,
-        head=head,
-    )
+        return Ensemble(models, head=options.head)
+    return GradientFeatureUncertainty(models[0], **dataclasses.asdict(options))
 
 
 def fit_and_calibrate(
@@ -65,27 +52,26 @@ def fit_and_calibrate(
     out: str | Path,
     *,
     train: str | Path | Sequence[Atoms] | None = None,
-    calibration: str = "conformal",
-    alpha: float = 0.1,
-    per_element: bool = False,
-    **options,
+    options: UncertaintyOptions | None = None,
+    calibration: CalibrationOptions | None = None,
 ) -> tuple[UncertaintyModel, dict]:
     """Build (see :func:`build`, ``options``), fit on ``train`` (gradient features only),
-    calibrate on ``valid``, save to ``out`` and write the report; returns (model, report).
+    calibrate on ``valid`` (``calibration``), save to ``out`` and write the report; returns
+    (model, report).
 
     All inputs are read and checked before anything is written.
     """
     from uq_bias.uncertainty.calibration import calibrate
     from uq_bias.uncertainty.report import write_json, write_plot
 
-    model = build(models, **options)
+    model = build(models, options)
     valid_frames = _read(valid, "validation")
     if hasattr(model, "fit"):
         if train is None:
             raise ValueError("gradient-feature uncertainty needs training frames (--train)")
         model.fit(_read(train, "training"))
     report = calibrate(
-        model, valid_frames, method=calibration, alpha=alpha, per_element=per_element
+        model, valid_frames, **dataclasses.asdict(calibration or CalibrationOptions())
     )
     out = Path(out)
     model.save(out)
