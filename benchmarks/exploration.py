@@ -28,6 +28,7 @@ default), each final model also runs plain MD at 300 K and 600 K (``--stability-
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
@@ -59,6 +60,7 @@ class Size:
     max_epochs: int
     tau_rel: float
     window: int
+    start: str = "structures"
 
     @property
     def budget(self) -> int:
@@ -72,7 +74,7 @@ QUICK = Size("tiny", 4.0, 8, 8, 2, 2, 300, 10, 20, 0.5, 20)
 def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed: int) -> dict:
     bias = {"tau_rel": size.tau_rel, "window": size.window} if biased else {"tau": 0.0}
     return {
-        "folder": name,
+        "folder": folder_name(name, biased, size),
         "seed": seed,
         "data": {
             "structures": "builtin:alanine_dipeptide",
@@ -91,12 +93,20 @@ def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed:
             "temperature": temperature,
             "sample_every": size.sample_every,
             "bias": bias,
+            "start": size.start,
         },
         "selection": {"method": "maxdet", "batch_size": size.batch},
         "stop": {"iterations": size.iterations, "label_budget": size.budget},
         "executor": {"kind": "inprocess"},
         "report": {"plots": True},
     }
+
+
+def folder_name(name: str, biased: bool, size: Size) -> str:
+    """The campaign folder: the settings that differ between runs of the benchmark are in
+    its name, so a run with other settings never resumes (and reuses) another's folder."""
+    parts = [name] + ([f"taurel{size.tau_rel:g}", f"w{size.window}"] if biased else [])
+    return "_".join(parts + ([f"start-{size.start}"] if size.start != "structures" else []))
 
 
 def campaigns(hot: float) -> list[tuple[str, float, bool]]:
@@ -303,13 +313,18 @@ def main(argv=None) -> int:
     p.add_argument("--stability-ps", type=float, help="length of each run, ps (2; --quick 0.25)")
     p.add_argument("--tau-rel", type=float, help="override the bias strength tau_rel")
     p.add_argument("--window", type=int, help="override the bias window, steps")
+    p.add_argument(
+        "--start", choices=["structures", "labelled"], help="where walkers start (all campaigns)"
+    )
     args = p.parse_args(argv)
     size = QUICK if args.quick else DEFAULT
     args.stability_runs = args.stability_runs or (4 if args.quick else 8)
     args.stability_ps = args.stability_ps or (0.25 if args.quick else 2.0)
-    overrides = {"tau_rel": args.tau_rel, "window": args.window}
+    overrides = {"tau_rel": args.tau_rel, "window": args.window, "start": args.start}
     size = Size(**{**asdict(size), **{k: v for k, v in overrides.items() if v is not None}})
-    out = args.out / ("quick" if args.quick else "default")
+    shared = {k: v for k, v in asdict(size).items() if k not in ("tau_rel", "window")}
+    key = hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
+    out = args.out / f"{'quick' if args.quick else 'default'}_{key}"  # one folder per size
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     spec = alanine_test_set.QUICK if args.quick else alanine_test_set.TestSetSpec()

@@ -130,17 +130,18 @@ def stop_reason(state: CampaignState, config: cfg.CampaignConfig, k: int) -> str
     return None
 
 
-def _stage(ctx: stages.Context, k: int, name: str, fn: Callable | None = None) -> None:
+def _stage(ctx: stages.Context, k: int, name: str, fn: Callable | None = None) -> bool:
     """Run stage ``name`` of iteration ``k`` unless the journal has it; then mark it and add
-    its wall time to ``iterations/NNN/timings.json``."""
+    its wall time to ``iterations/NNN/timings.json``. Returns whether it ran."""
     if ctx.state.done(k, name):
-        return
+        return False
     ctx.state.log(f"iteration {k}: {name} ...")
     start = time.perf_counter()
     (fn or stages.STAGES[name])(ctx, k)
     path = ctx.dir(k) / console.TIMINGS
     write_json(path, {**read_json(path, {}), name: time.perf_counter() - start})
     ctx.state.mark(k, name)
+    return True
 
 
 def _summary(ctx: stages.Context, k: int) -> None:
@@ -173,15 +174,15 @@ def _iterate(ctx: stages.Context) -> tuple[int, str]:
     _stage(ctx, 0, "merge")
     k = 1
     while True:
-        for name in ("train", "uncertainty", "metrics"):
-            _stage(ctx, k, name)
+        ran = [_stage(ctx, k, name) for name in ("train", "uncertainty", "metrics")]
         reason = stop_reason(ctx.state, ctx.config, k)
-        if reason is not None:
+        if reason is None:
+            ran += [_stage(ctx, k, name) for name in ("explore", "select", "label", "evaluate")]
+            ran.append(_stage(ctx, k, "merge"))
+        if any(ran):  # a resumed iteration that had nothing left to do prints nothing
             _summary(ctx, k)
+        if reason is not None:
             return k, reason
-        for name in ("explore", "select", "label", "evaluate", "merge"):
-            _stage(ctx, k, name)
-        _summary(ctx, k)
         k += 1
 
 
