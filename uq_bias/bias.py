@@ -30,6 +30,9 @@ any other model (gradient features), two backward passes over one graph, -dE/dr 
 ``BiasConfig(split=False)`` a single backward pass over E_b gives F_b and sigma_b directly,
 without the unbiased and bias parts (the plain calculator's cost).
 
+All bias arithmetic is float64 whatever the model's dtype (the uncertainty model's outputs are
+float64; gradients taken with respect to a float32 graph are cast before they are combined).
+
 Symbols to names: tau ``tau``, U ``uncertainty``, dU/dr ``du_dr`` (N, 3), (1/V) dU/d(eps)
 ``du_deps`` (S, 3, 3), w_i ``atom_weight``, w_S ``structure_weight``.
 """
@@ -490,7 +493,7 @@ class Bias:
         single = not self.config.split and self.config.gradient != "closed_form"
         if single and not self._closed_form(out, stress):
             return self._single_pass(out, graph, stress)
-        forces, du_dr, sigma, du_deps = self._gradients(out, graph, stress)
+        forces, du_dr, sigma, du_deps = map(_float64, self._gradients(out, graph, stress))
         out = replace(out, forces=forces, stress=sigma if stress else out.stress)
         atom_weight = self.table.to(forces)[graph.atomic_numbers]
         tau = self._strength(graph, forces, du_dr, atom_weight)
@@ -508,7 +511,7 @@ class Bias:
         tau = out.energy.new_full((graph.n_structures,), float(self.config.tau))
         bias_energy = -tau * out.energy_uncertainty
         energy = out.energy + bias_energy
-        forces, sigma = energy_gradients(energy, graph, stress=stress)
+        forces, sigma = map(_float64, energy_gradients(energy, graph, stress=stress))
         counts = torch.bincount(graph.batch, minlength=graph.n_structures).to(energy.dtype)
         node_energy = out.node_energy + (bias_energy / counts)[graph.batch]
         terms = BiasTerms(energy, node_energy, forces, sigma, bias_energy, None, None, tau)
@@ -550,6 +553,12 @@ def estimate_window(
         samples.append(bias.sample(model, graph))
     force_mean, bias_mean = np.mean(samples, axis=0)
     return float(force_mean), float(bias_mean)
+
+
+def _float64(tensor: torch.Tensor | None) -> torch.Tensor | None:
+    """Bias arithmetic runs in float64 whatever the model's dtype (gradients with respect to a
+    float32 model's positions come back in float32)."""
+    return None if tensor is None else tensor.to(torch.float64)
 
 
 def bias_results(out: UncertaintyOutput, terms: BiasTerms) -> dict[str, torch.Tensor]:

@@ -82,6 +82,7 @@ class Calculator(ASECalculator):
         forces, sigma = out.forces, out.stress
         if forces is None or (stress and sigma is None):
             forces, sigma = energy_gradients(out.energy, graph, stress=stress)
+            forces, sigma = forces.double(), None if sigma is None else sigma.double()
         results = {
             keys.ENERGY: out.energy,
             keys.ENERGIES: out.node_energy,

@@ -78,6 +78,11 @@ def _add_select(sub) -> None:
     p.add_argument("--pool", required=True, help="candidate frames, extended XYZ")
     p.add_argument("--k", type=int, required=True, help="number of frames to select")
     p.add_argument("--out", required=True, help="selected frames to write, extended XYZ")
+    p.add_argument(
+        "--labelled",
+        help="frames already labelled (any role), extended XYZ: condition the selection on "
+        "them (with --unc; an ensemble then selects full batches on its members' features)",
+    )
     add_options(p, SelectionOptions, dest="selection")
     p.set_defaults(func=_run_select)
 
@@ -99,7 +104,12 @@ def _run_select(args) -> int:
         from uq_bias.uncertainty import load
 
         model = load(args.unc)
-    sel = select(model, frames, args.k, features=features, **asdict(options))
+    labelled = read(args.labelled, index=":") if args.labelled else None
+    if labelled is not None and features is not None:
+        raise ValueError("--labelled conditions an uncertainty model (--unc), not --features")
+    sel = select(
+        model, frames, args.k, features=features, labelled_frames=labelled, **asdict(options)
+    )
     write_frames(args.out, annotate(frames, sel))
     print(f"selected {len(sel)} of {len(frames)} frames with {sel.method} -> {args.out}")
     if sel.n_filled:

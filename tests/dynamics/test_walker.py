@@ -165,16 +165,32 @@ def test_blow_up_stops_with_reason_and_keeps_frames(fitted_ensemble, lattice, la
 
 
 def test_max_force_stops(fitted_ensemble, lattice, lattice_run):
+    """max_force looks at the unbiased forces (the model's own), recorded in every frame."""
     frames = lattice_run.frames
-    f_max = np.array([np.linalg.norm(f.arrays["model_forces"], axis=1).max() for f in frames])
+    f_max = np.array([np.linalg.norm(f.arrays["unbiased_forces"], axis=1).max() for f in frames])
     start_atoms = lattice.copy()
-    start_atoms.calc = _calc(fitted_ensemble, 1.5)
+    start_atoms.calc = Calculator(fitted_ensemble)
     f_start = np.linalg.norm(start_atoms.get_forces(), axis=1).max()
     limit, first = _threshold(f_start, f_max, 0.5)
     config = ExploreConfig(steps=40, watchdog=WatchdogConfig(max_force=limit), **FAST)
     walker = explore(_calc(fitted_ensemble, 1.5), lattice, config).walkers[0]
     assert (walker.stop_reason, walker.stop_step) == ("max_force", first)
     assert [f.info["step"] for f in walker.frames] == list(range(10, first, 10))
+
+
+def test_strong_bias_is_not_a_blow_up(fitted_ensemble, lattice):
+    """tau = 50 from the ideal lattice: bias forces of tens of eV/A, unbiased forces below
+    1 eV/A. A max_force limit between the two does not end the walker; the frames record
+    biased forces beyond the limit (what the check used to look at) and unbiased ones below it."""
+    limit = 5.0
+    overrides = {**FAST, "timestep": 1.0, "sample_every": 1}
+    config = ExploreConfig(steps=5, watchdog=WatchdogConfig(max_force=limit), **overrides)
+    walker = explore(_calc(fitted_ensemble, 50.0), lattice, config).walkers[0]
+    assert walker.stop_reason == "completed"
+    biased = [np.linalg.norm(f.arrays["model_forces"], axis=1).max() for f in walker.frames]
+    unbiased = [np.linalg.norm(f.arrays["unbiased_forces"], axis=1).max() for f in walker.frames]
+    assert len(walker.frames) == 5
+    assert biased[0] > 2 * limit and max(unbiased) < limit
 
 
 def test_coinciding_atoms_stop_as_non_finite(fitted_ensemble, start, tmp_path):

@@ -8,6 +8,7 @@ from ase.build import bulk
 from ase.neighborlist import neighbor_list
 
 from uq_bias import keys
+from uq_bias.bias import BiasConfig
 from uq_bias.calculator import Calculator
 from uq_bias.dynamics.watchdog import Watchdog, WatchdogConfig, hal_ratio, min_pair_distance
 
@@ -50,6 +51,22 @@ def test_each_check_fires_alone(evaluated):
         assert verdict.max_uncertainty == pytest.approx(u_max)
     quiet = WatchdogConfig(max_uncertainty=1.01 * u_max, max_force=1.01 * f_max)
     assert Watchdog(quiet)(atoms, results).reason is None
+
+
+def test_max_force_looks_at_the_unbiased_forces(fitted_ensemble, cu8_frames):
+    """A strong bias (tau = 50) on a frame with small forces: max_force set between the
+    unbiased forces (from a calculator without bias) and the biased ones does not fire."""
+    atoms = cu8_frames[0].copy()
+    atoms.calc = Calculator(fitted_ensemble)
+    f_unbiased = np.linalg.norm(atoms.get_forces(), axis=1).max()
+    atoms.calc = Calculator(fitted_ensemble, bias=BiasConfig(tau=50.0))
+    f_biased = np.linalg.norm(atoms.get_forces(), axis=1).max()
+    assert f_biased > 4 * f_unbiased
+    limit = 2 * f_unbiased
+    verdict = Watchdog(WatchdogConfig(max_force=limit))(atoms, dict(atoms.calc.results))
+    assert verdict.reason is None
+    lower = Watchdog(WatchdogConfig(max_force=0.5 * f_unbiased))(atoms, dict(atoms.calc.results))
+    assert lower.reason == "max_force" and "unbiased" in lower.message
 
 
 def test_non_finite_values_are_a_blow_up(evaluated):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from reference_data import rattled_cu_frames
 
 from uq_bias import GenericAdapter
 from uq_bias.graph import edge_vectors
@@ -89,3 +91,46 @@ def test_select_with_an_ensemble(ensemble, cu_frames):
     assert sel.n_filled == 2 and len(set(sel.indices)) == 5
     variance = float(feats[expected[0]] @ feats[expected[0]])  # = var_k(E_k), unbiased
     assert sel.scores[0] == pytest.approx(variance, rel=1e-8)
+
+
+def posterior_kernel(model, labelled, pool, sigma=1e-2) -> np.ndarray:
+    """Slow reference: sigma^2 Phi~_P (Phi~_L^T Phi~_L + sigma^2 I)^-1 Phi~_P^T with each frame's
+    Phi = dE/dw by autograd (not the feature hooks), s = sqrt(n_L / sum ||Phi_L||^2), numpy."""
+
+    def phi(frames):
+        rows = [model.last_layer_gradient(model(model.graph(f)).energy[0]) for f in frames]
+        return torch.stack(rows).detach().numpy()
+
+    phi_l, phi_p = phi(labelled), phi(pool)
+    s = np.sqrt(len(labelled) / (phi_l**2).sum())
+    a = s**2 * phi_l.T @ phi_l + sigma**2 * np.eye(phi_l.shape[1])
+    return sigma**2 * s**2 * phi_p @ np.linalg.solve(a, phi_p.T)
+
+
+def test_ensemble_selects_full_batches_conditioned_on_labelled_frames(ensemble):
+    """K = 4 members, batch 8: with labelled frames all 8 picks are max-det picks (no fill-up;
+    the energies alone have rank K - 1 = 3), in the order of a brute-force greedy log-det on the
+    mean of the members' posterior kernels given the labelled frames."""
+    labelled = rattled_cu_frames(4, seed=5, size=(2, 1, 1))
+    pool = rattled_cu_frames(14, seed=6, size=(2, 1, 1))
+    sel = select(ensemble, pool, 8, labelled_frames=labelled, chunk_size=5)
+    assert len(sel) == 8 and sel.n_filled == 0
+    kernel = np.mean([posterior_kernel(m, labelled, pool) for m in ensemble.members], axis=0)
+    assert sel.indices == greedy_logdet_reference(torch.from_numpy(kernel), 8)
+    assert select(ensemble, pool, 8).n_filled == 5  # the ensemble's own features: rank 3
+
+
+def test_labelled_frames_condition_the_selection(ensemble, cu_frames):
+    """The frame picked first given two labelled frames is no longer picked first once it is
+    labelled too; the picks follow the brute-force posterior given all three."""
+    from uq_bias.uncertainty import GradientFeatureUncertainty
+
+    model = GradientFeatureUncertainty(ensemble.members[0]).fit(cu_frames[:2])
+    pool = cu_frames[2:8]
+    first = select(model, pool, 1).indices[0]
+    again = select(model, pool, 3, labelled_frames=[*cu_frames[:2], pool[first]])
+    assert again.indices[0] != first
+    kernel = posterior_kernel(ensemble.members[0], [*cu_frames[:2], pool[first]], pool)
+    assert again.indices == greedy_logdet_reference(torch.from_numpy(kernel), 3)
+    with pytest.raises(TypeError, match="labelled_frames conditions"):
+        select(features=torch.eye(3), k=1, labelled_frames=pool)

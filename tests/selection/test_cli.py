@@ -58,3 +58,34 @@ def test_cli_select_with_a_saved_uncertainty_model(tmp_path, tiny_mace, cu_frame
     assert chosen[0] == int(torch.argmax(u2))
     torch.testing.assert_close(feats.pow(2).sum(1), u2.double(), rtol=1e-8, atol=0)
     assert "selected 3 of 5 frames" in capsys.readouterr().out
+
+
+def test_cli_select_conditioned_on_labelled_frames(tmp_path, tiny_mace, cu_frames, capsys):
+    """--labelled: picks and scores equal the Python API's with labelled_frames; the score of
+    the frame picked first on the model's own posterior drops once it is labelled too."""
+    from uq_bias.selection import select
+    from uq_bias.uncertainty import GradientFeatureUncertainty, load, save
+
+    torch.save(tiny_mace, tmp_path / "model.pt")
+    unc = GradientFeatureUncertainty(str(tmp_path / "model.pt")).fit(cu_frames[:4])
+    save(unc, tmp_path / "unc")
+    pool = cu_frames[4:10]
+    plain = select(unc, pool, 1)
+    labelled = [*cu_frames[:4], pool[plain.indices[0]]]
+    write(tmp_path / "pool.extxyz", pool, format="extxyz")
+    write(tmp_path / "labelled.extxyz", labelled, format="extxyz")
+    out = tmp_path / "selected.extxyz"
+    argv = ["select", "--unc", str(tmp_path / "unc"), "--pool", str(tmp_path / "pool.extxyz")]
+    argv += ["--labelled", str(tmp_path / "labelled.extxyz"), "--k", "3", "--out", str(out)]
+    assert main(argv) == 0
+    chosen = read(out, index=":")
+    expected = select(load(tmp_path / "unc"), pool, 3, labelled_frames=labelled)
+    assert [a.info["selection_index"] for a in chosen] == expected.indices
+    scores = [a.info["selection_score"] for a in chosen]
+    assert scores == pytest.approx(expected.scores, rel=1e-6)
+    assert scores[0] < 0.75 * plain.scores[0]
+    bad = ["select", "--features", str(tmp_path / "f.pt"), "--pool", str(tmp_path / "pool.extxyz")]
+    torch.save(torch.eye(6, dtype=torch.float64), tmp_path / "f.pt")
+    bad += ["--labelled", str(tmp_path / "labelled.extxyz"), "--k", "1", "--out", str(out)]
+    assert main(bad) == 2
+    assert "--labelled conditions an uncertainty model" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from ase.build import bulk
 from ase.io import read, write
 
 from uq_bias import keys
+from uq_bias.bias import BiasConfig
 from uq_bias.calculator import Calculator
 from uq_bias.models.mace import MACEAdapter
 from uq_bias.training.build import build_mace
@@ -128,3 +129,53 @@ def test_members_must_agree(cu_model):
         Ensemble([a, build_mace([13, 29], cutoff=5.0, seed=1)])
     with pytest.raises(ValueError, match="at least 2"):
         Ensemble([MACEAdapter(a)])
+
+
+@pytest.fixture(scope="module")
+def dft_scale_members():
+    """Four tiny Al/Cu MACE members at DFT-scale energies (atomic reference energies of about
+    -1625 eV, so an 8-atom cell sits near -13,000 eV) whose last readouts differ slightly:
+    their energies differ by a few meV, about the float32 spacing at -13,000 eV (1 meV)."""
+    from uq_bias.training.build import DataStatistics
+
+    stats = DataStatistics({13: -1624.0, 29: -1625.5}, 10.0, 1.0, 0.0)
+    base = build_mace([13, 29], cutoff=4.0, statistics=stats, seed=0)
+    members = []
+    for k in range(4):
+        member = copy.deepcopy(base)
+        weight = member.readouts[-1].linear_2.weight
+        noise = torch.randn(weight.shape, generator=torch.Generator().manual_seed(k))
+        with torch.no_grad():
+            weight.add_(3e-3 * noise.to(weight.dtype))
+        members.append(member)
+    return members
+
+
+@pytest.mark.parametrize("gradient", ["closed_form", "autograd"])
+def test_float32_members_at_dft_scale_match_float64(dft_scale_members, gradient):
+    """The same ensemble in float32 and float64: U, atom uncertainties and bias forces agree to
+    1%, and U equals the population std of the float64 members' energies computed here with
+    numpy. Forming the spread from float32 totals (1 meV apart) would not."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True) * (1, 1, 2)
+    atoms.numbers[[1, 5]] = 13
+    atoms.rattle(0.1, seed=1)
+    results = {}
+    for dtype in (torch.float64, torch.float32):
+        members = [MACEAdapter(copy.deepcopy(m).to(dtype)) for m in dft_scale_members]
+        frame = atoms.copy()
+        frame.calc = Calculator(Ensemble(members), bias=BiasConfig(tau=1.0, gradient=gradient))
+        frame.get_forces()
+        results[dtype] = frame.calc.results
+    ref, low = results[torch.float64], results[torch.float32]
+    energies = ref[keys.MEMBERS_ENERGY]
+    assert -13_100 < energies.mean() < -12_900 and 1e-3 < np.ptp(energies) < 1e-2
+    u_numpy = np.std(energies)  # float64 members: exact to ~1e-12 eV
+    assert ref[keys.ENERGY_UNCERTAINTY] == pytest.approx(u_numpy, rel=1e-6)
+    assert low[keys.ENERGY_UNCERTAINTY] == pytest.approx(u_numpy, rel=1e-2)
+    np.testing.assert_allclose(
+        low[keys.FORCES_UNCERTAINTY], ref[keys.FORCES_UNCERTAINTY], rtol=1e-2
+    )
+    scale = np.abs(ref[keys.BIAS_FORCES]).max()
+    assert np.abs(low[keys.BIAS_FORCES] - ref[keys.BIAS_FORCES]).max() < 1e-2 * scale
+    for name in (keys.ENERGY_UNCERTAINTY, keys.BIAS_FORCES, keys.MEMBERS_ENERGY):
+        assert np.asarray(low[name]).dtype == np.float64

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
 
 from uq_bias.calculator import Calculator
+from uq_bias.models.mace import MACEAdapter
 from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
 
 
@@ -131,3 +134,32 @@ def test_any_adapter_works(small_cu_frames):
         assert u[1] < 0.3 * u[0]
     with pytest.raises(ValueError, match="all_readouts.*GenericAdapter has none"):
         GradientFeatureUncertainty(adapter, features="all_readouts")
+
+
+@pytest.mark.parametrize("features", ["last_layer", "sketch"])
+def test_float32_model_matches_float64_twin(cu_model, small_cu_frames, features):
+    """The same model in float32 and float64: features, posterior, calibration and outputs are
+    float64 either way, and the uncertainties, selection features and bias forces agree to the
+    float32 model's own precision (relative 1e-4)."""
+    from uq_bias.bias import BiasConfig
+
+    results = {}
+    for dtype in (torch.float64, torch.float32):
+        model = GradientFeatureUncertainty(
+            MACEAdapter(copy.deepcopy(cu_model).to(dtype)), features=features, sketch_dim=32
+        ).fit(small_cu_frames[:6])
+        graph = model.graph(small_cu_frames[6:])
+        out = model(graph)
+        selection = model.selection_features(graph).detach()
+        atoms = small_cu_frames[7].copy()
+        atoms.calc = Calculator(model, bias=BiasConfig(tau=1.0))
+        atoms.get_forces()
+        results[dtype] = (out, selection, atoms.calc.results)
+        tensors = (out.energy, out.energy_uncertainty, out.atom_uncertainty, selection)
+        assert all(t.dtype == torch.float64 for t in tensors)
+    (ref, ref_g, ref_r), (low, low_g, low_r) = results[torch.float64], results[torch.float32]
+    torch.testing.assert_close(low.energy_uncertainty, ref.energy_uncertainty, rtol=1e-4, atol=0)
+    torch.testing.assert_close(low.atom_uncertainty, ref.atom_uncertainty, rtol=1e-4, atol=0)
+    torch.testing.assert_close(low_g, ref_g, rtol=1e-4, atol=1e-4 * float(ref_g.abs().max()))
+    bias = ref_r["bias_forces"]
+    assert np.abs(low_r["bias_forces"] - bias).max() < 1e-4 * np.abs(bias).max()

@@ -59,6 +59,11 @@ class DataConfig:
     rattle: float = option(
         0.05, "Standard deviation of the rattle of the initial frames.", unit="A"
     )
+    strain: float = option(
+        0.03,
+        "Periodic initial frames: random symmetric strain, each component uniform in "
+        "[-strain, strain] (cell and positions scaled together); 0 switches it off.",
+    )
     initial_data: str | None = option(
         None, "Optional extended XYZ of frames already labelled (energy, forces) to start from."
     )
@@ -75,6 +80,8 @@ class DataConfig:
             raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
         if self.rattle < 0:
             raise ValueError(f"rattle must be >= 0 (A), got {self.rattle}")
+        if not 0 <= self.strain < 0.5:
+            raise ValueError(f"strain must be >= 0 and < 0.5, got {self.strain}")
 
 
 @dataclass(frozen=True)

@@ -148,16 +148,29 @@ def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> None:
     ctx.state.add_failures(failures, k)
 
 
+def perturbed(atoms: Atoms, rng: np.random.Generator, rattle: float, strain: float) -> Atoms:
+    """A copy of ``atoms`` rattled by N(0, rattle^2) per coordinate (A) and, for a cell periodic
+    in all three directions, strained by a random symmetric eps with independent entries
+    eps_ab = eps_ba ~ U(-strain, strain):  cell' = cell (I + eps),  r' = r (I + eps), so the
+    fractional coordinates are kept. Molecules and slabs are only rattled."""
+    out = atoms.copy()
+    out.positions = out.positions + rng.normal(scale=rattle, size=(len(out), 3))
+    if strain > 0 and out.pbc.all():
+        upper = np.triu(rng.uniform(-strain, strain, size=(3, 3)))
+        deformation = np.eye(3) + upper + np.triu(upper, 1).T
+        out.set_cell(out.cell.array @ deformation, scale_atoms=True)
+    return out
+
+
 def label_initial(ctx: Context, k: int) -> None:
-    """Iteration 0: label ``initial_frames`` rattled copies of the start structures, and take
-    the frames of ``initial_data`` as they are."""
+    """Iteration 0: label ``initial_frames`` perturbed copies of the start structures (see
+    :func:`perturbed`), and take the frames of ``initial_data`` as they are."""
     data = ctx.config.data
     rng = np.random.default_rng(ctx.config.seed)
-    frames = []
-    for i in range(data.initial_frames):
-        atoms = ctx.structures[i % len(ctx.structures)].copy()
-        atoms.positions = atoms.positions + rng.normal(scale=data.rattle, size=(len(atoms), 3))
-        frames.append(atoms)
+    frames = [
+        perturbed(ctx.structures[i % len(ctx.structures)], rng, data.rattle, data.strain)
+        for i in range(data.initial_frames)
+    ]
     label_frames(ctx, k, frames)
     if data.initial_data:
         from uq_bias.training.labels import read_frames as read_labelled
@@ -353,24 +366,31 @@ def explore(ctx: Context, k: int) -> None:
 
 
 def select(ctx: Context, k: int) -> None:
-    """Pick a batch of candidates with the configured method (max-det by default)."""
+    """Pick a batch of candidates with the configured method (max-det by default), on posterior
+    gradient features conditioned on every labelled frame, whatever its role (training,
+    validation, calibration), so that no label is spent next to one already paid for; for an
+    ensemble these are its members' features, so a batch is not capped at K - 1 max-det picks
+    (:class:`uq_bias.uncertainty.conditioned.ConditionedFeatures`)."""
     from uq_bias.selection import SelectionOptions
     from uq_bias.selection import select as select_batch
 
     config = ctx.config
-    known = {a.info[FRAME_ID] for a in ctx.state.labelled()}
+    labelled = ctx.state.labelled()
+    known = {a.info[FRAME_ID] for a in labelled}
     pool = [
         a for a in read_frames(ctx.dir(k) / "candidates.extxyz") if a.info[FRAME_ID] not in known
     ]
     n = config.selection.batch_size
     if config.stop.label_budget is not None:
         n = min(n, max(0, config.stop.label_budget - len(known)))
-    indices, scores = [], []
+    indices, scores, n_filled = [], [], 0
     if pool and n > 0:
         options = replace(narrow(config.selection, SelectionOptions), seed=config.seed + k)
-        chosen = select_batch(load_uncertainty(ctx, k), pool, n, **asdict(options))
+        model = load_uncertainty(ctx, k)
+        chosen = select_batch(model, pool, n, labelled_frames=labelled, **asdict(options))
         indices = [int(i) for i in chosen.indices]
         scores = [float(s) for s in chosen.scores]
+        n_filled = int(chosen.n_filled)
     selected = [pool[i] for i in indices]
     write_frames(ctx.dir(k) / "selected.extxyz", selected)
     write_json(
@@ -380,6 +400,7 @@ def select(ctx: Context, k: int) -> None:
             "n_candidates": len(pool),
             "indices": indices,
             "scores": scores,
+            "n_filled": n_filled,
             "frame_ids": [a.info[FRAME_ID] for a in selected],
         },
     )

@@ -3,7 +3,8 @@
 Checks, after every MD step, in this order (the first that fires gives the stop reason):
 
 * ``non_finite``: a NaN or inf in positions, cell, energy, forces or stress;
-* ``max_force``: max_i |F_i| > ``max_force`` (eV/A), F the forces the MD uses;
+* ``max_force``: max_i |F_i| > ``max_force`` (eV/A), F the *unbiased* forces (the model's own;
+  with no bias, the forces the MD uses), so that a strong bias force is not taken for a blow-up;
 * ``min_distance``: two atoms closer than ``min_distance`` (A), periodic images included;
 * ``uncertainty``: max_i u_i > ``max_uncertainty`` (eV/A), u_i the calibrated per-atom force
   uncertainty;
@@ -38,7 +39,9 @@ class WatchdogConfig:
         unit="eV/A",
     )
     max_hal_ratio: float | None = option(
-        None, "Stop when max_i u_i / (|F_i| + hal_eps) exceeds this (HAL's relative criterion)."
+        None,
+        "Stop when max_i u_i / (|F_i| + hal_eps) exceeds this (HAL's relative criterion, F the "
+        "unbiased forces).",
     )
     hal_eps: float = option(
         0.1, "Regularises the HAL ratio for atoms with small forces.", unit="eV/A"
@@ -47,7 +50,9 @@ class WatchdogConfig:
         0.5, "Stop (blow-up) when two atoms come closer than this.", unit="A"
     )
     max_force: float | None = option(
-        50.0, "Stop (blow-up) when a force of the MD exceeds this.", unit="eV/A"
+        50.0,
+        "Stop (blow-up) when an unbiased force (the model's own, without the bias) exceeds this.",
+        unit="eV/A",
     )
 
     def __post_init__(self):
@@ -109,10 +114,11 @@ class Watchdog:
         bad = _non_finite(atoms, results)
         if bad:
             return Verdict("non_finite", bad, u_max)
-        forces = np.asarray(results[keys.FORCES])
-        f_max = float(np.linalg.norm(forces, axis=1).max())
+        unbiased = np.asarray(results.get(keys.UNBIASED_FORCES, results[keys.FORCES]))
+        f_max = float(np.linalg.norm(unbiased, axis=1).max())
         if cfg.max_force is not None and f_max > cfg.max_force:
-            return Verdict("max_force", f"max |F| = {f_max:.3g} eV/A > {cfg.max_force}", u_max)
+            text = f"max unbiased |F| = {f_max:.3g} eV/A > {cfg.max_force}"
+            return Verdict("max_force", text, u_max)
         if cfg.min_distance is not None and len(atoms) > 1:
             d_min = min_pair_distance(atoms, cfg.min_distance)
             if d_min < cfg.min_distance:
@@ -124,7 +130,6 @@ class Watchdog:
             text = f"max u_i = {u_max:.3g} eV/A > {cfg.max_uncertainty}"
             return Verdict("uncertainty", text, u_max)
         if cfg.max_hal_ratio is not None:
-            unbiased = np.asarray(results.get(keys.UNBIASED_FORCES, forces))
             ratio = hal_ratio(np.asarray(u), unbiased, cfg.hal_eps)
             if ratio > cfg.max_hal_ratio:
                 text = f"max u_i/(|F_i|+eps) = {ratio:.3g} > {cfg.max_hal_ratio}"

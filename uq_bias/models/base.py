@@ -29,6 +29,9 @@ class ModelOutput:
     Attributes:
         energy: (n_structures,) total energies, eV.
         node_energy: (n_atoms,) per-atom energies, eV; they sum to ``energy`` per structure.
+            Possibly in a wider dtype than the model's (MACE's ScaleShiftMACE adds the atomic
+            reference energies in float64): keep them so, differences between models of
+            DFT-scale energies are exact only there.
         features: (n_atoms, P) last-layer features phi_i = dE_i/dw (eV per unit weight), or None
             when not requested.
     """

@@ -158,7 +158,7 @@ class MACEAdapter(AtomisticModel):
             for handle in handles:
                 handle.remove()
         energy = out["energy"]
-        node_energy = out["node_energy"].to(energy.dtype)
+        node_energy = out["node_energy"]  # ScaleShiftMACE: float64 (E0 added without rounding)
         phi = torch.cat(captured, dim=1) * self._scale() if features else None
         return ModelOutput(energy=energy, node_energy=node_energy, features=phi)
 

@@ -5,6 +5,12 @@ features G whose Gram matrix G G^T is the posterior kernel of the frames given t
 (gradient features sigma L^-1 phi~(x), or an ensemble's (E_k - mean) / sqrt(K - 1)). The pool is
 batched ``chunk_size`` frames at a time, so memory stays at one chunk's graph plus the (n, D)
 float64 feature matrix.
+
+With ``labelled_frames`` the features are instead the posterior gradient features of the model
+(or of every ensemble member) conditioned on those frames
+(:class:`uq_bias.uncertainty.conditioned.ConditionedFeatures`): selection then avoids every
+labelled frame, not only the training split, and an ensemble's batch is not capped at K - 1
+max-det picks by the rank of its energy features.
 """
 
 from __future__ import annotations
@@ -76,6 +82,7 @@ def select(
     *,
     features=None,
     train_features=None,
+    labelled_frames: Sequence | None = None,
     seed: int = SelectionOptions.seed,
     chunk_size: int = SelectionOptions.chunk_size,
     rtol: float = SelectionOptions.rtol,
@@ -90,6 +97,8 @@ def select(
         features: precomputed (n_pool, D) posterior features instead of a model.
         train_features: optional (m, D) features of labelled frames, conditioned on (maxdet)
             or used as extra centres (maxdist, lcmd); not needed with posterior features.
+        labelled_frames: every frame labelled so far (any role): condition the features on
+            them (see the module doc); needs ``uncertainty_model``, not ``features``.
         seed: seed of the ``random`` method (the others are deterministic without it).
         chunk_size: frames per graph when computing features.
         rtol: relative variance below which a frame adds nothing new (see ``result``).
@@ -103,6 +112,11 @@ def select(
         raise TypeError("select: k (the number of frames to pick) is required")
     k = check_k(k)
     if features is not None:
+        if labelled_frames is not None:
+            raise TypeError(
+                "select: labelled_frames conditions an uncertainty model's features; with "
+                "precomputed features=... condition them yourself (or pass train_features)"
+            )
         features = as_features(features)
         if pool_frames is not None and len(pool_frames) != features.shape[0]:
             raise ValueError(
@@ -121,5 +135,9 @@ def select(
     if features is None:
         if n == 0 or k == 0:
             return Selection([], [], method)
+        if labelled_frames is not None:
+            from uq_bias.uncertainty.conditioned import ConditionedFeatures
+
+            uncertainty_model = ConditionedFeatures(uncertainty_model, labelled_frames)
         features = pool_features(uncertainty_model, pool_frames, chunk_size)
     return METHODS[method](features, k, train_features=train_features, rtol=rtol)

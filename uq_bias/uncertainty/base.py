@@ -8,6 +8,9 @@ batch, the prediction and its calibrated uncertainty:
   in one autograd pass;
 * ``atom_uncertainty`` u_i (eV/A): calibrated against the per-atom force error |F_i - F_i^ref|.
 
+Precision: uncertainty, calibration and bias arithmetic run in float64 whatever the wrapped
+model's dtype, and every tensor of an :class:`UncertaintyOutput` is float64.
+
 Layering: this package knows adapters and graphs, never ASE calculators or MD.
 """
 
@@ -25,7 +28,7 @@ from uq_bias.graph import Graph
 
 @dataclass
 class UncertaintyOutput:
-    """Prediction and uncertainty for a batch of S structures with N atoms.
+    """Prediction and uncertainty for a batch of S structures with N atoms, all float64.
 
     Attributes:
         energy: (S,) predicted energy, eV (the members' mean for an ensemble).
@@ -48,6 +51,16 @@ class UncertaintyOutput:
     stress: torch.Tensor | None = None
     stress_uncertainty: torch.Tensor | None = None
     members: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def structure_energy(node_energy: torch.Tensor, graph: Graph) -> torch.Tensor:
+    """(N,) per-atom energies -> (S,) E(S) = sum_{i in S} E_i, eV, summed in float64.
+
+    Differentiable. More exact than a float32 model's own total: each E_i is rounded at its own
+    magnitude (MACE even gives them in float64), the sum is not rounded to float32 again.
+    """
+    node = node_energy.to(torch.float64)
+    return node.new_zeros(graph.n_structures).index_add(0, graph.batch, node)
 
 
 class UncertaintyModel(torch.nn.Module, ABC):

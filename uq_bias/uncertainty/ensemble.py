@@ -12,6 +12,12 @@ Equations (k = 1..K members, population statistics as in MACE's committee mode):
 so that G G^T is the members' sample covariance of the energies. U(S) is a smooth function of the
 members' energies and stays differentiable with respect to ``graph.positions`` and
 ``graph.strain`` (member forces are taken with ``retain_graph=True``).
+
+Precision: everything above is computed in float64 whatever the members' dtype, and the spread
+is formed where it is still exact. E_k(S) is the float64 sum of member k's per-atom energies
+E_{i,k} (float64 from MACE, which adds the atomic reference energies in float64), never the
+member's float32 total: at DFT-scale totals (-10^4 eV) float32 has a spacing of ~1 meV, as large
+as the spread itself.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from ase import Atoms
 
 from uq_bias.graph import Graph
 from uq_bias.models import AtomisticModel, load_model
-from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
+from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput, structure_energy
 from uq_bias.uncertainty.scales import CalibrationScales
 
 
@@ -51,21 +57,22 @@ def member_gradients(
     ``energies`` holds the K members' (S,) energies as the members returned them: not rows of a
     stacked tensor, whose backward would send zeros through every other member's graph. The
     autograd graph is retained so that the caller can still differentiate functions of the
-    energies. Non-periodic structures get a NaN stress.
+    energies. Non-periodic structures get a NaN stress. Results are float64.
     """
     inputs = [graph.positions] + ([graph.strain] if stress else [])
     forces, strains = [], []
     for energy in energies:
         grads = torch.autograd.grad(energy.sum(), inputs, retain_graph=True, allow_unused=True)
         d_pos = grads[0] if grads[0] is not None else torch.zeros_like(graph.positions)
-        forces.append(-d_pos)
+        forces.append(-d_pos.to(torch.float64))
         if stress:
-            strains.append(grads[1] if grads[1] is not None else torch.zeros_like(graph.strain))
+            d_eps = grads[1] if grads[1] is not None else torch.zeros_like(graph.strain)
+            strains.append(d_eps.to(torch.float64))
     if not stress:
         return torch.stack(forces), None
     periodic = graph.periodic
     volume = torch.where(periodic, graph.volume, torch.ones_like(graph.volume))
-    sigma = torch.stack(strains) / volume[None, :, None, None]
+    sigma = torch.stack(strains) / volume.to(torch.float64)[None, :, None, None]
     nan = torch.full_like(sigma, float("nan"))
     return torch.stack(forces), torch.where(periodic[None, :, None, None], sigma, nan)
 
@@ -94,6 +101,12 @@ def check_members(members: Sequence[AtomisticModel]) -> None:
             )
 
 
+def _energies(outs: Sequence, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
+    """(K, S) float64 member energies summed from the (K, N) float64 per-atom energies."""
+    node = torch.stack([o.node_energy.to(torch.float64) for o in outs])
+    return torch.stack([structure_energy(e, graph) for e in node]), node
+
+
 class Ensemble(UncertaintyModel):
     """A deep ensemble of K adapter-wrapped models.
 
@@ -119,7 +132,7 @@ class Ensemble(UncertaintyModel):
         self.members = torch.nn.ModuleList(adapters)
         self.cutoff = float(adapters[0].cutoff)
         self.atomic_numbers = tuple(adapters[0].atomic_numbers)
-        self.calibration = CalibrationScales(dtype=adapters[0].dtype)
+        self.calibration = CalibrationScales()
 
     @property
     def n_members(self) -> int:
@@ -142,9 +155,9 @@ class Ensemble(UncertaintyModel):
         return [member(graph) for member in self.members]
 
     def member_energies(self, graph: Graph) -> tuple[torch.Tensor, torch.Tensor]:
-        """(K, S) energies and (K, N) per-atom energies of the members, eV."""
-        outs = self.member_outputs(graph)
-        return torch.stack([o.energy for o in outs]), torch.stack([o.node_energy for o in outs])
+        """(K, S) energies and (K, N) per-atom energies of the members, eV, float64 (see the
+        module doc: totals are float64 sums of the per-atom energies)."""
+        return _energies(self.member_outputs(graph), graph)
 
     def forward(
         self, graph: Graph, *, forces: bool = False, stress: bool = False
@@ -163,8 +176,7 @@ class Ensemble(UncertaintyModel):
             member_forces, member_stress = member_gradients(
                 [o.energy for o in outs], graph, stress=stress
             )
-            energies = torch.stack([o.energy for o in outs])
-            node_energies = torch.stack([o.node_energy for o in outs])
+            energies, node_energies = _energies(outs, graph)
             energy_u = self.calibration.apply_energy(member_std(energies))
         atom_u = self.calibration.apply_atom(atom_force_spread(member_forces), graph.atomic_numbers)
         members = {"energy": energies, "energies": node_energies, "forces": member_forces}
@@ -190,7 +202,11 @@ class Ensemble(UncertaintyModel):
         return save(self, path)
 
     def selection_features(self, graph: Graph) -> torch.Tensor:
-        """(S, K) G_k(S) = (E_k - mean_k E_k) / sqrt(K - 1), eV (uncalibrated)."""
+        """(S, K) G_k(S) = (E_k - mean_k E_k) / sqrt(K - 1), eV (uncalibrated), float64.
+
+        Rank K - 1: greedy max-det on these picks at most K - 1 frames before filling up. For
+        full batches select with ``labelled_frames=`` (the members' gradient features, see
+        :mod:`uq_bias.uncertainty.conditioned`), as campaigns do."""
         energies, _ = self.member_energies(graph)
         centred = energies - energies.mean(dim=0, keepdim=True)
         return (centred / (self.n_members - 1) ** 0.5).T

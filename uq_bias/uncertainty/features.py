@@ -20,6 +20,7 @@ Kinds of feature map:
   adapter with ``readout_gradients`` (MACE).
 
 All maps are linear in the per-atom gradient, so the structure feature is the sum over atoms.
+Features and projections are float64 whatever the model's dtype.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ class FeatureMap(torch.nn.Module):
                 f"{type(model).__name__} has none: use 'last_layer' or 'sketch'"
             )
         self.kind, self.sketch_dim, self.seed = kind, int(sketch_dim), int(seed)
-        dtype, device = model.dtype, model.device
+        dtype, device = torch.float64, model.device
         n_features = model.n_features
         if kind == "sketch":
             self.register_buffer("projection", self._random(n_features, 0, dtype, device))
@@ -100,12 +101,15 @@ class FeatureMap(torch.nn.Module):
         return ins.path_shape[0], ins.path_shape[1] // len(model.heads)
 
     def forward(self, model: AtomisticModel, graph: Graph) -> tuple[ModelOutput, torch.Tensor]:
-        """The model's output and the (N, D) per-atom features."""
+        """The model's output and the (N, D) per-atom features, float64."""
+        f64 = torch.float64
         if self.kind == "all_readouts":
             grads = model.readout_gradients(graph)
-            hidden = product_sketch(grads.inputs, grads.grads, self.u, self.v)
-            return grads.output, torch.cat([grads.output.features, hidden], dim=1)
+            u, v = self.u.to(f64), self.v.to(f64)
+            hidden = product_sketch(grads.inputs.to(f64), grads.grads.to(f64), u, v)
+            return grads.output, torch.cat([grads.output.features.to(f64), hidden], dim=1)
         out = model(graph, features=True)
+        phi = out.features.to(f64)
         if self.kind == "sketch":
-            return out, out.features @ self.projection
-        return out, out.features
+            return out, phi @ self.projection.to(f64)
+        return out, phi

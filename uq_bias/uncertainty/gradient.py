@@ -13,7 +13,8 @@ Equations (see :mod:`uq_bias.uncertainty.posterior`, :mod:`uq_bias.uncertainty.f
                  diag(G G^T) = u(S)^2 in posterior mode)
 
 U(S) and U_i are smooth functions of the phi_i and so differentiable with respect to the graph's
-positions and strain whenever the energy is.
+positions and strain whenever the energy is. Features, posterior, calibration and outputs are
+float64 whatever the model's dtype; E(S) is the float64 sum of the per-atom energies.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ase import Atoms
 from uq_bias.graph import Graph
 from uq_bias.models import AtomisticModel, load_model
 from uq_bias.options import option
-from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
+from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput, structure_energy
 from uq_bias.uncertainty.ensemble import safe_sqrt
 from uq_bias.uncertainty.features import FEATURE_KINDS, FeatureMap, structure_sum
 from uq_bias.uncertainty.posterior import (
@@ -120,7 +121,7 @@ class GradientFeatureUncertainty(UncertaintyModel):
         self.atomic_numbers = tuple(self.model.atomic_numbers)
         self.method, self.sigma = method, float(sigma)
         self.feature_map = FeatureMap(self.model, features, sketch_dim, seed)
-        self.calibration = CalibrationScales(dtype=self.model.dtype)
+        self.calibration = CalibrationScales()
         dim = self.feature_map.dim
         for level in ("structure", "atom"):
             self.register_buffer(f"{level}_factor", torch.zeros(dim, dim, dtype=torch.float64))
@@ -205,8 +206,8 @@ class GradientFeatureUncertainty(UncertaintyModel):
         energy_u = self.calibration.apply_energy(self._raw(big_phi, "structure"))
         atom_u = self.calibration.apply_atom(self._raw(phi, "atom"), graph.atomic_numbers)
         return UncertaintyOutput(
-            energy=out.energy,
-            node_energy=out.node_energy,
+            energy=structure_energy(out.node_energy, graph),
+            node_energy=out.node_energy.to(torch.float64),
             energy_uncertainty=energy_u,
             atom_uncertainty=atom_u,
         )

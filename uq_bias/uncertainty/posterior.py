@@ -53,13 +53,13 @@ def cholesky_factor(gram_sum: torch.Tensor, scale: float, sigma: float) -> torch
 
 
 def whiten(features: torch.Tensor, factor: torch.Tensor, scale: float, sigma: float):
-    """(m, D) -> (m, D) G = sigma L^{-1} (s phi) for every row, in the features' dtype.
+    """(m, D) -> (m, D) G = sigma L^{-1} (s phi) for every row, float64.
 
-    Differentiable with respect to ``features``; computed in float64.
+    Differentiable with respect to ``features``; computed and returned in float64.
     """
     rhs = (features.to(torch.float64) * scale).T
     solved = torch.linalg.solve_triangular(factor, rhs, upper=False)
-    return (sigma * solved.T).to(features.dtype)
+    return sigma * solved.T
 
 
 def posterior_variance(features: torch.Tensor, factor: torch.Tensor, scale: float, sigma: float):
@@ -68,7 +68,8 @@ def posterior_variance(features: torch.Tensor, factor: torch.Tensor, scale: floa
 
 
 def min_distance(features: torch.Tensor, train: torch.Tensor, scale: float, chunk: int = 4096):
-    """(m, D), (n, D) -> (m,) min_j || s phi(x) - s phi_j ||, differentiable in ``features``.
+    """(m, D), (n, D) -> (m,) min_j || s phi(x) - s phi_j ||, differentiable in ``features``,
+    float64.
 
     Uses ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2 in chunks of ``chunk`` training rows,
     clamped at 0 and square-rooted with a finite gradient at 0.
@@ -81,4 +82,4 @@ def min_distance(features: torch.Tensor, train: torch.Tensor, scale: float, chun
         low = d2.min(dim=1).values
         best = low if best is None else torch.minimum(best, low)
     tiny = torch.finfo(torch.float64).tiny
-    return best.clamp_min(tiny).sqrt().to(features.dtype)
+    return best.clamp_min(tiny).sqrt()

@@ -7,6 +7,7 @@ uncertainty by c_Z[Z_i] (one factor per element, all equal for a global calibrat
     U_i  = c_Z[Z_i] * u_i      (eV/A)
 
 The factors are found by :mod:`uq_bias.uncertainty.calibration`; before calibration they are 1.
+They are float64 and applied in float64 whatever the model's dtype.
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ class CalibrationScales(torch.nn.Module):
         self.register_buffer("atom", torch.ones(N_ELEMENTS, dtype=dtype))
 
     def apply_energy(self, raw: torch.Tensor) -> torch.Tensor:
-        """(S,) -> (S,) c_E * u(S)."""
-        return raw * self.energy.to(raw.dtype)
+        """(S,) -> (S,) c_E * u(S), float64."""
+        return raw.to(torch.float64) * self.energy.to(torch.float64)
 
     def apply_atom(self, raw: torch.Tensor, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        """(N,) -> (N,) c_Z[Z_i] * u_i."""
-        return raw * self.atom.to(raw.dtype)[atomic_numbers]
+        """(N,) -> (N,) c_Z[Z_i] * u_i, float64."""
+        return raw.to(torch.float64) * self.atom.to(torch.float64)[atomic_numbers]
 
     def set(self, energy: float, atom: torch.Tensor | float) -> None:
         """Replace the factors (``atom`` a float for all elements or a (119,) tensor)."""
