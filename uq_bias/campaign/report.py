@@ -274,6 +274,23 @@ def _bias(bias) -> str:
     return f"tau_rel = {bias.tau_rel} (window {bias.window})"
 
 
+def _walker_section(state: CampaignState, rows: list[dict]) -> list[str]:
+    """Per iteration and walker: why it stopped, at which MD step, and its last tau."""
+    from uq_bias.campaign.console import walker_summaries
+
+    lines = [
+        "## Walkers",
+        "",
+        "| iteration | walker | stop | step | final tau |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        for j, w in enumerate(walker_summaries(state, r["iteration"])):
+            tau = "-" if w["tau"] is None else f"{float(w['tau']):.3g}"
+            lines.append(f"| {r['iteration']} | {j} | {w['reason']} | {w['step']} | {tau} |")
+    return lines + [""] if len(lines) > 4 else []
+
+
 def write_report(state: CampaignState, config: cfg.CampaignConfig) -> Path:
     """Write ``report/report.md`` (and the plots) from the campaign folder; returns its path."""
     rows = [read_json(state.iteration_dir(k) / "metrics.json") for k in _iterations(state)]
@@ -311,6 +328,7 @@ def write_report(state: CampaignState, config: cfg.CampaignConfig) -> Path:
             lines += ["## Calibration", "", "![calibration](calibration.png)", ""]
     lines += _test_section(rows, config, out)
     lines += _coverage_section(state, config, rows, campaign_cvs(config, frames), out)
+    lines += _walker_section(state, rows)
     if failures:
         lines += ["## Oracle failures", "", "| iteration | frame | reason |", "| --- | --- | --- |"]
         lines += [f"| {f['iteration']} | {f['frame_id']} | {f['reason']} |" for f in failures]
