@@ -9,8 +9,13 @@ Rows compare, in one run and on the same model and structures:
           without bias (target <= 1.10 for gradient features): gradient features with the
           unbiased/bias split (two backward passes) and without (split=False, one pass),
           and the ensemble (closed-form bias gradient)
+  relative bias (tau_rel, uniform weights; window seeded so tau > 0 from the first call) vs the
+          same uncertainty calculator: split on every call, and split=False, split_every=10
+          (two passes on every 10th call, one between); mean over the calls (a multiple of 10),
+          so the split calls count                                            (target <= 1.10)
 
 Run: python benchmarks/calculator_overhead.py [--preset small] [--repeats 30]
+        [--rows plain uncertainty bias relative]
 """
 
 from __future__ import annotations
@@ -39,8 +44,11 @@ def one_call(atoms, stress: bool) -> float:
     return time.perf_counter() - start
 
 
-def compare(label: str, system: str, ours, reference, atoms, repeats: int, stress=False):
-    """Print one row: median ms of both and their ratio ours/reference.
+def compare(
+    label: str, system: str, ours, reference, atoms, repeats: int, stress=False, mean=False
+):
+    """Print one row: median ms of both and their ratio ours/reference (``mean``: the mean, for
+    calculators whose cost differs from call to call, such as a split step every m-th call).
 
     Calls alternate between the two calculators, so load from other processes hits both alike.
     """
@@ -52,7 +60,8 @@ def compare(label: str, system: str, ours, reference, atoms, repeats: int, stres
             elapsed = one_call(pair[side], stress)
             if k >= 3:  # warm-up calls are not counted
                 times[side].append(elapsed)
-    t_ours, t_ref = (statistics.median(t) for t in times)
+    average = statistics.mean if mean else statistics.median
+    t_ours, t_ref = (average(t) for t in times)
     print(f"{label:<34} {system:<22} {1e3 * t_ours:9.2f} {1e3 * t_ref:9.2f} {t_ours / t_ref:7.3f}")
     return t_ours / t_ref
 
@@ -83,12 +92,7 @@ def bias_rows(model, name: str, atoms, repeats: int, preset: str) -> None:
     from uq_bias.uncertainty import Ensemble, GradientFeatureUncertainty
 
     stress = bool(atoms.pbc.all())
-    train = []
-    for seed in range(4):
-        frame = atoms.copy()
-        frame.rattle(0.05, seed=seed)
-        train.append(frame)
-    unc = GradientFeatureUncertainty(model).fit(train)
+    unc = GradientFeatureUncertainty(model).fit(_rattled(atoms))
     for label, bias in (
         ("biased gradient vs gradient", BiasConfig(tau=1.0)),
         ("biased gradient split=False", BiasConfig(tau=1.0, split=False)),
@@ -103,6 +107,32 @@ def bias_rows(model, name: str, atoms, repeats: int, preset: str) -> None:
     compare("biased ensemble vs ensemble", name, ours, Calculator(ensemble), atoms, repeats, stress)
 
 
+def relative_rows(model, name: str, atoms, repeats: int) -> None:
+    """The relative bias (tau_rel) against the same uncertainty calculator without bias."""
+    from uq_bias import BiasConfig
+    from uq_bias.uncertainty import GradientFeatureUncertainty
+
+    stress = bool(atoms.pbc.all())
+    unc = GradientFeatureUncertainty(model).fit(_rattled(atoms))
+    for label, bias in (
+        ("tau_rel split (2 passes) [mean]", BiasConfig(tau_rel=0.2)),
+        ("tau_rel split_every=10 [mean]", BiasConfig(tau_rel=0.2, split=False, split_every=10)),
+    ):
+        ours = Calculator(unc, bias=bias)
+        ours.bias.relative.seed(1.0, 0.05)  # a full window: tau = 4 from the first call
+        compare(label, name, ours, Calculator(unc), atoms, repeats, stress, mean=True)
+
+
+def _rattled(atoms):
+    """Four rattled copies: the posterior is fitted on them (no labels needed)."""
+    train = []
+    for seed in range(4):
+        frame = atoms.copy()
+        frame.rattle(0.05, seed=seed)
+        train.append(frame)
+    return train
+
+
 def systems():
     molecule = from_smiles(ALANINE_DIPEPTIDE_SMILES)
     cell = bulk("Cu", "fcc", a=3.61, cubic=True) * (3, 3, 3)  # 108 atoms
@@ -110,10 +140,16 @@ def systems():
     return [("alanine dipeptide (22)", molecule), ("Cu fcc cell (108)", cell)]
 
 
+ROWS = ("plain", "uncertainty", "bias", "relative")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument(
+        "--rows", nargs="+", default=list(ROWS), choices=list(ROWS), help="which groups of rows"
+    )
     args = parser.parse_args(argv)
     from mace.calculators import MACECalculator
 
@@ -122,10 +158,17 @@ def main(argv=None) -> None:
     print(f"model: MACE preset {args.preset!r}, float64, {torch.get_num_threads()} threads")
     print(f"{'row':<34} {'system':<22} {'ours ms':>9} {'ref ms':>9} {'ratio':>7}")
     for name, atoms in systems():
-        reference = MACECalculator(models=model, device="cpu", default_dtype="float64")
-        compare("plain vs MACECalculator", name, Calculator(model), reference, atoms, args.repeats)
-        uncertainty_rows(model, name, atoms, args.repeats, args.preset)
-        bias_rows(model, name, atoms, args.repeats, args.preset)
+        if "plain" in args.rows:
+            reference = MACECalculator(models=model, device="cpu", default_dtype="float64")
+            compare(
+                "plain vs MACECalculator", name, Calculator(model), reference, atoms, args.repeats
+            )
+        if "uncertainty" in args.rows:
+            uncertainty_rows(model, name, atoms, args.repeats, args.preset)
+        if "bias" in args.rows:
+            bias_rows(model, name, atoms, args.repeats, args.preset)
+        if "relative" in args.rows:
+            relative_rows(model, name, atoms, args.repeats)
 
 
 if __name__ == "__main__":

@@ -19,8 +19,8 @@ from uq_bias import keys
 from uq_bias.bias import (
     BiasConfig,
     RelativeStrength,
-    energy_and_uncertainty_gradients,
     ensemble_uncertainty_gradient,
+    uncertainty_gradients,
 )
 from uq_bias.calculator import Calculator
 
@@ -128,33 +128,36 @@ def test_closed_form_ensemble_gradient_matches_autograd(untrained_ensemble, cu8)
     out = untrained_ensemble(graph, forces=True, stress=True)
     m = out.members
     du_dr, du_deps = ensemble_uncertainty_gradient(
-        out.energy_uncertainty, m["energy"], m["forces"], graph.batch, m["stress"]
+        out.energy_uncertainty,
+        m[keys.MEMBERS_ENERGY],
+        m[keys.MEMBERS_FORCES],
+        graph.batch,
+        m[keys.MEMBERS_STRESS],
     )
-    forces, du_dr_ad, sigma, du_deps_ad = energy_and_uncertainty_gradients(
-        out.energy, out.energy_uncertainty, graph, stress=True
-    )
+    du_dr_ad, du_deps_ad = uncertainty_gradients(out.energy_uncertainty, graph, stress=True)
     torch.testing.assert_close(du_dr, du_dr_ad, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(du_deps, du_deps_ad, rtol=1e-9, atol=1e-12)
-    torch.testing.assert_close(forces, out.forces, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(sigma, out.stress, rtol=1e-10, atol=1e-12)
 
 
-def test_batched_and_sequential_gradients_agree(gradient_model, cu8):
-    """The vmapped backward over [E, U] equals two plain backward passes, and F = -dE/dr."""
-    results = []
-    for batched in (True, False):
-        graph = gradient_model.graph(cu8).requires_grad_(positions=True, strain=True)
-        out = gradient_model(graph)
-        results.append(
-            energy_and_uncertainty_gradients(
-                out.energy, out.energy_uncertainty, graph, stress=True, batched=batched
-            )
-        )
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)
+def test_uncertainty_gradient_matches_finite_differences(gradient_model, cu8):
+    """dU/dr by one backward pass against central differences of U; the forces the model
+    returns are those of a plain calculator."""
+    graph = gradient_model.graph(cu8).requires_grad_(positions=True, strain=True)
+    out = gradient_model(graph, forces=True, stress=True)
+    du_dr, _ = uncertainty_gradients(out.energy_uncertainty, graph, stress=True)
+    h = 1e-5
+    for atom, axis in ((0, 0), (3, 2)):
+        values = []
+        for sign in (1, -1):
+            moved = cu8.copy()
+            moved.positions[atom, axis] += sign * h
+            u = gradient_model(gradient_model.graph(moved)).energy_uncertainty
+            values.append(float(u.detach()))
+        fd = (values[0] - values[1]) / (2 * h)
+        assert float(du_dr[atom, axis]) == pytest.approx(fd, rel=1e-5)
     plain = cu8.copy()
     plain.calc = Calculator(gradient_model)
-    np.testing.assert_allclose(results[1][0].numpy(), plain.get_forces(), atol=1e-12)
+    np.testing.assert_allclose(out.forces.detach().numpy(), plain.get_forces(), atol=1e-12)
 
 
 @pytest.mark.parametrize("system", ["cell", "molecule"])
@@ -218,6 +221,35 @@ def test_relative_strength_follows_the_window(untrained_ensemble, cu8):
         )
         np.testing.assert_allclose(taus[step], expected, rtol=1e-10)
     assert len(calc.bias.relative.forces) == window
+
+
+def test_split_interval_measures_every_mth_step(gradient_model, methanol):
+    """tau_rel with split=False, split_every=m: the window takes configurations 1, 1+m, ...;
+    between them one pass over E_b = E - tau U gives F + tau dU/dr, with F, dU/dr and the
+    means from a separate split calculator at tau = 1 (the reference)."""
+    tau_rel, window, every, steps = 0.3, 4, 2, 9
+    bias = BiasConfig(tau_rel=tau_rel, window=window, split=False, split_every=every)
+    calc = Calculator(gradient_model, bias=bias)
+    unit = Calculator(gradient_model, bias=BiasConfig(tau=1.0))
+    rng = np.random.default_rng(1)
+    atoms, measured = methanol.copy(), []
+    for step in range(steps):
+        atoms.positions += rng.normal(scale=0.02, size=atoms.positions.shape)
+        probe = atoms.copy()
+        probe.calc = unit
+        probe.get_forces()
+        forces, du_dr = unit.results[keys.UNBIASED_FORCES], unit.results[keys.BIAS_FORCES]
+        tau = 0.0
+        if len(measured) >= window // every:
+            recent = np.array(measured[-(window // every) :])
+            tau = tau_rel * recent[:, 0].mean() / recent[:, 1].mean()
+        atoms.calc = calc
+        np.testing.assert_allclose(atoms.get_forces(), forces + tau * du_dr, atol=1e-10)
+        assert (keys.UNBIASED_FORCES in calc.results) == (step % every == 0)
+        if step % every == 0:
+            norms = np.linalg.norm(forces, axis=1).mean(), np.linalg.norm(du_dr, axis=1).mean()
+            measured.append(norms)
+    assert tau > 0  # the window filled
 
 
 def test_relative_strength_state_is_per_object():
@@ -349,10 +381,10 @@ def test_bad_input_is_a_clear_error(tiny_mace, untrained_ensemble):
         BiasConfig(tau=1.0, weights={"H": -1.0})
     with pytest.raises(ValueError, match="unknown gradient"):
         BiasConfig(tau=1.0, gradient="magic")
-    with pytest.raises(ValueError, match="split=False"):
-        BiasConfig(tau_rel=0.1, split=False)
-    with pytest.raises(ValueError, match="split=False"):
-        BiasConfig(tau=1.0, weights={"H": 0.0}, split=False)
+    with pytest.raises(ValueError, match="split=False.*all equal"):
+        Calculator(untrained_ensemble, bias=BiasConfig(tau=1.0, weights={"H": 0.0}, split=False))
+    with pytest.raises(ValueError, match="split_every must be an integer >= 1"):
+        BiasConfig(tau_rel=0.1, split=False, split_every=0)
     with pytest.raises(ValueError, match="window must be an integer >= 1"):
         BiasConfig(tau_rel=0.1, window=0)
 

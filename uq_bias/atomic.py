@@ -3,13 +3,19 @@
 Write to a temporary file in the destination's folder, flush it to disk, then ``os.replace``
 it onto the destination (atomic on POSIX within one file system). On any error the temporary
 file is removed and the destination is left as it was.
+
+The writers every part of the package uses: :func:`write_bytes`, :func:`write_text`,
+:func:`write_json` (strict JSON: NaN and inf are written as null, numpy values as numbers) and
+:func:`write_frames` (extended XYZ with the frames' calculator results).
 """
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -38,3 +44,35 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    write_bytes(path, text.encode())
+
+
+def _plain(value):
+    """``value`` as strict-JSON data: numpy scalars and arrays as numbers and lists, NaN and
+    inf as None."""
+    if isinstance(value, dict):
+        return {str(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # numpy, torch
+        return _plain(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json(path: str | Path, data) -> None:
+    """Write ``data`` as indented, strict JSON atomically (NaN and inf become null)."""
+    write_text(path, json.dumps(_plain(data), indent=2, allow_nan=False) + "\n")
+
+
+def write_frames(path: str | Path, frames: Sequence) -> None:
+    """Write ``ase.Atoms`` frames (with their calculator results) as extended XYZ, atomically."""
+    import ase.io
+
+    with atomic_path(path) as tmp:
+        ase.io.write(tmp, list(frames), format="extxyz")

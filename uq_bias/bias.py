@@ -25,13 +25,25 @@ with :func:`estimate_window` over labelled frames) or restored from an earlier w
 
 How the gradients are obtained (:class:`Bias`): for an ensemble with member forces, the closed
 form dU/dr = -U sum_k dE_k F_k / sum_k dE_k^2 (free: the members' forces are there anyway); for
-any other model (gradient features), two backward passes over one graph, -dE/dr and dU/dr
-(a vmapped single pass is kept as ``batched=True``: it was slower on CPU). With
+any other model (gradient features), two backward passes over one graph, -dE/dr (the model's
+forces) and dU/dr. With
 ``BiasConfig(split=False)`` a single backward pass over E_b gives F_b and sigma_b directly,
 without the unbiased and bias parts (the plain calculator's cost).
 
 All bias arithmetic is float64 whatever the model's dtype (the uncertainty model's outputs are
 float64; gradients taken with respect to a float32 graph are cast before they are combined).
+
+Relative strength without the second pass (``split=False`` with ``tau_rel``): every
+``split_every``-th configuration is a *split step* (two passes) that measures <|F|> and
+<|F_bias / tau|>; the steps in between are single passes over E_b = E - tau w U with the tau of
+the window as it stands. The window holds the measurements of the last ``window`` configurations
+(ceil(window / split_every) of them). Per-element weights that are not all equal make F_b no
+gradient of any energy, so they need ``split=True``: two backward passes on every step (about
+1.5x the unbiased calculator for a small MACE).
+
+One :class:`Bias` can follow W walkers at once (one structure each in a batched graph): each has
+its own :class:`RelativeStrength`; all split on the same steps, so a batch needs two passes only
+on split steps.
 
 Symbols to names: tau ``tau``, U ``uncertainty``, dU/dr ``du_dr`` (N, 3), (1/V) dU/d(eps)
 ``du_deps`` (S, 3, 3), w_i ``atom_weight``, w_S ``structure_weight``.
@@ -39,6 +51,7 @@ Symbols to names: tau ``tau``, U ``uncertainty``, dU/dr ``du_dr`` (N, 3), (1/V) 
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -75,7 +88,9 @@ class BiasConfig:
         f"{DEFAULT_TAU_REL} when neither tau nor tau_rel is given).",
     )
     window: int = option(
-        100, "Distinct configurations averaged for tau_rel (unbiased until the window is full)."
+        100,
+        "Distinct configurations averaged for tau_rel (a fresh window is unbiased until full; "
+        "campaign walkers start with a seeded or carried-over one).",
     )
     weights: dict[str | int, float] = option(
         {}, "Per-element weights of the bias force, e.g. {H: 0.0} (default 1 for every element)."
@@ -87,8 +102,15 @@ class BiasConfig:
     )
     split: bool = option(
         True,
-        "Report unbiased and bias forces/stress beside the biased ones; false: only the biased "
-        "ones from one backward pass (needs tau and no weights).",
+        "Report unbiased and bias forces/stress beside the biased ones on every step; false: "
+        "only the biased ones from one backward pass (tau_rel: two passes on every "
+        "split_every-th step to measure the strength; weights must be all equal).",
+    )
+    split_every: int = option(
+        10,
+        "With tau_rel and split=false: measure <|F|> and <|F_bias|> (a second backward pass) "
+        "on every this-many-th MD step, single-pass biased steps in between.",
+        unit="steps",
     )
 
     def __post_init__(self):
@@ -109,10 +131,9 @@ class BiasConfig:
             raise ValueError(
                 f"BiasConfig: unknown gradient {self.gradient!r}; choose one of {GRADIENT_MODES}"
             )
-        if not self.split and (self.tau is None or self.weights):
+        if not (isinstance(self.split_every, int) and self.split_every >= 1):
             raise ValueError(
-                "BiasConfig(split=False) computes only -dE_b/dr: it needs an absolute tau and no "
-                "per-element weights (tau_rel and weights need the bias force on its own)"
+                f"BiasConfig: split_every must be an integer >= 1, got {self.split_every!r}"
             )
         for element, weight in self.weights.items():
             _atomic_number(element)
@@ -254,55 +275,19 @@ def ensemble_uncertainty_gradient(
     return du_dr, du_deps
 
 
-def energy_and_uncertainty_gradients(
-    energy: torch.Tensor,
-    uncertainty: torch.Tensor,
-    graph: Graph,
-    *,
-    stress: bool,
-    batched: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """F = -dE/dr, dU/dr and, with ``stress``, sigma = (1/V) dE/deps, (1/V) dU/deps.
-
-    ``batched``: one vmapped backward over [sum E, sum U] (``is_grads_batched=True``); else two
-    backward passes over the same graph (faster on CPU: 500 vs 660 ms for a 108-atom cell with
-    stress, small MACE). ``graph.positions`` (and ``graph.strain`` for stress) must require
-    grad. Structures that are not periodic get NaN stress.
-    """
+def uncertainty_gradients(
+    uncertainty: torch.Tensor, graph: Graph, *, stress: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """dU/dr (N, 3) eV/A and, with ``stress``, (1/V) dU/d(eps) (S, 3, 3) eV/A^3 by one backward
+    pass of sum_S U(S) (NaN for structures that are not periodic). ``graph.positions`` (and
+    ``graph.strain`` for stress) must require grad."""
     inputs = [graph.positions] + ([graph.strain] if stress else [])
-    if batched:
-        outputs = torch.stack([energy.sum(), uncertainty.sum()])
-        eye = torch.eye(2, dtype=outputs.dtype, device=outputs.device)
-        grads = torch.autograd.grad(
-            outputs, inputs, grad_outputs=eye, is_grads_batched=True, allow_unused=True
-        )
-    else:
-        first = torch.autograd.grad(energy.sum(), inputs, retain_graph=True, allow_unused=True)
-        second = torch.autograd.grad(uncertainty.sum(), inputs, allow_unused=True)
-        grads = [_stack_or_none(a, b) for a, b in zip(first, second)]
-    d_pos = grads[0] if grads[0] is not None else graph.positions.new_zeros((2, graph.n_atoms, 3))
+    grads = torch.autograd.grad(uncertainty.sum(), inputs, allow_unused=True)
+    du_dr = grads[0] if grads[0] is not None else torch.zeros_like(graph.positions)
     if not stress:
-        return -d_pos[0], d_pos[1], None, None
-    d_eps = grads[1]
-    if d_eps is None:
-        d_eps = torch.zeros_like(graph.strain).expand(2, -1, -1, -1)
-    per_volume = _per_volume(d_eps, graph)
-    return -d_pos[0], d_pos[1], per_volume[0], per_volume[1]
-
-
-def _stack_or_none(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    if a is None and b is None:
-        return None
-    a = torch.zeros_like(b) if a is None else a
-    return torch.stack([a, torch.zeros_like(a) if b is None else b])
-
-
-def _per_volume(d_eps: torch.Tensor, graph: Graph) -> torch.Tensor:
-    """(..., S, 3, 3) dX/deps -> (1/V) dX/deps, NaN for structures that are not periodic."""
-    periodic = graph.periodic
-    volume = torch.where(periodic, graph.volume, torch.ones_like(graph.volume))
-    per_volume = d_eps / volume[:, None, None]
-    return torch.where(periodic[:, None, None], per_volume, float("nan"))
+        return du_dr, None
+    du_deps = grads[1] if grads[1] is not None else torch.zeros_like(graph.strain)
+    return du_dr, graph.per_volume(du_deps)
 
 
 @dataclass
@@ -432,15 +417,17 @@ def configuration_key(graph: Graph) -> bytes:
 
 
 class Bias:
-    """The bias of one calculator: config, element weights and (for tau_rel) its state.
+    """The bias of one calculator or of a batch of W walkers: config, element weights and (for
+    tau_rel) one :class:`RelativeStrength` per walker.
 
     Args:
         config: a :class:`BiasConfig`.
         model: the uncertainty model it biases (checked to be one, and to know the weighted
             elements).
+        walkers: W, the number of structures in every graph it evaluates (with tau_rel).
     """
 
-    def __init__(self, config: BiasConfig, model: UncertaintyModel):
+    def __init__(self, config: BiasConfig, model: UncertaintyModel, walkers: int = 1):
         if not isinstance(config, BiasConfig):
             raise TypeError(f"bias must be a uq_bias.BiasConfig, got {type(config).__name__}")
         if not isinstance(model, UncertaintyModel):
@@ -451,81 +438,150 @@ class Bias:
             )
         self.config = config
         self.table = weight_table(config.weights, tuple(model.atomic_numbers))
-        self.relative = (
-            RelativeStrength(config.tau_rel, config.window) if config.tau_rel is not None else None
-        )
+        known = self.table[list(model.atomic_numbers)]
+        if not config.split and bool((known != known[0]).any()):
+            raise ValueError(
+                f"BiasConfig(split=False) needs per-element weights that are all equal, got "
+                f"{dict(config.weights)} for the model's elements; unequal weights need the bias "
+                "force on its own on every step: use split=True (two backward passes per step)"
+            )
+        self.strengths: list[RelativeStrength] | None = None
+        if config.tau_rel is not None:
+            every = 1 if config.split else config.split_every
+            window = math.ceil(config.window / every)
+            self.strengths = [RelativeStrength(config.tau_rel, window) for _ in range(walkers)]
+        self._last_key: bytes | None = None
+        self._configurations = 0
 
-    def _gradients(self, out, graph, stress):
-        if self.relative is None and self.config.tau == 0:  # no bias: the plain gradients
-            forces, sigma = out.forces, out.stress
-            if forces is None or (stress and sigma is None):
-                forces, sigma = energy_gradients(out.energy, graph, stress=stress)
-            zero = torch.zeros_like(forces)
-            return forces, zero, sigma, None if sigma is None else torch.zeros_like(sigma)
-        members = out.members
+    @property
+    def relative(self) -> RelativeStrength | None:
+        """The first (for a calculator: the only) walker's relative strength, or None."""
+        return None if self.strengths is None else self.strengths[0]
+
+    @relative.setter
+    def relative(self, value: RelativeStrength) -> None:
+        if self.strengths is None:
+            raise ValueError("this bias has an absolute strength (tau), not a relative one")
+        self.strengths[0] = value
+
+    def keep(self, walkers: Sequence[int]) -> None:
+        """Keep only the states of ``walkers`` (positions in the current batch), in that order:
+        the graphs that follow hold those walkers only."""
+        if self.strengths is not None:
+            self.strengths = [self.strengths[k] for k in walkers]
+
+    def _gradients(self, out: UncertaintyOutput, graph: Graph, stress: bool):
+        """(F, dU/dr, sigma, (1/V) dU/deps) for ``out`` (forces and stress filled)."""
+        if self.strengths is None and self.config.tau == 0:  # no bias: no dU/dr needed
+            sigma = out.stress if stress else None
+            zero = None if sigma is None else torch.zeros_like(sigma)
+            return out.forces, torch.zeros_like(out.forces), sigma, zero
         if self._closed_form(out, stress):
+            m = out.members
             du_dr, du_deps = ensemble_uncertainty_gradient(
                 out.energy_uncertainty,
-                members["energy"],
-                members["forces"],
+                m[keys.MEMBERS_ENERGY],
+                m[keys.MEMBERS_FORCES],
                 graph.batch,
-                members.get("stress") if stress else None,
+                m.get(keys.MEMBERS_STRESS) if stress else None,
             )
-            return out.forces, du_dr, out.stress, du_deps
+            return out.forces, du_dr, out.stress if stress else None, du_deps
         if self.config.gradient == "closed_form":
             raise ValueError(
                 "BiasConfig(gradient='closed_form') needs an ensemble that reports member "
                 "energies and forces (and stresses for a periodic cell); use "
                 "gradient='autograd' for this model"
             )
-        return energy_and_uncertainty_gradients(
-            out.energy, out.energy_uncertainty, graph, stress=stress
-        )
+        du_dr, du_deps = uncertainty_gradients(out.energy_uncertainty, graph, stress=stress)
+        return out.forces, du_dr, out.stress if stress else None, du_deps
 
     def evaluate(
         self, model: UncertaintyModel, graph: Graph, stress: bool
     ) -> tuple[UncertaintyOutput, BiasTerms]:
         """Unbiased prediction (forces and stress filled in) and the biased terms for ``graph``.
 
-        ``graph.positions`` (and ``graph.strain`` with ``stress``) must require grad.
+        ``graph.positions`` (and ``graph.strain`` with ``stress``) must require grad. With
+        ``split=False`` only split steps (see the module notes) fill in the unbiased forces.
         """
+        self._check_walkers(graph)
+        key = self._count(graph)
+        own = model.computes_forces and self.config.gradient != "autograd"
+        split = self.config.split or self.config.gradient == "closed_form" or own
+        if not split and not self._split_step():  # one backward pass over E_b
+            return self._single_pass(model(graph), graph, stress)
         out = model(graph, forces=True, stress=stress)
-        single = not self.config.split and self.config.gradient != "closed_form"
-        if single and not self._closed_form(out, stress):
-            return self._single_pass(out, graph, stress)
         forces, du_dr, sigma, du_deps = map(_float64, self._gradients(out, graph, stress))
-        out = replace(out, forces=forces, stress=sigma if stress else out.stress)
         atom_weight = self.table.to(forces)[graph.atomic_numbers]
-        tau = self._strength(graph, forces, du_dr, atom_weight)
-        du_deps = du_deps if stress else None
+        tau = self._strength(graph, key, forces, du_dr, atom_weight)
         return out, biased_terms(out, du_dr, du_deps, tau, atom_weight, graph.batch)
+
+    def _check_walkers(self, graph: Graph) -> None:
+        if self.strengths is not None and graph.n_structures != len(self.strengths):
+            raise ValueError(
+                f"a relative bias strength (tau_rel) follows one walker per structure: this bias "
+                f"follows {len(self.strengths)} walker(s), the graph has {graph.n_structures} "
+                "structures"
+            )
+
+    def _count(self, graph: Graph) -> bytes | None:
+        """Count distinct configurations (repeated calls at one MD step count once)."""
+        if self.strengths is None:
+            return None
+        key = configuration_key(graph)
+        if key != self._last_key:
+            self._last_key = key
+            self._configurations += 1
+        return key
+
+    def _split_step(self) -> bool:
+        """tau_rel with split=False: configurations 1, 1 + m, 1 + 2m, ... are measured."""
+        if self.strengths is None:
+            return False
+        return (self._configurations - 1) % self.config.split_every == 0
 
     def _closed_form(self, out: UncertaintyOutput, stress: bool) -> bool:
         members = out.members
-        usable = "forces" in members and "energy" in members and out.forces is not None
-        usable = usable and (not stress or "stress" in members)
+        usable = keys.MEMBERS_FORCES in members and keys.MEMBERS_ENERGY in members
+        usable = usable and (not stress or keys.MEMBERS_STRESS in members)
         return usable and self.config.gradient != "autograd"
 
     def _single_pass(self, out: UncertaintyOutput, graph: Graph, stress: bool):
-        """split=False: F_b and sigma_b from one backward pass over E_b = E - tau U."""
-        tau = out.energy.new_full((graph.n_structures,), float(self.config.tau))
-        bias_energy = -tau * out.energy_uncertainty
+        """F_b and sigma_b from one backward pass over E_b = E - tau w_S U (weights all equal;
+        tau the current strength of each walker)."""
+        tau = self._current(graph, out.energy)
+        atom_weight = self.table.to(out.energy)[graph.atomic_numbers]
+        bias_energy = -tau * structure_mean(atom_weight, graph.batch, graph.n_structures)
+        bias_energy = bias_energy * out.energy_uncertainty
         energy = out.energy + bias_energy
-        forces, sigma = map(_float64, energy_gradients(energy, graph, stress=stress))
+        biased = bool((tau != 0).any())  # else the gradient of E alone (cheaper)
+        gradients = energy_gradients(energy if biased else out.energy, graph, stress=stress)
+        forces, sigma = map(_float64, gradients)
         counts = torch.bincount(graph.batch, minlength=graph.n_structures).to(energy.dtype)
         node_energy = out.node_energy + (bias_energy / counts)[graph.batch]
         terms = BiasTerms(energy, node_energy, forces, sigma, bias_energy, None, None, tau)
         # the calculator needs forces/stress in ``out``: give it the biased ones (no extra pass)
         return replace(out, forces=forces, stress=sigma if stress else out.stress), terms
 
-    def _strength(self, graph, forces, du_dr, atom_weight) -> torch.Tensor:
-        ones = forces.new_ones(graph.n_structures)
-        if self.relative is None:
-            return ones * self.config.tau
-        if graph.n_structures != 1:
-            raise ValueError("a relative bias strength (tau_rel) follows one walker: one structure")
-        force_mean, bias_mean = window_sample(forces, du_dr, atom_weight)
-        return ones * self.relative.tau(configuration_key(graph), force_mean, bias_mean)
+    def _current(self, graph: Graph, like: torch.Tensor) -> torch.Tensor:
+        """(S,) tau as it stands, without a measurement."""
+        if self.strengths is None:
+            return like.new_full((graph.n_structures,), float(self.config.tau))
+        return like.new_tensor([state.current() for state in self.strengths])
+
+    def _strength(self, graph, key, forces, du_dr, atom_weight) -> torch.Tensor:
+        """(S,) tau; with tau_rel each walker's window takes this configuration's means."""
+        if self.strengths is None:
+            return forces.new_full((graph.n_structures,), float(self.config.tau))
+        n = graph.n_structures  # the window samples of window_sample, one per structure
+        force = forces.detach().double().norm(dim=1)
+        bias = (atom_weight[:, None] * du_dr).detach().double().norm(dim=1)
+        force_mean = structure_mean(force, graph.batch, n).tolist()
+        bias_mean = structure_mean(bias, graph.batch, n).tolist()
+        taus = [
+            state.tau(key + s.to_bytes(4, "little"), force_mean[s], bias_mean[s])
+            for s, state in enumerate(self.strengths)
+        ]
+        return forces.new_tensor(taus)
 
     def sample(self, model: UncertaintyModel, graph: Graph) -> tuple[float, float]:
         """The window sample (mean |F_i|, mean |w_i dU/dr_i|, eV/A) of the one structure in

@@ -57,56 +57,82 @@ class Calculator(ASECalculator):
     def _graph(self, atoms: Atoms, stress: bool) -> Graph:
         return self.model.graph(atoms).requires_grad_(positions=True, strain=stress)
 
-    def _evaluate(self, graph: Graph, stress: bool) -> dict[str, torch.Tensor]:
-        """Results for one structure as tensors keyed by :mod:`uq_bias.keys` names."""
-        if self.bias is not None:
-            out, terms = self.bias.evaluate(self.model, graph, stress)
-            return {**self._evaluate_uncertainty(out, graph), **bias_results(out, terms)}
-        if isinstance(self.model, UncertaintyModel):
-            return self._evaluate_uncertainty(self.model(graph, forces=True, stress=stress), graph)
-        out = self.model(graph)
-        forces, sigma = energy_gradients(out.energy, graph, stress=stress)
-        results = {
-            keys.ENERGY: out.energy,
-            keys.ENERGIES: out.node_energy,
-            keys.FORCES: forces,
-        }
-        if stress:
-            results[keys.STRESS] = sigma
-        return results
-
-    def _evaluate_uncertainty(
-        self, out: UncertaintyOutput, graph: Graph
-    ) -> dict[str, torch.Tensor]:
-        stress = graph.strain.requires_grad
-        forces, sigma = out.forces, out.stress
-        if forces is None or (stress and sigma is None):
-            forces, sigma = energy_gradients(out.energy, graph, stress=stress)
-            forces, sigma = forces.double(), None if sigma is None else sigma.double()
-        results = {
-            keys.ENERGY: out.energy,
-            keys.ENERGIES: out.node_energy,
-            keys.FORCES: forces,
-            keys.ENERGY_UNCERTAINTY: out.energy_uncertainty,
-            keys.FORCES_UNCERTAINTY: out.atom_uncertainty,
-        }
-        if stress:
-            results[keys.STRESS] = sigma
-            if out.stress_uncertainty is not None:
-                results[keys.STRESS_UNCERTAINTY] = out.stress_uncertainty
-        for name, value in out.members.items():
-            results[f"members_{name}"] = value  # keys.MEMBERS_ENERGY, MEMBERS_FORCES, ...
-        return results
-
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         stress = bool(self.atoms.pbc.all())
         graph = self._graph(self.atoms, stress)
-        tensors = self._evaluate(graph, stress)
-        self.results = {name: _to_ase(name, value) for name, value in tensors.items()}
-        self.results[keys.FREE_ENERGY] = self.results[keys.ENERGY]
+        (self.results,) = split_results(evaluate(self.model, self.bias, graph, stress), graph)
         if self.copy_to_atoms and atoms is not None:
             copy_results(self.results, atoms)
+
+
+def evaluate(
+    model: UncertaintyModel | AtomisticModel, bias: Bias | None, graph: Graph, stress: bool
+) -> dict[str, torch.Tensor]:
+    """Results for a batch as tensors keyed by :mod:`uq_bias.keys` names: energy, forces (and
+    stress), with uncertainties for an uncertainty model and the bias terms with a ``bias``.
+    ``graph.positions`` (and ``graph.strain`` with ``stress``) must require grad."""
+    if bias is not None:
+        out, terms = bias.evaluate(model, graph, stress)
+        return {**uncertainty_results(out, graph), **bias_results(out, terms)}
+    if isinstance(model, UncertaintyModel):
+        return uncertainty_results(model(graph, forces=True, stress=stress), graph)
+    out = model(graph)
+    forces, sigma = energy_gradients(out.energy, graph, stress=stress)
+    results = {keys.ENERGY: out.energy, keys.ENERGIES: out.node_energy, keys.FORCES: forces}
+    if stress:
+        results[keys.STRESS] = sigma
+    return results
+
+
+def uncertainty_results(out: UncertaintyOutput, graph: Graph) -> dict[str, torch.Tensor]:
+    """Tensors of an uncertainty prediction (its forces, and stress when ``graph`` asks for it,
+    are filled by the model: see :class:`~uq_bias.uncertainty.base.UncertaintyModel`)."""
+    results = {
+        keys.ENERGY: out.energy,
+        keys.ENERGIES: out.node_energy,
+        keys.FORCES: out.forces,
+        keys.ENERGY_UNCERTAINTY: out.energy_uncertainty,
+        keys.FORCES_UNCERTAINTY: out.atom_uncertainty,
+        **out.members,
+    }
+    if graph.strain.requires_grad:
+        results[keys.STRESS] = out.stress
+        if out.stress_uncertainty is not None:
+            results[keys.STRESS_UNCERTAINTY] = out.stress_uncertainty
+    return results
+
+
+_STRESS_NAMES = frozenset(
+    {keys.STRESS, keys.STRESS_UNCERTAINTY, keys.UNBIASED_STRESS, keys.BIAS_STRESS}
+    | {keys.MEMBERS_STRESS}
+)
+
+
+def split_results(tensors: dict[str, torch.Tensor], graph: Graph) -> list[dict]:
+    """One ASE-style results dict per structure of the batch (numpy, see :func:`_to_ase`), with
+    ``free_energy``; stress results only for structures periodic in all three directions."""
+    host = {name: value.detach().cpu() for name, value in tensors.items()}
+    ptr = graph.ptr.tolist()
+    periodic = graph.periodic.tolist()
+    out = []
+    for s in range(graph.n_structures):
+        results = {}
+        for name, value in host.items():
+            if name in _STRESS_NAMES and not periodic[s]:
+                continue
+            if name in keys.PER_ATOM:
+                part = value[ptr[s] : ptr[s + 1]]
+            elif name in keys.MEMBERS_PER_ATOM:
+                part = value[:, ptr[s] : ptr[s + 1]]
+            elif name in keys.MEMBERS_PER_STRUCTURE:
+                part = value[:, s : s + 1]
+            else:
+                part = value[s : s + 1]
+            results[name] = _to_ase(name, part)
+        results[keys.FREE_ENERGY] = results[keys.ENERGY]
+        out.append(results)
+    return out
 
 
 _VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])  # xx yy zz yz xz xy

@@ -143,7 +143,7 @@ def _run_md(args) -> int:
     config = collect(args, ExploreConfig, dest="explore")
     bias = collect(args, BiasConfig, dest="bias")
     starts = read(args.start, index=":")
-    recipe = CalculatorRecipe(str(args.unc), bias=bias)
+    recipe = CalculatorRecipe(str(args.unc), bias=bias, device=config.device)
     result = explore(recipe, starts, config, walkers=args.walkers, trajectory=args.out)
     for walker in result.walkers:
         print(

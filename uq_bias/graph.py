@@ -69,6 +69,14 @@ class Graph:
         """(n_structures,) cell volumes, A^3 (0 for molecules)."""
         return torch.linalg.det(self.cell).abs()
 
+    def per_volume(self, d_eps: torch.Tensor) -> torch.Tensor:
+        """(..., S, 3, 3) dX/d(eps) -> (1/V) dX/d(eps) (X's unit per A^3, e.g. the stress
+        sigma = (1/V) dE/d(eps) in eV/A^3); NaN for structures that are not periodic in all three
+        directions (no volume, so no stress)."""
+        periodic = self.periodic
+        volume = torch.where(periodic, self.volume, torch.ones_like(self.volume))
+        return torch.where(periodic[:, None, None], d_eps / volume[:, None, None], float("nan"))
+
     def requires_grad_(self, positions: bool = True, strain: bool = False) -> Graph:
         """A copy whose positions and/or strain are fresh leaves that require grad."""
         return replace(

@@ -1,14 +1,18 @@
-"""Stage helpers: the train/validation split is stable as data grow; walker start points;
+"""Stage helpers: data roles are disjoint and stable as data grow; walker start points;
 strained initial frames; selection conditioned on every labelled frame."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
+import pytest
 from ase import Atoms
 from ase.build import bulk, molecule
 
 from uq_bias.campaign import from_dict
-from uq_bias.campaign.stages import Context, label_initial, perturbed, split, walker_starts
+from uq_bias.campaign.roles import split_roles
+from uq_bias.campaign.stages import Context, label_initial, perturbed, walker_starts
 from uq_bias.campaign.state import CampaignState, read_frames, read_json, with_id, write_frames
 
 from .test_loop import cu_labelled
@@ -28,20 +32,33 @@ def ids(atoms_list):
     return {a.info["frame_id"] for a in atoms_list}
 
 
-def test_split_is_stable_as_data_grow():
+def test_roles_are_disjoint_and_stable_as_data_grow():
     data = frames(400)
-    train_small, valid_small = split(data[:100], 0.25, seed=3)
-    train_big, valid_big = split(data, 0.25, seed=3)
-    assert ids(valid_small) <= ids(valid_big) and ids(train_small) <= ids(train_big)
-    assert abs(len(valid_big) / 400 - 0.25) < 0.06  # binomial: sd = 0.022
-    assert not ids(train_big) & ids(valid_big)
+    small = split_roles(data[:100], 0.15, 0.2, seed=3)
+    big = split_roles(data, 0.15, 0.2, seed=3)
+    for name in ("train", "valid", "calibration"):
+        assert ids(getattr(small, name)) <= ids(getattr(big, name))
+    assert abs(len(big.valid) / 400 - 0.15) < 0.06  # binomial: sd = 0.018
+    assert abs(len(big.calibration) / 400 - 0.2) < 0.06  # sd = 0.02
+    parts = [ids(big.train), ids(big.valid), ids(big.calibration)]
+    assert sum(map(len, parts)) == len(set().union(*parts)) == 400  # disjoint, complete
+    # the thresholds of the docstring, recomputed from the hash
+    for frame in data[:50]:
+        digest = hashlib.sha1(f"3:{frame.info['frame_id']}".encode()).hexdigest()
+        u = int(digest[:8], 16) / 2**32
+        role = "valid" if u < 0.15 else "calibration" if u < 0.35 else "train"
+        assert frame.info["frame_id"] in ids(getattr(big, role))
 
 
-def test_split_gives_each_side_a_frame():
+def test_roles_give_each_role_a_frame():
+    for n in (3, 4, 6):
+        for fractions in ((0.01, 0.01), (0.49, 0.5), (0.9, 0.05)):
+            roles = split_roles(frames(n, seed=n), *fractions, seed=0)
+            assert len(roles.train) >= 1 and len(roles.valid) >= 1 and len(roles.calibration) >= 1
+            assert len(roles.train) + len(roles.valid) + len(roles.calibration) == n
     two = frames(2, seed=1)
-    for fraction in (0.01, 0.99):
-        train, valid = split(two, fraction, seed=0)
-        assert len(train) == len(valid) == 1
+    roles = split_roles(two, 0.2, 0.0, seed=0)  # no calibration share: valid calibrates
+    assert len(roles.train) == len(roles.valid) == 1 and roles.calibration is roles.valid
 
 
 def test_walkers_start_from_structures_or_latest_labels(tmp_path):
@@ -123,15 +140,17 @@ def test_selection_is_conditioned_on_held_out_frames_too(tmp_path):
     from uq_bias.uncertainty import GradientFeatureUncertainty
 
     sections = {
-        "data": {"structures": "x.xyz", "valid_fraction": 0.5},
+        "data": {"structures": "x.xyz", "valid_fraction": 0.5, "calibration_fraction": 0.0},
         "selection": {"batch_size": 4},
     }
     config = from_dict(sections, tmp_path)
     state = CampaignState(tmp_path)
     labelled = [with_id(a) for a in rattled_cu_frames(10, seed=3, size=(2, 1, 1))]
     state.add_labelled(labelled, 0)
-    train, valid = split(labelled, config.data.valid_fraction, config.seed)
-    assert len(valid) >= 3
+    d = config.data
+    roles = split_roles(labelled, d.valid_fraction, d.calibration_fraction, config.seed)
+    train = roles.train
+    assert len(labelled) - len(train) >= 3
     path = tmp_path / "m.model"
     torch.save(build_mace([13, 29], cutoff=3.5, seed=2), path)
     model = GradientFeatureUncertainty(str(path)).fit(train)
@@ -190,3 +209,52 @@ def test_every_watchdog_and_md_option_reaches_the_walkers(tmp_path):
     got = narrow(config.exploration, ExploreConfig)
     assert got.watchdog == WatchdogConfig(**watchdog)
     assert {name: getattr(got, name) for name in md} == md
+
+
+def test_explore_stage_runs_the_batched_engine(tmp_path, cu_frames):
+    """exploration.engine: batched in the YAML: one batch writes every walker's frames and
+    record like the ASE path; each frame's uncertainty is the saved model's at its positions."""
+    from ase.io import read
+
+    from uq_bias import keys
+    from uq_bias.calculator import Calculator
+    from uq_bias.campaign import uq
+    from uq_bias.campaign.stages import explore, uncertainty_dir
+    from uq_bias.campaign.state import read_json
+    from uq_bias.models import load_model
+    from uq_bias.training import build_mace, save_model
+
+    mace = build_mace([13, 29], cutoff=4.0, preset="tiny", seed=0)
+    path = str(save_model(load_model(mace), tmp_path / "member.model"))
+    yaml_data = {
+        "data": {"structures": "x.xyz"},
+        "device": "cpu",
+        "exploration": {
+            "engine": "batched",
+            "walkers": 3,
+            "steps": 6,
+            "sample_every": 2,
+            "bias": {"tau_rel": 0.5, "window": 2},
+        },
+    }
+    config = from_dict(yaml_data, tmp_path)
+    model, _ = uq.fit([path], cu_frames[:6], cu_frames[6:], config)
+    state = CampaignState(tmp_path / "c")
+    ctx = Context(state, config, None, [cu_frames[0], cu_frames[1]], say=lambda _: None)
+    uq.save(model, uncertainty_dir(ctx, 1))
+    explore(ctx, 1)
+    walkers = ctx.dir(1) / "walkers"
+    candidates = read(ctx.dir(1) / "candidates.extxyz", ":")
+    assert len(candidates) == 9  # 3 walkers, steps 2, 4, 6
+    loaded = uq.load(uncertainty_dir(ctx, 1))
+    for i in range(3):
+        assert read_json(walkers / f"w{i:02d}.json")["stop_reason"] == "completed"
+        frames = read(walkers / f"w{i:02d}.extxyz", ":")
+        assert [f.info["walker"] for f in frames] == [i] * 3
+        for frame in frames:
+            atoms = frame.copy()
+            atoms.calc = Calculator(loaded)
+            atoms.get_forces()
+            expected = atoms.calc.results[keys.ENERGY_UNCERTAINTY]
+            assert frame.info[keys.ENERGY_UNCERTAINTY] == pytest.approx(expected, rel=1e-5)
+    assert max(f.info[keys.BIAS_STRENGTH] for f in candidates) > 0

@@ -41,10 +41,11 @@ def test_fit_save_load_predict(method, member_files, cu_frames, tmp_path):
     paths = member_files if method == "ensemble" else member_files[:1]
     model, report = uq.fit(paths, cu_frames[:6], cu_frames[6:], campaign_config(method))
     predictions = uq.predict(model, cu_frames)
-    # likelihood calibration: mean(r^2 / U^2) = 1 on the validation frames
+    # likelihood calibration: U_i is the std of each force component, so on the validation
+    # frames mean(|dF_i|^2 / U_i^2) = 3 (three components per atom)
     valid = uq.predict(model, cu_frames[6:])
     error = np.linalg.norm(valid.forces - valid.forces_ref, axis=1)
-    assert np.mean(error**2 / valid.atom_uncertainty**2) == pytest.approx(1.0, rel=1e-8)
+    assert np.mean(error**2 / valid.atom_uncertainty**2) == pytest.approx(3.0, rel=1e-8)
     assert report["factors"]["atom"] > 0
     # the energy is the (mean) energy of the member models, evaluated directly
     members = [load_model(p) for p in paths]

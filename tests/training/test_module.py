@@ -67,21 +67,37 @@ def test_fit_trains_a_generic_float32_model(data_dir):
 
 
 def test_early_stopping_keeps_the_best_weights(data_dir):
-    """A learning rate far too large makes val_loss rise: training stops after `patience` epochs
-    and the model keeps its initial (epoch 0, best) weights."""
+    """A learning rate far too large makes val_loss rise. With keep_initial the initial model
+    is the score to beat: training stops after `patience` epochs and the model keeps its initial
+    (epoch 0, best) weights. Without it (the default) the best *trained* epoch is returned, so
+    training always changes the model: its force RMSE (recomputed by the calculator) is that
+    epoch's, and early stopping counted from epoch 1."""
     train = read_frames(data_dir / "train.extxyz")
     valid = read_frames(data_dir / "valid.extxyz")
-    torch.manual_seed(2)
-    model = GenericAdapter(PairNet(cutoff=3.5), "out", cutoff=3.5, atomic_numbers=[13, 29])
-    initial = copy.deepcopy(model.state_dict())
-    result = fit(
-        model,
-        train,
-        valid,
-        FitOptions(max_epochs=20, batch_size=2, lr=50.0, ema_decay=None, patience=2),
-        TrainerOptions(accelerator="cpu", progress_bar=False),
-    )
-    losses = [row["val_loss"] for row in result.history]
+    results = {}
+    for keep in (True, False):
+        torch.manual_seed(2)
+        model = GenericAdapter(PairNet(cutoff=3.5), "out", cutoff=3.5, atomic_numbers=[13, 29])
+        initial = copy.deepcopy(model.state_dict())
+        options = FitOptions(
+            max_epochs=20, batch_size=2, lr=50.0, ema_decay=None, patience=2, keep_initial=keep
+        )
+        results[keep] = fit(
+            model, train, valid, options, TrainerOptions(accelerator="cpu", progress_bar=False)
+        )
+    losses = [row["val_loss"] for row in results[True].history]
     assert len(losses) == 1 + 2 and min(losses) == losses[0], losses  # stopped after 2 epochs
     for name, value in initial.items():
-        torch.testing.assert_close(result.model.state_dict()[name], value, rtol=0, atol=0)
+        torch.testing.assert_close(results[True].model.state_dict()[name], value, rtol=0, atol=0)
+    trained = results[False].history[1:]
+    best = min(trained, key=lambda row: row["val_loss"])
+    assert len(trained) >= 1 + 2  # patience counted from the first trained epoch
+    assert best["val_loss"] > results[False].history[0]["val_loss"]  # worse than the start ...
+    np.testing.assert_allclose(  # ... and still the model returned
+        _force_rmse(results[False].model, valid), best["val_forces_rmse"], rtol=1e-4
+    )
+    changed = [
+        not torch.equal(results[False].model.state_dict()[name], value)
+        for name, value in initial.items()
+    ]
+    assert any(changed)

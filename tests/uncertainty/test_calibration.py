@@ -3,6 +3,7 @@ correlation on near and far frames, metrics against closed forms, bad input."""
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
 
@@ -117,3 +118,62 @@ def test_bad_input(posterior, xtb_data):
         calibrate(posterior, xtb_data["valid"], method="isotonic")
     with pytest.raises(ValueError, match="alpha"):
         calibrate(posterior, xtb_data["valid"], alpha=1.5)
+
+
+def _synthetic_labels(model, frames, scale: float, seed: int):
+    """Frames labelled by the model's own prediction plus Gaussian errors whose std per force
+    component is ``scale * u_i`` (u_i the model's raw atom uncertainty) and per energy
+    ``scale * u(S)``: a model whose errors are exactly Gaussian with known spread."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(seed)
+    labelled, sigmas = [], []
+    for atoms in frames:
+        out = model(model.graph(atoms), forces=True)
+        u_atoms = (out.atom_uncertainty / model.calibration.atom[atoms.numbers]).detach().numpy()
+        u_energy = float(out.energy_uncertainty.detach() / model.calibration.energy)
+        forces = out.forces.detach().numpy() + rng.normal(size=(len(atoms), 3)) * (
+            scale * u_atoms[:, None]
+        )
+        energy = float(out.energy.detach()) + rng.normal() * scale * u_energy
+        copy = atoms.copy()
+        copy.calc = SinglePointCalculator(copy, energy=energy, forces=forces)
+        labelled.append(copy)
+        sigmas.append(scale * u_atoms)
+    return labelled, np.concatenate(sigmas)
+
+
+@pytest.fixture(scope="module")
+def synthetic(gradient_model, make_cu_cells):
+    frames = make_cu_cells(120, seed=5)
+    return frames[:60], frames[60:]
+
+
+def test_likelihood_on_exactly_gaussian_errors_scores_the_true_distribution(
+    gradient_model, synthetic
+):
+    """Per-component Gaussian force errors (std 3 u_i), calibrated by likelihood: c = 3,
+    miscalibration area < 0.02 (chi-3 reliability curve), NLL = that of the true distribution,
+    mean_i 0.5 log(2 pi sigma_i^2) + 1/2 per component."""
+    model = copy.deepcopy(gradient_model)
+    frames, sigma = _synthetic_labels(model, synthetic[0], 3.0, seed=1)
+    report = calibrate(model, frames, method="likelihood")
+    forces = report["forces"]["calibrated"]
+    assert report["uncertainty"] == "std"
+    assert report["factors"]["atom"] == pytest.approx(3.0, rel=0.05)
+    assert forces["miscalibration_area"] < 0.02
+    true_nll = np.mean(0.5 * np.log(2 * np.pi * sigma**2)) + 0.5
+    assert forces["nll"] == pytest.approx(true_nll, abs=0.05)
+    assert report["energy"]["calibrated"]["miscalibration_area"] < 0.1  # 60 energies only
+
+
+def test_conformal_reports_its_coverage_on_held_out_frames(gradient_model, synthetic):
+    model = copy.deepcopy(gradient_model)
+    calibration, _ = _synthetic_labels(model, synthetic[0], 3.0, seed=2)
+    held_out, _ = _synthetic_labels(model, synthetic[1], 3.0, seed=3)
+    report = calibrate(model, calibration, method="conformal", alpha=ALPHA, held_out=held_out)
+    assert report["uncertainty"] == "quantile"
+    test = report["held_out"]["forces"]
+    assert report["held_out"]["n_frames"] == len(held_out) and test["n"] == sum(map(len, held_out))
+    assert abs(test["coverage"] - (1 - ALPHA)) < 0.04  # 60 frames x 8 atoms, not calibrated on
+    assert test["miscalibration_area"] < 0.03  # the implied chi-3 Gaussian fits these errors

@@ -91,10 +91,11 @@ def test_batched_equals_single_and_selection_features(cu_members, small_cu_frame
         single = ensemble(ensemble.graph(frame))
         assert torch.allclose(both.energy_uncertainty[index], single.energy_uncertainty[0])
         assert torch.allclose(
-            both.members["forces"][:, both_atoms(frames, index)], single.members["forces"]
+            both.members[keys.MEMBERS_FORCES][:, both_atoms(frames, index)],
+            single.members[keys.MEMBERS_FORCES],
         )
     features = ensemble.selection_features(ensemble.graph(frames))
-    energies = both.members["energy"].detach()
+    energies = both.members[keys.MEMBERS_ENERGY].detach()
     cov = torch.cov(energies.T)  # rows: structures, columns: members -> (S, S)
     torch.testing.assert_close(features @ features.T, cov, atol=1e-12, rtol=1e-10)
 

@@ -10,6 +10,7 @@ import torch
 from uq_bias.models.mace import MACEAdapter
 from uq_bias.training.build import build_mace
 from uq_bias.uncertainty import Ensemble, GradientFeatureUncertainty, load
+from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
 from uq_bias.uncertainty.calibration import calibrate
 from uq_bias.uncertainty.io import CONFIG_FILE, STATE_FILE
 
@@ -78,6 +79,72 @@ def test_folder_moved_with_its_model_file_still_loads(cu_model, small_cu_frames,
     model.save(campaign / "unc")
     moved = campaign.rename(tmp_path / "moved")  # the old absolute path no longer exists
     loaded = load(moved / "unc")
-    assert loaded.model_path == str(moved / "unc" / ".." / "model.model")
+    assert loaded.wrapped_paths == [str(moved / "unc" / ".." / "model.model")]
     for a, b in zip(outputs(model, small_cu_frames[6:]), outputs(loaded, small_cu_frames[6:])):
         assert torch.equal(a, b)
+
+
+class NodeEnergyUncertainty(UncertaintyModel):
+    """A toy third uncertainty model, defined here only: U_i = s |E_i|^p, U(S) = sum_i U_i.
+
+    It saves and loads through the registry (its ``kind``), with io.py unchanged."""
+
+    kind = "test_node_energy"
+
+    def __init__(self, model, *, power: float = 1.0):
+        super().__init__()
+        self.model, self.power = model, power
+        self.wrapped_paths = [None]
+        self.cutoff, self.atomic_numbers = model.cutoff, tuple(model.atomic_numbers)
+        self.register_buffer("scale", torch.zeros((), dtype=torch.float64))
+
+    def wrapped(self):
+        return [self.model]
+
+    def options(self):
+        return {"power": self.power}
+
+    @classmethod
+    def rebuild(cls, models, options):
+        return cls(models[0], **options)
+
+    def graph(self, atoms):
+        return self.model.graph(atoms)
+
+    def predict(self, graph, *, forces, stress):
+        out = self.model(graph)
+        atom_u = self.scale * out.node_energy.abs() ** self.power
+        energy_u = atom_u.new_zeros(graph.n_structures).index_add(0, graph.batch, atom_u)
+        return UncertaintyOutput(out.energy, out.node_energy, energy_u, atom_u)
+
+    def selection_features(self, graph):
+        return self.predict(graph, forces=False, stress=False).energy_uncertainty[:, None]
+
+
+def test_a_third_model_saves_and_loads_through_the_registry(cu_model, small_cu_frames, tmp_path):
+    from uq_bias.calculator import Calculator
+
+    adapter = MACEAdapter(cu_model)
+    toy = NodeEnergyUncertainty(adapter, power=2.0)
+    toy.scale.fill_(0.3)
+    toy.save(tmp_path / "toy")
+    assert json.loads((tmp_path / "toy" / CONFIG_FILE).read_text())["kind"] == "test_node_energy"
+    loaded = load(tmp_path / "toy", model=adapter)
+    assert type(loaded) is NodeEnergyUncertainty and loaded.power == 2.0
+    assert float(loaded.scale) == 0.3
+    for a, b in zip(outputs(toy, small_cu_frames[:2]), outputs(loaded, small_cu_frames[:2])):
+        assert torch.equal(a, b)
+    # forces and stress are filled by the base class: those of the plain model, by autograd
+    atoms = small_cu_frames[0].copy()
+    graph = loaded.graph(atoms)
+    out = loaded(graph, forces=True, stress=True)
+    atoms.calc = Calculator(cu_model)
+    torch.testing.assert_close(
+        out.forces.detach(), torch.as_tensor(atoms.get_forces()), rtol=0, atol=1e-12
+    )
+    torch.testing.assert_close(
+        out.stress.detach()[0],
+        torch.as_tensor(atoms.get_stress(voigt=False)),
+        rtol=0,
+        atol=1e-12,
+    )

@@ -19,9 +19,12 @@ def test_report_files(cu_model, small_cu_frames, tmp_path):
     back = json.loads((tmp_path / "report.json").read_text())  # strict JSON: no NaN
     assert back["energy"]["raw"]["spearman"] is None
     assert back["forces"]["calibrated"] == report["forces"]["calibrated"]
-    # likelihood calibration: mean(r^2 / U^2) = 1 on the calibration set
+    # likelihood calibration: U_i is the std per force component, so mean(|dF_i|^2 / U_i^2) = 3
+    # on the calibration set (and mean(dE^2 / U^2) = 1)
     points = back["points"]
     ratio = [(e / u) ** 2 for e, u in zip(points["atom_error"], points["atom_uncertainty"])]
+    assert math.isclose(sum(ratio) / len(ratio), 3.0, rel_tol=1e-9)
+    ratio = [(e / u) ** 2 for e, u in zip(points["energy_error"], points["energy_uncertainty"])]
     assert math.isclose(sum(ratio) / len(ratio), 1.0, rel_tol=1e-9)
     image = imread(write_plot(report, tmp_path / "plot.png"))
     assert image.shape[:2] == (400, 900)

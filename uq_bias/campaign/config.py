@@ -68,9 +68,19 @@ class DataConfig:
         None, "Optional extended XYZ of frames already labelled (energy, forces) to start from."
     )
     valid_fraction: float = option(
-        0.25,
-        "Share of labelled frames held out for validation and calibration (chosen by frame id, "
-        "so a frame never changes side as the data grow).",
+        0.15,
+        "Share of labelled frames held out for validation (early stopping, best weights), chosen "
+        "by frame id, so a frame never changes role as the data grow.",
+    )
+    calibration_fraction: float = option(
+        0.15,
+        "Share of labelled frames held out for calibration only, disjoint from validation and "
+        "training (by frame id); 0 calibrates on the validation frames (optimistic coverage).",
+    )
+    test: str | None = option(
+        None,
+        "Optional extended XYZ of labelled test frames, never trained on, calibrated on, "
+        "stopped on or selected from; the metrics and the target-RMSE stop rule use it.",
     )
 
     def __post_init__(self):
@@ -78,6 +88,12 @@ class DataConfig:
             raise ValueError(f"initial_frames must be >= 0, got {self.initial_frames}")
         if not 0.0 < self.valid_fraction < 1.0:
             raise ValueError(f"valid_fraction must be in (0, 1), got {self.valid_fraction}")
+        if not 0.0 <= self.calibration_fraction < 1.0 - self.valid_fraction:
+            raise ValueError(
+                f"calibration_fraction must be >= 0 and leave frames to train on "
+                f"(valid_fraction + calibration_fraction < 1), got {self.calibration_fraction} "
+                f"with valid_fraction {self.valid_fraction}"
+            )
         if self.rattle < 0:
             raise ValueError(f"rattle must be >= 0 (A), got {self.rattle}")
         if not 0 <= self.strain < 0.5:
@@ -143,10 +159,16 @@ class StopConfig:
         None, "Largest number of labelled frames, initial ones included."
     )
     target_forces_rmse: float | None = option(
-        None, "Stop once the validation force RMSE is below this.", unit="eV/A"
+        None,
+        "Stop once the force RMSE is below this, on data.test if given, else on the validation "
+        "frames.",
+        unit="eV/A",
     )
     target_energy_rmse: float | None = option(
-        None, "Stop once the validation energy RMSE is below this.", unit="eV/atom"
+        None,
+        "Stop once the energy RMSE is below this, on data.test if given, else on the "
+        "validation frames.",
+        unit="eV/atom",
     )
 
     def __post_init__(self):
@@ -200,6 +222,12 @@ class CampaignConfig:
         "beside it.",
     )
     seed: int = option(0, "Seed of everything random (rattles, splits, models, sketches, MD).")
+    device: str = option(
+        "auto",
+        "Where the uncertainty model runs for calibration, metrics, exploration MD and "
+        "selection: auto (a GPU when the process sees one), cpu, cuda or cuda:<k>; each worker "
+        "resolves it itself (training: trainer.accelerator; MD: exploration.device overrides).",
+    )
     data: DataConfig = option(DataConfig(), "Start structures and first data.")
     oracle: OracleSpec = option(OracleSpec(), "The reference method that labels frames.")
     model: ModelConfig = option(ModelConfig(), "The model to train.")
@@ -209,7 +237,7 @@ class CampaignConfig:
         UncertaintyOptions(), "Gradient-feature uncertainty (single models; ensembles: head only)."
     )
     calibration: CalibrationOptions = option(
-        CalibrationOptions(), "Calibration on the validation frames."
+        CalibrationOptions(), "Calibration on the calibration frames (see data)."
     )
     exploration: ExplorationConfig = option(ExplorationConfig(), "Biased MD.")
     selection: SelectionConfig = option(SelectionConfig(), "Batch selection.")
@@ -247,8 +275,14 @@ def _reject_set_by_campaign(data: dict) -> None:
 
 def _check(config: CampaignConfig) -> None:
     """Rules between keys; raise ConfigError naming the key."""
+    from uq_bias.device import check_device_name
+
     if not config.data.structures:
         raise ConfigError("config key 'data.structures': give the start structures")
+    try:
+        check_device_name(config.device)
+    except ValueError as err:
+        raise ConfigError(f"config key 'device': {err}") from err
 
 
 def from_dict(data: dict, base_dir: str | Path = ".") -> CampaignConfig:

@@ -27,6 +27,7 @@ from uq_bias.campaign import config as cfg
 from uq_bias.campaign import console, cvs, explored, stages
 from uq_bias.campaign.executors import Executor, make_executor
 from uq_bias.campaign.oracles import OracleSpec
+from uq_bias.campaign.roles import read_test
 from uq_bias.campaign.state import CampaignState, read_json, write_json, write_text
 
 #: Config keys that define the data and the model; they must not change when a campaign resumes
@@ -110,18 +111,22 @@ def _check_resume(state: CampaignState, config: cfg.CampaignConfig) -> None:
 
 
 def stop_reason(state: CampaignState, config: cfg.CampaignConfig, k: int) -> str | None:
-    """Why the campaign stops after training iteration ``k``, or None to go on."""
+    """Why the campaign stops after training iteration ``k``, or None to go on. The target
+    RMSEs are judged on the test set when ``data.test`` is given, else on the validation
+    frames (which the loop chose and stopped early on: optimistic)."""
     metrics = stages.read_metrics(state, k)
-    valid = metrics.get("valid", {})
+    where = "test" if "test" in metrics else "valid"
+    errors = metrics.get(where, {})
     stop = config.stop
-    if stop.target_forces_rmse is not None and valid.get("forces_rmse", np.inf) <= (
+    if stop.target_forces_rmse is not None and errors.get("forces_rmse", np.inf) <= (
         stop.target_forces_rmse
     ):
-        return f"target force RMSE reached ({valid['forces_rmse']:.4g} eV/A)"
-    if stop.target_energy_rmse is not None and valid.get("energy_rmse_per_atom", np.inf) <= (
+        return f"target force RMSE reached on the {where} set ({errors['forces_rmse']:.4g} eV/A)"
+    if stop.target_energy_rmse is not None and errors.get("energy_rmse_per_atom", np.inf) <= (
         stop.target_energy_rmse
     ):
-        return f"target energy RMSE reached ({valid['energy_rmse_per_atom']:.4g} eV/atom)"
+        value = errors["energy_rmse_per_atom"]
+        return f"target energy RMSE reached on the {where} set ({value:.4g} eV/atom)"
     n_labelled = len(state.labelled())
     if stop.label_budget is not None and n_labelled >= stop.label_budget:
         return f"label budget reached ({n_labelled} labelled frames)"
@@ -165,6 +170,15 @@ def _check_inputs(config: cfg.CampaignConfig) -> list:
             cvs.check(config.report.cvs, len(atoms))
         except ValueError as err:
             raise cfg.ConfigError(f"config key {err}") from err
+    if config.data.test:
+        try:
+            test = read_test(config.path(config.data.test))
+        except (OSError, ValueError) as err:
+            raise cfg.ConfigError(
+                f"config key 'data.test': cannot use {config.data.test!r} as a test set: {err}"
+            ) from err
+        if not test:
+            raise cfg.ConfigError(f"config key 'data.test': {config.data.test!r} has no frames")
     return structures
 
 

@@ -175,9 +175,10 @@ def _table(rows: list[dict], state: CampaignState) -> list[str]:
 
 
 def _calibration_table(rows: list[dict], state: CampaignState) -> list[str]:
-    """Per iteration: calibration factors and calibrated force metrics on the validation set."""
+    """Per iteration: calibration factors and calibrated force metrics on the calibration
+    frames (disjoint from the validation frames; see :mod:`uq_bias.campaign.roles`)."""
     lines = [
-        "## Calibration per iteration (validation frames)",
+        "## Calibration per iteration (calibration frames)",
         "",
         "| iteration | energy factor | atom factor | force coverage | force NLL | "
         "miscalibration area |",
@@ -262,6 +263,32 @@ def _test_section(rows: list[dict], config: cfg.CampaignConfig, out: Path) -> li
     return lines
 
 
+def _learning_table(rows: list[dict]) -> list[str]:
+    """Per labelled batch: errors of the model that picked it (before) and of the next model,
+    trained with it (after). Equal errors mean the batch changed nothing."""
+    pairs = [r["previous_batch"] for r in rows if "previous_batch" in r]
+    if not pairs:
+        return []
+    lines = [
+        "## Learning from each batch",
+        "",
+        "Errors on the frames labelled in iteration k, of model k (which picked them and had "
+        "not seen them) and of model k + 1 (trained with them).",
+        "",
+        "| batch of iteration | frames | F RMSE before (eV/A) | F RMSE after (eV/A) | "
+        "E RMSE before (meV/atom) | E RMSE after (meV/atom) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for p in pairs:
+        b, a = p["before"], p["after"]
+        lines.append(
+            f"| {p['iteration']} | {a['n_frames']} | {b['forces_rmse']:.4f} | "
+            f"{a['forces_rmse']:.4f} | {1000 * b['energy_rmse_per_atom']:.2f} | "
+            f"{1000 * a['energy_rmse_per_atom']:.2f} |"
+        )
+    return lines + [""]
+
+
 def _uncertainty(config: cfg.CampaignConfig) -> str:
     if config.model.ensemble > 1:
         return f"ensemble of {config.model.ensemble}"
@@ -318,6 +345,7 @@ def write_report(state: CampaignState, config: cfg.CampaignConfig) -> Path:
         *_table(rows, state),
         "",
     ]
+    lines += _learning_table(rows)
     lines += _calibration_table(rows, state)
     if config.report.plots and rows:
         plot_errors(rows, out / "errors.png")

@@ -5,19 +5,22 @@ which to run and marks them in the journal. Files of iteration k (``iterations/N
 
     labels/NNNN.extxyz | NNNN.failed.json   one per frame sent to the oracle (kept on a kill)
     labelled.extxyz                         the frames the oracle labelled in this iteration
+    roles.json                              frame ids for training, validation, calibration
     model/member_J.model                    the trained model(s) (MACE model files)
     uncertainty/                            the fitted, calibrated uncertainty model
     calibration.json                        calibration factors and metrics
-    metrics.json                            validation errors; errors on the new batch
+    metrics.json                            errors on validation, calibration and test
+                                            frames; on the new batch before and after training
     predictions.json                        validation per-atom errors and uncertainties
-    walkers/wNN.extxyz + wNN.json           each walker's candidates and why it stopped
+    bias_seed.json                          estimated relative-bias window (first walkers)
+    walkers/wNN.extxyz + wNN.json           each walker's candidates, why it stopped and its
+                                            relative-bias window (the next iteration's start)
     candidates.extxyz, selection.json, selected.extxyz
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -31,6 +34,7 @@ from ase import Atoms
 from uq_bias.campaign import config as cfg
 from uq_bias.campaign import uq as unc
 from uq_bias.campaign.oracles import Failure, Oracle
+from uq_bias.campaign.roles import Roles, read_test, split_roles
 from uq_bias.campaign.state import (
     FRAME_ID,
     CampaignState,
@@ -69,21 +73,19 @@ def start_structures(config: cfg.CampaignConfig) -> list[Atoms]:
     return read_structures(spec, None if spec.startswith("builtin:") else config.path(spec))
 
 
-def split(frames: Sequence[Atoms], fraction: float, seed: int) -> tuple[list[Atoms], list[Atoms]]:
-    """(train, valid): a frame is in valid when hash(seed, frame_id) / 2^32 < fraction, so it
-    never changes side as the data grow. With two or more frames, each side gets one at least."""
-    scores = [
-        int(hashlib.sha1(f"{seed}:{a.info[FRAME_ID]}".encode()).hexdigest()[:8], 16) / 2**32
-        for a in frames
-    ]
-    valid_mask = np.array(scores) < fraction
-    if len(frames) >= 2 and valid_mask.all():
-        valid_mask[int(np.argmax(scores))] = False
-    if len(frames) >= 2 and not valid_mask.any():
-        valid_mask[int(np.argmin(scores))] = True
-    train = [a for a, v in zip(frames, valid_mask) if not v]
-    valid = [a for a, v in zip(frames, valid_mask) if v]
-    return train, valid
+def data_roles(ctx: Context) -> Roles:
+    """The labelled frames by role (training, validation, calibration): see
+    :mod:`uq_bias.campaign.roles`."""
+    d = ctx.config.data
+    return split_roles(
+        ctx.state.labelled(), d.valid_fraction, d.calibration_fraction, ctx.config.seed
+    )
+
+
+def test_frames(ctx: Context) -> list[Atoms]:
+    """The labelled test frames of ``data.test`` (empty without one)."""
+    test = ctx.config.data.test
+    return read_test(ctx.config.path(test)) if test else []
 
 
 # -- labelling ---------------------------------------------------------------------------------
@@ -205,13 +207,21 @@ def train(ctx: Context, k: int) -> None:
     from uq_bias.training import compute_statistics
 
     config = ctx.config
-    frames = ctx.state.labelled()
-    train_frames, valid_frames = split(frames, config.data.valid_fraction, config.seed)
-    if not train_frames or not valid_frames:
+    roles = data_roles(ctx)
+    train_frames, valid_frames = roles.train, roles.valid
+    if not train_frames or not valid_frames or not roles.calibration:
+        n = len(train_frames) + len(valid_frames) + len(roles.calibration)
         raise ValueError(
-            f"iteration {k}: need at least 2 labelled frames to train, have {len(frames)}; "
-            "raise data.initial_frames"
+            f"iteration {k}: need a labelled frame for training, validation and calibration "
+            f"each, have {n} frames in all; raise data.initial_frames"
         )
+    write_json(
+        ctx.dir(k) / "roles.json",
+        {
+            name: [a.info[FRAME_ID] for a in getattr(roles, name)]
+            for name in ("train", "valid", "calibration")
+        },
+    )
     options = replace(config.training, seed=config.seed + 1000 * k)
     trainer = replace(config.trainer, progress_bar=ctx.bars)
     previous = model_paths(ctx, k - 1) if (config.model.fine_tune and k > 1) else None
@@ -268,13 +278,11 @@ def uncertainty_dir(ctx: Context, k: int) -> Path:
 
 
 def fit_uncertainty(ctx: Context, k: int) -> None:
-    """Fit the uncertainty on the training split and calibrate it on the validation split."""
-    config = ctx.config
-    train_frames, valid_frames = split(
-        ctx.state.labelled(), config.data.valid_fraction, config.seed
-    )
+    """Fit the uncertainty on the training frames and calibrate it on the calibration frames
+    (never used for early stopping or training)."""
+    roles = data_roles(ctx)
     model, calibration = unc.fit(
-        [str(p) for p in model_paths(ctx, k)], train_frames, valid_frames, config
+        [str(p) for p in model_paths(ctx, k)], roles.train, roles.calibration, ctx.config
     )
     target = uncertainty_dir(ctx, k)
     tmp = target.with_name(f".{target.name}.tmp")
@@ -286,20 +294,39 @@ def fit_uncertainty(ctx: Context, k: int) -> None:
 
 
 def load_uncertainty(ctx: Context, k: int):
-    return unc.load(uncertainty_dir(ctx, k))
+    return unc.load(uncertainty_dir(ctx, k), device=ctx.config.device)
 
 
 def metrics(ctx: Context, k: int) -> None:
-    """Errors of iteration k's model on the validation split, with its uncertainties."""
-    config = ctx.config
-    _, valid_frames = split(ctx.state.labelled(), config.data.valid_fraction, config.seed)
-    predictions = unc.predict(load_uncertainty(ctx, k), valid_frames)
-    summary = unc.error_metrics(predictions)
+    """Errors of iteration k's model, with its uncertainties, on the held-out frames of each
+    role (``valid``: early stopping; ``calibration``; ``test``: ``data.test`` when given) and,
+    from iteration 2 on, on the batch labelled in iteration k - 1 before and after it was
+    learnt (``previous_batch``: model k - 1's errors, from ``evaluate``, and model k's)."""
+    roles = data_roles(ctx)
+    model = load_uncertainty(ctx, k)
+    predictions = unc.predict(model, roles.valid)
+    result = {
+        "iteration": k,
+        "n_labelled": len(ctx.state.labelled()),
+        "n_roles": {
+            "train": len(roles.train),
+            "valid": len(roles.valid),
+            "calibration": len(roles.calibration),
+        },
+        "valid": unc.error_metrics(predictions),
+    }
+    if roles.calibration is not roles.valid:
+        result["calibration"] = unc.error_metrics(unc.predict(model, roles.calibration))
+    test = test_frames(ctx)
+    if test:
+        result["test"] = unc.error_metrics(unc.predict(model, test))
+    before = read_metrics(ctx.state, k - 1).get("batch") if k >= 2 else None
+    batch = read_frames(ctx.dir(k - 1) / "labelled.extxyz") if before else []
+    if batch:
+        after = unc.error_metrics(unc.predict(model, batch))
+        result["previous_batch"] = {"iteration": k - 1, "before": before, "after": after}
     write_json(ctx.dir(k) / "predictions.json", unc.atom_errors(predictions))
-    write_json(
-        ctx.dir(k) / "metrics.json",
-        {"iteration": k, "n_labelled": len(ctx.state.labelled()), "valid": summary},
-    )
+    write_json(ctx.dir(k) / "metrics.json", result)
 
 
 def read_metrics(state: CampaignState, k: int) -> dict:
@@ -328,16 +355,64 @@ def walker_starts(ctx: Context) -> list[Atoms]:
     return ctx.structures
 
 
+#: Labelled frames (the latest) that, with the start structures, seed the relative-bias window.
+SEED_FRAMES = 32
+
+
+def bias_seed(ctx: Context, k: int) -> dict:
+    """Window means <|F|>, <|w dU/dr|> (eV/A) of iteration k's model over the start structures
+    and the latest :data:`SEED_FRAMES` labelled frames, without MD; ``bias_seed.json``."""
+    from uq_bias.bias import estimate_window
+
+    path = ctx.dir(k) / "bias_seed.json"
+    seed = read_json(path)
+    if seed is None:
+        frames = list(ctx.structures) + [
+            Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc)
+            for a in ctx.state.labelled()[-SEED_FRAMES:]
+        ]
+        model = load_uncertainty(ctx, k)
+        force_mean, bias_mean = estimate_window(model, frames, ctx.config.exploration.bias)
+        seed = {"force_mean": force_mean, "bias_mean": bias_mean, "n_frames": len(frames)}
+        write_json(path, seed)
+    return seed
+
+
+def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
+    """The relative-bias window each walker starts from, so the bias acts from its first step:
+    walker i of iteration k - 1's window where there is one (``walkers/wNN.json``), else the
+    :func:`bias_seed` estimate. None without a relative bias."""
+    if ctx.config.exploration.bias.tau_rel is None:
+        return None
+    folder = ctx.state.root / "iterations" / f"{k - 1:03d}" / "walkers"
+    states = [read_json(folder / f"w{i:02d}.json", {}).get("bias_state") for i in range(walkers)]
+    if any(state is None for state in states):
+        seed = bias_seed(ctx, k)
+        fresh = {"forces": [seed["force_mean"]], "bias": [seed["bias_mean"]]}
+        states = [fresh if state is None else state for state in states]
+    return states
+
+
 def explore(ctx: Context, k: int) -> None:
     """Biased MD from every walker; each walker's frames are saved as it finishes."""
-    from uq_bias.dynamics import CalculatorRecipe, ExploreConfig, run_walker, walker_specs
+    from uq_bias.dynamics import (
+        CalculatorRecipe,
+        ExploreConfig,
+        run_batched,
+        run_walker,
+        walker_specs,
+    )
 
     e = ctx.config.exploration
     seed = ctx.config.seed * 1000 + k
     bars = ctx.bars and ctx.config.executor.kind == "inprocess"
     explore_config = replace(narrow(e, ExploreConfig), seed=seed, progress=bars)
-    recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=e.bias)
-    specs = walker_specs(recipe, walker_starts(ctx), explore_config, walkers=e.walkers)
+    device = e.device or ctx.config.device
+    recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=e.bias, device=device)
+    states = bias_states(ctx, k, e.walkers)
+    specs = walker_specs(
+        recipe, walker_starts(ctx), explore_config, walkers=e.walkers, bias_states=states
+    )
     folder = ctx.dir(k) / "walkers"
     folder.mkdir(exist_ok=True)
 
@@ -354,14 +429,24 @@ def explore(ctx: Context, k: int) -> None:
                 "message": result.message,
                 "max_uncertainty": float(result.max_uncertainty),
                 "n_frames": len(result.frames),
+                "bias_state": result.bias_state,
             },
         )
 
-    map_resumable(ctx, run_walker, specs, done, save)
+    if e.engine == "batched":  # one batch in this process, on the device
+        todo = [i for i in range(len(specs)) if not done(i)]
+        if todo:
+            results = run_batched(recipe.load_model(), recipe.bias, [specs[i] for i in todo])
+            for i, result in zip(todo, results):
+                save(i, result)
+    else:
+        map_resumable(ctx, run_walker, specs, done, save)
     candidates = []
     for i in range(len(specs)):
         candidates.extend(read_frames(folder / f"w{i:02d}.extxyz"))
-        ctx.state.log(f"iteration {k}: walker {i}: {read_json(folder / f'w{i:02d}.json')}")
+        summary = read_json(folder / f"w{i:02d}.json")
+        summary.pop("bias_state", None)
+        ctx.state.log(f"iteration {k}: walker {i}: {summary}")
     write_frames(ctx.dir(k) / "candidates.extxyz", candidates)
 
 
@@ -370,7 +455,9 @@ def select(ctx: Context, k: int) -> None:
     gradient features conditioned on every labelled frame, whatever its role (training,
     validation, calibration), so that no label is spent next to one already paid for; for an
     ensemble these are its members' features, so a batch is not capped at K - 1 max-det picks
-    (:class:`uq_bias.uncertainty.conditioned.ConditionedFeatures`)."""
+    (:class:`uq_bias.uncertainty.conditioned.ConditionedFeatures`). The test set (``data.test``)
+    is left out on purpose: a loop that steers its labels away from the test frames would no
+    longer be judged by data it never used."""
     from uq_bias.selection import SelectionOptions
     from uq_bias.selection import select as select_batch
 

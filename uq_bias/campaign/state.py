@@ -20,7 +20,6 @@ a frame already in the data is never added twice.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -31,7 +30,10 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from uq_bias.atomic import atomic_path
+from uq_bias.atomic import atomic_path, write_frames, write_json, write_text
+
+__all__ = ["CampaignState", "atomic_path", "read_frames", "read_json", "with_id"]
+__all__ += ["write_frames", "write_json", "write_text"]  # the package's atomic writers
 
 FRAME_ID = "frame_id"
 
@@ -52,40 +54,12 @@ def with_id(atoms: Atoms) -> Atoms:
     return atoms
 
 
-@contextlib.contextmanager
-def write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
-
-
-def write_json(path: str | Path, data) -> None:
-    """Write ``data`` as indented JSON atomically."""
-    write_text(path, json.dumps(data, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot store {type(value).__name__} in JSON")
-
-
 def read_json(path: str | Path, default=None):
     """The JSON in ``path``, or ``default`` when the file does not exist."""
     path = Path(path)
     if not path.is_file():
         return default
     return json.loads(path.read_text())
-
-
-def write_frames(path: str | Path, frames: Sequence[Atoms]) -> None:
-    """Write frames (with their calculator results) as extended XYZ, atomically."""
-    import ase.io
-
-    with atomic_path(path) as tmp:
-        ase.io.write(tmp, list(frames), format="extxyz")
 
 
 def read_frames(path: str | Path) -> list[Atoms]:

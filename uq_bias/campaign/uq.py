@@ -49,19 +49,17 @@ class Predictions:
 
 def predict(model, frames: Sequence[Atoms], chunk: int = 16) -> Predictions:
     """Predictions of an uncertainty model on labelled ``frames`` (labels in ``atoms.calc``)."""
-    from uq_bias.uncertainty.calibration import predict_with_forces
-
     parts: dict[str, list] = {name: [] for name in Predictions.__dataclass_fields__}
     for start in range(0, len(frames), chunk):
         batch = list(frames[start : start + chunk])
-        _, out, forces = predict_with_forces(model, batch)
+        out = model(model.graph(batch), forces=True)
 
         def np_(t: torch.Tensor) -> np.ndarray:
             return t.detach().cpu().double().numpy()
 
         parts["energy"].append(np_(out.energy))
         parts["energy_uncertainty"].append(np_(out.energy_uncertainty))
-        parts["forces"].append(np_(forces))
+        parts["forces"].append(np_(out.forces))
         parts["atom_uncertainty"].append(np_(out.atom_uncertainty))
         parts["energy_ref"].append([a.get_potential_energy() for a in batch])
         parts["forces_ref"].append(np.concatenate([a.get_forces() for a in batch]))
@@ -110,21 +108,23 @@ def atom_errors(p: Predictions, limit: int = 4000) -> dict[str, list]:
 def fit(
     model_paths: Sequence[str],
     train: Sequence[Atoms],
-    valid: Sequence[Atoms],
+    calibration: Sequence[Atoms],
     config: cfg.CampaignConfig,
 ):
     """The uncertainty model of the trained model file(s): an ensemble when
     ``config.model.ensemble > 1``, else gradient features (``config.uncertainty``) fitted on
-    ``train``; calibrated on ``valid`` (``config.calibration``). Returns (model, report)."""
+    ``train``; calibrated (``config.calibration``) on ``calibration``, frames used for nothing
+    else. Returns (model, report)."""
+    from uq_bias.device import resolve_device
     from uq_bias.uncertainty import calibrate
     from uq_bias.uncertainty.workflow import build
 
     paths = [str(p) for p in model_paths]
     options = replace(config.uncertainty, seed=config.seed)
-    model = build(paths, options)
+    model = build(paths, options).to(resolve_device(config.device))
     if len(paths) == 1:
         model.fit(list(train))
-    report = calibrate(model, list(valid), **asdict(config.calibration))
+    report = calibrate(model, list(calibration), **asdict(config.calibration))
     return model, report
 
 
@@ -136,8 +136,9 @@ def save(model, path: str | Path) -> None:
     save_uncertainty(model, path)
 
 
-def load(path: str | Path):
-    """Load what :func:`save` wrote (the model files it names are trusted pickles)."""
+def load(path: str | Path, device: str | None = None):
+    """Load what :func:`save` wrote (the model files it names are trusted pickles), on
+    ``device`` (see :func:`uq_bias.device.resolve_device`)."""
     from uq_bias.uncertainty import load as load_uncertainty
 
-    return load_uncertainty(path)
+    return load_uncertainty(path, device=device)

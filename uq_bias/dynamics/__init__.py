@@ -1,8 +1,10 @@
-"""Exploration: uncertainty-biased ASE molecular dynamics with a watchdog, keeping candidates.
+"""Exploration: uncertainty-biased molecular dynamics with a watchdog, keeping candidates.
 
-``explore(calculator, starts, config)`` runs ``walkers`` independent walkers (in this process,
-one after the other) and returns an :class:`ExploreResult`. Each walker is a picklable
-:class:`WalkerSpec` run by :func:`run_walker`, so executors can run them elsewhere.
+``explore(calculator, starts, config)`` runs ``walkers`` independent walkers and returns an
+:class:`ExploreResult`. With ``engine="ase"`` (default) each walker is a picklable
+:class:`WalkerSpec` run by :func:`run_walker` (ASE integrators, one walker after another, so
+executors can run them elsewhere); with ``engine="batched"`` all walkers advance together, one
+graph and one model call per MD step (:func:`run_batched`, Langevin NVT).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from pathlib import Path
 
 from ase import Atoms
 from ase.calculators.calculator import Calculator as ASECalculator
+from torch.nn import Module
 
+from uq_bias.dynamics.batched import run_batched
 from uq_bias.dynamics.walker import ExploreConfig, WalkerResult, WalkerSpec, run_walker
 from uq_bias.dynamics.watchdog import Watchdog, WatchdogConfig
 
@@ -26,6 +30,7 @@ __all__ = [
     "WalkerResult",
     "WalkerSpec",
     "explore",
+    "run_batched",
     "run_walker",
     "walker_specs",
 ]
@@ -39,17 +44,25 @@ class CalculatorRecipe:
         path: directory written by ``uq_bias.uncertainty.save`` (read with ``load``).
         bias: the bias, or None for unbiased MD.
         options: extra keyword arguments for ``uq_bias.uncertainty.load``.
+        device: "auto", "cpu", "cuda" or "cuda:<k>", resolved in the process that builds the
+            calculator (each worker its own); None: where ``load`` puts it (the CPU).
     """
 
     path: str
     bias: object | None = None
     options: dict = field(default_factory=dict)
+    device: str | None = None
+
+    def load_model(self):
+        """The uncertainty model, on ``device``."""
+        from uq_bias.uncertainty import load
+
+        return load(self.path, **self.options, device=self.device)
 
     def __call__(self) -> ASECalculator:
         from uq_bias.calculator import Calculator
-        from uq_bias.uncertainty import load
 
-        return Calculator(load(self.path, **self.options), bias=self.bias)
+        return Calculator(self.load_model(), bias=self.bias)
 
 
 @dataclass
@@ -164,6 +177,7 @@ def explore(
     *,
     walkers: int = 1,
     trajectory: str | Path | None = None,
+    bias_states: Sequence[dict | None] | None = None,
     **overrides,
 ) -> ExploreResult:
     """Run exploration MD from ``starts`` with ``walkers`` independent walkers.
@@ -174,9 +188,12 @@ def explore(
             :class:`CalculatorRecipe`).
         starts: one structure or a list; walker k starts from ``starts[k % len(starts)]``.
         config: an :class:`ExploreConfig`; keyword ``overrides`` replace its fields
-            (e.g. ``steps=200, ensemble="npt"``).
+            (e.g. ``steps=200, ensemble="npt"``, ``engine="batched", device="cuda"``).
         walkers: number of walkers.
         trajectory: extended-XYZ output for the kept frames (see :func:`walker_specs`).
+        bias_states: one relative-bias window per walker to start from (a
+            ``RelativeStrength.state()`` dict, e.g. ``ExploreResult.walkers[k].bias_state`` of
+            an earlier run), or None; see :class:`WalkerSpec`.
     """
     config = config or ExploreConfig()
     if overrides:
@@ -187,5 +204,29 @@ def explore(
                 f"{sorted(ExploreConfig.__dataclass_fields__)}"
             )
         config = replace(config, **overrides)
-    specs = walker_specs(calculator, starts, config, walkers=walkers, trajectory=trajectory)
+    if config.device is not None and isinstance(getattr(calculator, "model", None), Module):
+        from uq_bias.device import resolve_device
+
+        calculator.model.to(resolve_device(config.device))  # a uq_bias Calculator's model
+    specs = walker_specs(
+        calculator, starts, config, walkers=walkers, trajectory=trajectory, bias_states=bias_states
+    )
+    if config.engine == "batched":
+        return ExploreResult(run_batched(*_model_and_bias(calculator), specs))
     return ExploreResult([run_walker(spec) for spec in specs])
+
+
+def _model_and_bias(calculator):
+    """The model and bias config the batched engine needs, from a uq_bias Calculator or a
+    recipe with ``load_model()``."""
+    from uq_bias.calculator import Calculator
+
+    if isinstance(calculator, Calculator):
+        return calculator.model, None if calculator.bias is None else calculator.bias.config
+    if callable(getattr(calculator, "load_model", None)):
+        return calculator.load_model(), calculator.bias
+    raise TypeError(
+        f"explore(engine='batched') needs a uq_bias.Calculator or a CalculatorRecipe (it calls "
+        f"the model itself), got {type(calculator).__name__}; other ASE calculators run with "
+        "engine='ase'"
+    )

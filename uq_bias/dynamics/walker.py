@@ -27,11 +27,13 @@ from ase import Atoms, units
 from ase.calculators.calculator import Calculator as ASECalculator
 
 from uq_bias import keys
+from uq_bias.device import check_device_name
 from uq_bias.dynamics.watchdog import FOUND, Verdict, Watchdog, WatchdogConfig
 from uq_bias.options import option
 
 ENSEMBLES = ("nvt", "npt")
 NPT_CELLS = ("full", "isotropic")
+ENGINES = ("ase", "batched")
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,21 @@ class ExploreConfig:
     watchdog: WatchdogConfig = option(WatchdogConfig(), "When a walker stops.")
     seed: int = option(0, "Base seed; walker k uses the seed sequence (seed, k).")
     progress: bool = option(True, "Show a progress bar.")
+    engine: Literal["ase", "batched"] = option(
+        "ase",
+        "ase: ASE integrators, one walker after another (NVT and NPT); batched: all walkers in "
+        "one graph per MD step on the model's device (Langevin NVT).",
+    )
+    batch_atoms: int | None = option(
+        None,
+        "Batched engine: most atoms per model call (walkers go in chunks); null: all walkers "
+        "in one call on a GPU, 400 atoms per call on the CPU.",
+    )
+    device: str | None = option(
+        None,
+        "Where the model runs during MD: auto, cpu, cuda or cuda:<k>; the model is moved there "
+        "(null: where it is).",
+    )
 
     def __post_init__(self):
         for name in ("steps", "sample_every"):
@@ -77,6 +94,21 @@ class ExploreConfig:
             raise ValueError(f"ExploreConfig: ensemble {self.ensemble!r} not in {ENSEMBLES}")
         if self.npt_cell not in NPT_CELLS:
             raise ValueError(f"ExploreConfig: npt_cell {self.npt_cell!r} not in {NPT_CELLS}")
+        check_device_name(self.device, "ExploreConfig: device")
+        if self.batch_atoms is not None and not (
+            isinstance(self.batch_atoms, int) and self.batch_atoms >= 1
+        ):
+            raise ValueError(
+                f"ExploreConfig: batch_atoms must be an integer >= 1 or None, got "
+                f"{self.batch_atoms!r}"
+            )
+        if self.engine not in ENGINES:
+            raise ValueError(f"ExploreConfig: engine {self.engine!r} not in {ENGINES}")
+        if self.engine == "batched" and self.ensemble != "nvt":
+            raise ValueError(
+                "ExploreConfig: the batched engine integrates Langevin NVT only; run NPT with "
+                "engine='ase' (ASE's MTK barostat)"
+            )
 
 
 @dataclass
@@ -265,7 +297,6 @@ def run_walker(spec: WalkerSpec) -> WalkerResult:
 
 
 def _loop(spec, atoms, dynamics, watchdog, writer, result: WalkerResult, bar) -> None:
-    every = spec.config.sample_every
     steps = dynamics.irun(spec.config.steps)
     step = 0
     while True:
@@ -279,20 +310,37 @@ def _loop(spec, atoms, dynamics, watchdog, writer, result: WalkerResult, bar) ->
             _stop(result, Verdict("non_finite" if broken else "error", text), step + 1)
             return
         step = dynamics.nsteps
-        verdict = watchdog(atoms, atoms.calc.results)
-        result.max_uncertainty = float(np.fmax(result.max_uncertainty, verdict.max_uncertainty))
-        energy_u = atoms.calc.results.get(keys.ENERGY_UNCERTAINTY, float("nan"))
-        result.max_energy_uncertainty = float(np.fmax(result.max_energy_uncertainty, energy_u))
-        keep = verdict.reason in FOUND or (verdict.reason is None and step and step % every == 0)
-        if keep:
-            frame = snapshot(atoms, atoms.calc.results, spec.index, step)
-            result.frames.append(frame)
-            writer.write(frame)
+        verdict = observe(spec, atoms, atoms.calc.results, step, watchdog, writer, result)
         if step:
             bar.update(1)
         if verdict.reason is not None:
-            _stop(result, verdict, step)
             return
+
+
+def observe(
+    spec: WalkerSpec,
+    atoms: Atoms,
+    results: dict,
+    step: int,
+    watchdog: Watchdog,
+    writer: _Writer,
+    result: WalkerResult,
+) -> Verdict:
+    """After MD step ``step`` of walker ``spec.index``: the watchdog's verdict on ``atoms`` and
+    its ``results``, the running maxima, a candidate frame kept (in ``result.frames`` and the
+    trajectory; every ``sample_every`` steps, or the frame that tripped an uncertainty check)
+    and the stop."""
+    verdict = watchdog(atoms, results)
+    result.max_uncertainty = float(np.fmax(result.max_uncertainty, verdict.max_uncertainty))
+    energy_u = results.get(keys.ENERGY_UNCERTAINTY, float("nan"))
+    result.max_energy_uncertainty = float(np.fmax(result.max_energy_uncertainty, energy_u))
+    every = spec.config.sample_every
+    if verdict.reason in FOUND or (verdict.reason is None and step and step % every == 0):
+        result.frames.append(snapshot(atoms, results, spec.index, step))
+        writer.write(result.frames[-1])
+    if verdict.reason is not None:
+        _stop(result, verdict, step)
+    return verdict
 
 
 def _stop(result: WalkerResult, verdict: Verdict, step: int) -> None:

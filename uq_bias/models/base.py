@@ -94,21 +94,24 @@ def energy_gradients(
     *,
     stress: bool = False,
     create_graph: bool = False,
+    retain_graph: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Forces F = -dE/dr (eV/A) and, if ``stress``, sigma = (1/V) dE/d(eps) (eV/A^3).
 
     ``energy`` is (n_structures,); one backward pass gives both. Stress needs ``graph.strain``
-    to require grad; structures that are not periodic get a NaN stress.
+    to require grad; structures that are not periodic get a NaN stress. ``retain_graph`` keeps
+    the autograd graph for a later backward pass (e.g. of an uncertainty on the same graph).
     """
     inputs = [graph.positions] + ([graph.strain] if stress else [])
-    grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph, allow_unused=True)
+    grads = torch.autograd.grad(
+        energy.sum(),
+        inputs,
+        create_graph=create_graph,
+        retain_graph=retain_graph,
+        allow_unused=True,
+    )
     forces = -grads[0] if grads[0] is not None else torch.zeros_like(graph.positions)
     if not stress:
         return forces, None
     d_strain = grads[1] if grads[1] is not None else torch.zeros_like(graph.strain)
-    volume = graph.volume
-    periodic = graph.periodic
-    safe = torch.where(periodic, volume, torch.ones_like(volume))
-    sigma = d_strain / safe[:, None, None]
-    sigma = torch.where(periodic[:, None, None], sigma, torch.full_like(sigma, float("nan")))
-    return forces, sigma
+    return forces, graph.per_volume(d_strain)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from ase import Atoms
 
-from uq_bias.atomic import atomic_path
+from uq_bias.atomic import write_frames as write_atomic
 from uq_bias.selection.result import Selection
 
 
@@ -46,13 +46,10 @@ def annotate(frames: Sequence[Atoms], selection: Selection) -> list[Atoms]:
 def write_frames(path: str | Path, frames: Sequence[Atoms]) -> Path:
     """Write ``frames`` as extended XYZ through a temporary file in the same directory, then
     ``os.replace``: readers see the old file or the complete new one."""
-    from ase.io import write
-
     path = Path(path)
     if not path.parent.is_dir():
         raise FileNotFoundError(f"output directory {path.parent} does not exist")
-    with atomic_path(path) as tmp:
-        write(tmp, list(frames), format="extxyz")
+    write_atomic(path, frames)
     return path
 
 

@@ -1,4 +1,9 @@
-"""Lightning callbacks used by :func:`uq_bias.training.fit`."""
+"""Lightning callbacks used by :func:`uq_bias.training.fit`.
+
+The per-epoch CSV is our own small callback rather than Lightning's ``CSVLogger``: that one
+writes ``metrics.csv`` under a versioned folder it chooses, one row per logging call, not
+atomically; the user asks for one file with one row per epoch (epoch 0 = before training).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import csv
 from pathlib import Path
 
 import lightning
+import torch
+from lightning.pytorch.callbacks import EarlyStopping
 
 from uq_bias.atomic import atomic_path
 
@@ -21,7 +28,7 @@ class EpochCSVLogger(lightning.Callback):
         self.rows: list[dict[str, float]] = []
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not pl_module.record:
+        if not trainer.is_global_zero or not pl_module.record:
             return
         self.rows.append(dict(pl_module.record))
         columns = list(dict.fromkeys(k for row in self.rows for k in row))
@@ -29,3 +36,12 @@ class EpochCSVLogger(lightning.Callback):
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
+
+
+class EarlyStoppingFromStart(EarlyStopping):
+    """Early stopping that counts the model before training as the score to beat: the first
+    validation (the sanity check over the whole validation set, epoch 0) sets ``best_score``."""
+
+    def on_sanity_check_end(self, trainer, pl_module) -> None:
+        super().on_sanity_check_end(trainer, pl_module)
+        self.best_score = torch.tensor(pl_module.best_loss, dtype=torch.float64)

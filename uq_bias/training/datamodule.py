@@ -148,10 +148,31 @@ class AtomsDataModule(lightning.LightningDataModule):
         )
 
     def val_dataloader(self) -> torch.utils.data.DataLoader:
+        """Validation frames in order; under DDP each rank takes every world_size-th frame,
+        without the repeated frames of a padding ``DistributedSampler`` (which would count
+        some frames twice in the epoch metrics)."""
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        sampler = ShardSampler(len(self.valid_frames)) if distributed else None
         return torch.utils.data.DataLoader(
             self.valid_frames,
             batch_size=self.valid_batch_size,
             shuffle=False,
+            sampler=sampler,
             collate_fn=self.collate,
             num_workers=self.num_workers,
         )
+
+
+class ShardSampler(torch.utils.data.DistributedSampler):
+    """Indices rank, rank + W, rank + 2W, ... of n items (W ranks): every item exactly once over
+    all ranks, no padding (a DistributedSampler subclass, so Lightning keeps it)."""
+
+    def __init__(self, n: int):
+        super().__init__(range(n), shuffle=False)
+        self.n = n
+
+    def __iter__(self):
+        return iter(range(self.rank, self.n, self.num_replicas))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.num_replicas))

@@ -9,6 +9,12 @@ with n the number of updates so far (0 for the first). The warmup lets the avera
 weights early in training, when a fixed decay of 0.99 would lag for hundreds of steps.
 
 Validation and the saved model use the shadow weights (swap in, evaluate, swap back).
+
+Why not a library average: Lightning's ``WeightAveraging`` callback swaps the averaged weights
+back in its own ``on_validation_epoch_end``, which Lightning runs before the module's, where the
+best validation state is recorded (it would record the raw weights); ``torch.optim.swa_utils.
+AveragedModel`` keeps a second copy of the whole model and has no warmup. This class keeps one
+shadow tensor per trained parameter.
 """
 
 from __future__ import annotations

@@ -4,12 +4,16 @@ Forces and stress come from one autograd pass over the energy (``create_graph=Tr
 so that the loss can be differentiated again). Validation needs autograd too: the Trainer must use
 ``inference_mode=False``, and :func:`~uq_bias.training.loss.predict` enables grad itself.
 Validation runs on the EMA weights; the module remembers the state of the best validation epoch.
-Epoch metrics are exact sums over the rank's batches; under DDP the ranks' values are averaged
-(``sync_dist``).
+Epoch metrics are :class:`~uq_bias.training.metrics.EpochErrors`: sums and counts reduced over
+the ranks before the ratios are taken, so under DDP they are the exact epoch values. The first
+validation (Lightning's sanity check over the whole validation set) is epoch 0, the model before
+training. The history, best loss and best state travel with the module's state (extra state),
+so they come back from spawned processes (``strategy="ddp_spawn"``) too.
 """
 
 from __future__ import annotations
 
+import warnings
 from contextlib import ExitStack
 
 import lightning
@@ -18,7 +22,8 @@ import torch
 from uq_bias.models import AtomisticModel
 from uq_bias.training.datamodule import Batch
 from uq_bias.training.ema import ExponentialMovingAverage
-from uq_bias.training.loss import ErrorSums, LossWeights, batch_errors, predict
+from uq_bias.training.loss import LossWeights, batch_errors, predict
+from uq_bias.training.metrics import EpochErrors
 
 SCHEDULERS = ("plateau", "cosine", "none")
 
@@ -35,6 +40,9 @@ class AtomisticLitModule(lightning.LightningModule):
         scheduler: 'plateau' (x factor after ``scheduler_patience`` epochs without progress on
             val_loss), 'cosine' (to 0 over ``max_epochs``) or 'none'.
         max_epochs: used by the cosine schedule.
+        keep_initial: the model before training (epoch 0, the sanity check of ``fit``) competes
+            for ``best_state``; False: only trained epochs do (so fine-tuning always changes
+            the model).
 
     After each validation epoch ``record`` holds that epoch's metrics (plain floats) and
     ``history`` all of them so far; after
@@ -53,6 +61,7 @@ class AtomisticLitModule(lightning.LightningModule):
         scheduler_patience: int = 5,
         scheduler_factor: float = 0.8,
         max_epochs: int = 100,
+        keep_initial: bool = True,
     ):
         super().__init__()
         if scheduler not in SCHEDULERS:
@@ -66,13 +75,14 @@ class AtomisticLitModule(lightning.LightningModule):
         self.scheduler_name = scheduler
         self.scheduler_patience, self.scheduler_factor = scheduler_patience, scheduler_factor
         self.max_epochs = max_epochs
+        self.keep_initial = keep_initial
         self.ema: ExponentialMovingAverage | None = None
         self.record: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_loss = float("inf")
-        self._train_sums = ErrorSums()
-        self._val_sums = ErrorSums()
+        self.train_errors = EpochErrors()
+        self.val_errors = EpochErrors()
         self._swap = ExitStack()
 
     def forward(self, batch: Batch, create_graph: bool = False):
@@ -104,16 +114,12 @@ class AtomisticLitModule(lightning.LightningModule):
             self.ema = ExponentialMovingAverage(self.model.parameters(), self.ema_decay)
 
     def on_train_epoch_start(self) -> None:
-        self._train_sums = ErrorSums()
+        self.train_errors.reset()
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         errors = batch_errors(self(batch, create_graph=True), batch)
         loss = errors.loss(self.weights)
-        for name, value in errors.sums.items():
-            self._train_sums.sums[name] = self._train_sums.sums.get(name, 0.0) + value.detach()
-            self._train_sums.counts[name] = (
-                self._train_sums.counts.get(name, 0.0) + errors.counts[name]
-            )
+        self.train_errors.update(errors)
         self.log("loss", loss.detach(), prog_bar=True, batch_size=batch.graph.n_structures)
         return loss
 
@@ -122,17 +128,14 @@ class AtomisticLitModule(lightning.LightningModule):
             self.ema.update()
 
     def on_validation_epoch_start(self) -> None:
-        self._val_sums = ErrorSums()
+        self.val_errors.reset()
         if self.ema is not None:
             self._swap.enter_context(self.ema.swapped())
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         with torch.enable_grad():
             pred = self(batch, create_graph=False)
-        errors = batch_errors(pred, batch)
-        for name, value in errors.sums.items():
-            self._val_sums.sums[name] = self._val_sums.sums.get(name, 0.0) + value.detach()
-            self._val_sums.counts[name] = self._val_sums.counts.get(name, 0.0) + errors.counts[name]
+        self.val_errors.update(batch_errors(pred, batch))
 
     def on_validation_epoch_end(self) -> None:
         try:
@@ -142,19 +145,30 @@ class AtomisticLitModule(lightning.LightningModule):
 
     def _finish_validation(self) -> None:
         fitting = self.trainer.state.fn == "fit"
-        metrics = self._val_sums.metrics("val", self.weights)
-        if fitting and self._train_sums.counts:
-            metrics.update(self._train_sums.metrics("train", self.weights))
-        for name, value in metrics.items():
-            self.log(name, value, prog_bar=name in ("val_loss", "val_forces_rmse"), sync_dist=True)
-        epoch = self.current_epoch + 1 if fitting else 0
+        with warnings.catch_warnings():  # a rank without validation frames adds zeros
+            warnings.filterwarnings("ignore", message=".*compute.*before.*update", module="torch")
+            metrics = self.val_errors.compute().metrics("val", self.weights)
+        if fitting and self.train_errors.update_count:  # every rank trains the same steps
+            metrics.update(self.train_errors.compute().metrics("train", self.weights))
+        for name, value in metrics.items():  # already reduced over the ranks
+            self.log(name, value, prog_bar=name in ("val_loss", "val_forces_rmse"))
+        sanity = self.trainer.sanity_checking
+        epoch = self.current_epoch + 1 if fitting and not sanity else 0
         optimizers = self.trainer.optimizers
         lr = optimizers[0].param_groups[0]["lr"] if optimizers else self.lr
         self.record = {"epoch": epoch, "lr": lr} | {k: float(v) for k, v in metrics.items()}
-        if self.trainer.sanity_checking:
-            return
         self.history.append(dict(self.record))
         val_loss = self.record["val_loss"]
-        if val_loss < self.best_loss:
+        competes = self.keep_initial or not (fitting and sanity)
+        if competes and val_loss < self.best_loss:
             self.best_loss = val_loss
             self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def get_extra_state(self) -> dict:
+        """History, best loss and best state: saved with the module's state (so they come back
+        from spawned DDP processes)."""
+        return {"history": self.history, "best_loss": self.best_loss, "best": self.best_state}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.history, self.best_loss = list(state["history"]), float(state["best_loss"])
+        self.best_state = state["best"]

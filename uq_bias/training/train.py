@@ -7,22 +7,22 @@ file in the same directory, then ``os.replace``), which ``mace.calculators.MACEC
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import lightning
 import torch
 from ase import Atoms
-from lightning.pytorch.callbacks import EarlyStopping
 
 from uq_bias.atomic import atomic_path
 from uq_bias.models import AtomisticModel, load_model
 from uq_bias.models.mace import MACEAdapter  # light: mace itself loads only when one is built
 from uq_bias.options import option
 from uq_bias.training.build import PRESETS, DataStatistics, ModelOptions, build_mace
-from uq_bias.training.callbacks import EpochCSVLogger
+from uq_bias.training.callbacks import EarlyStoppingFromStart, EpochCSVLogger
 from uq_bias.training.datamodule import AtomsDataModule
 from uq_bias.training.labels import LabelKeys, check_elements, elements, labelled, read_frames
 from uq_bias.training.loss import LossWeights
@@ -69,6 +69,16 @@ class FitOptions:
     )
     patience: int = option(20, "Early-stopping patience on val_loss.", unit="epochs")
     seed: int = option(0, "Seed of the model initialisation, shuffling and Lightning.")
+    fine_tune_lr: float | None = option(
+        1e-3,
+        "Learning rate when training starts from a trained model (train(init=...): campaign "
+        "iterations after the first, model.file); null: lr.",
+    )
+    keep_initial: bool = option(
+        False,
+        "Let the starting model win when no epoch beats its validation loss (new labels may then "
+        "change nothing); false returns the best trained epoch.",
+    )
 
     def __post_init__(self):
         if self.max_epochs < 0:
@@ -79,6 +89,14 @@ class FitOptions:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+        for name in ("lr", "fine_tune_lr"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise ValueError(f"FitOptions: {name} must be a number > 0, got {value!r}")
+
+    def for_fine_tuning(self) -> FitOptions:
+        """These options with ``lr`` set to ``fine_tune_lr`` (when given)."""
+        return self if self.fine_tune_lr is None else replace(self, lr=self.fine_tune_lr)
 
 
 @dataclass
@@ -104,7 +122,9 @@ def fit(
     :func:`~uq_bias.training.labels.labelled`); a frame without energy or forces is an error.
 
     Early stopping watches val_loss (``options.patience`` epochs); the returned model holds the
-    (EMA) weights of the best validation epoch, which may be the initial weights.
+    (EMA) weights of the best trained epoch, or, with ``options.keep_initial``, of the best
+    validation epoch including the initial weights (then early stopping must beat them too).
+    ``options.lr`` is used as it is: :func:`train` switches to ``fine_tune_lr`` itself.
     """
     options, trainer_options = options or FitOptions(), trainer_options or TrainerOptions()
     train_frames = _frames(train_frames, "training", LabelKeys())
@@ -120,6 +140,7 @@ def fit(
         ema_decay=options.ema_decay,
         scheduler=options.scheduler,
         max_epochs=options.max_epochs,
+        keep_initial=options.keep_initial,
     )
     data = AtomsDataModule(
         train_frames,
@@ -131,27 +152,31 @@ def fit(
         seed=options.seed,
     )
     csv_logger = EpochCSVLogger(log) if log is not None else None
-    early_stopping = EarlyStopping("val_loss", patience=options.patience)
+    early_stopping = EarlyStoppingFromStart("val_loss", patience=options.patience)
+    training = options.max_epochs > 0
+    # validation alone (max_epochs=0) runs in this process: nothing to distribute
+    distributed = {
+        "accelerator": trainer_options.accelerator,
+        "devices": trainer_options.devices if training else 1,
+        "num_nodes": trainer_options.num_nodes if training else 1,
+        "strategy": trainer_options.strategy if training else "auto",
+    }
     trainer = lightning.Trainer(
         max_epochs=options.max_epochs,
-        accelerator=trainer_options.accelerator,
-        devices=trainer_options.devices,
-        num_nodes=trainer_options.num_nodes,
-        strategy=trainer_options.strategy,
+        **distributed,
         enable_progress_bar=trainer_options.progress_bar,
         callbacks=[early_stopping] + ([csv_logger] if csv_logger else []),
         inference_mode=False,
         logger=False,
         enable_checkpointing=False,
         enable_model_summary=False,
-        num_sanity_val_steps=0,
+        num_sanity_val_steps=-1,  # the whole validation set before training: epoch 0
         deterministic=trainer_options.deterministic,
     )
-    trainer.validate(module, datamodule=data, verbose=False)
-    # the model before training counts: stop when `patience` epochs have not beaten it either
-    early_stopping.best_score = torch.tensor(module.best_loss)
-    if options.max_epochs > 0:
+    if training:
         trainer.fit(module, datamodule=data)
+    else:
+        trainer.validate(module, datamodule=data, verbose=False)
     if module.best_state is not None:
         model.load_state_dict(module.best_state)
     return FitResult(model=model, history=module.history, best_loss=module.best_loss)
@@ -204,8 +229,8 @@ def train(
     Args:
         train, valid: extended-XYZ paths or lists of ``ase.Atoms`` with labels.
         out: the model file to write (a normal MACE model file).
-        init: a MACE model file to fine-tune; ``preset``, ``cutoff`` and ``statistics`` are then
-            ignored (the model's own are kept).
+        init: a MACE model file to fine-tune (at ``options.fine_tune_lr``); ``preset``,
+            ``cutoff`` and ``statistics`` are then ignored (the model's own are kept).
         preset: model size for a fresh model, one of :data:`uq_bias.training.build.PRESETS`.
         cutoff: neighbour cutoff of a fresh model, A.
         dtype: 'float64' or 'float32'.
@@ -242,5 +267,7 @@ def train(
         model = load_model(mace)
     if log == "auto":
         log = out.with_name(f"{out.stem}_metrics.csv")
+    if init is not None:
+        options = options.for_fine_tuning()
     result = fit(model, train_frames, valid_frames, options, trainer_options, log)
     return save_model(result.model, out)

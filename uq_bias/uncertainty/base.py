@@ -19,11 +19,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 from ase import Atoms
 
 from uq_bias.graph import Graph
+from uq_bias.models.base import AtomisticModel, energy_gradients
 
 
 @dataclass
@@ -35,12 +38,14 @@ class UncertaintyOutput:
         node_energy: (N,) per-atom energies, eV.
         energy_uncertainty: (S,) calibrated energy uncertainty, eV; differentiable.
         atom_uncertainty: (N,) calibrated per-atom force uncertainty, eV/A.
-        forces: (N, 3) eV/A, only from models that compute forces themselves (ensembles);
-            otherwise None and the caller differentiates ``energy``.
-        stress: (S, 3, 3) eV/A^3 from models that compute it themselves, else None.
+        forces: (N, 3) eV/A; always filled when the model was called with ``forces=True``
+            (the model's own, e.g. an ensemble's mean, or -dE/dr by autograd).
+        stress: (S, 3, 3) eV/A^3; always filled when called with ``stress=True`` (NaN for
+            structures that are not periodic).
         stress_uncertainty: (S, 3, 3) eV/A^3 (ensembles), else None.
-        members: per-member values for ensembles, e.g. ``{"energy": (K, S), "forces": (K, N, 3),
-            "stress": (K, S, 3, 3)}``; empty otherwise.
+        members: per-member values keyed by :mod:`uq_bias.keys` names (``members_energy``
+            (K, S), ``members_energies`` (K, N), ``members_forces`` (K, N, 3),
+            ``members_stress`` (K, S, 3, 3)); empty for models without members.
     """
 
     energy: torch.Tensor
@@ -63,18 +68,65 @@ def structure_energy(node_energy: torch.Tensor, graph: Graph) -> torch.Tensor:
     return node.new_zeros(graph.n_structures).index_add(0, graph.batch, node)
 
 
+#: kind -> class of every uncertainty model that can be saved (filled by subclassing).
+REGISTRY: dict[str, type[UncertaintyModel]] = {}
+
+
 class UncertaintyModel(torch.nn.Module, ABC):
-    """A model whose every prediction carries a calibrated uncertainty."""
+    """A model whose every prediction carries a calibrated uncertainty.
+
+    What it returns: :meth:`forward` returns an :class:`UncertaintyOutput` whose ``forces`` and
+    ``stress`` are filled whenever they were asked for; subclasses implement :meth:`predict`
+    and may fill them themselves (``computes_forces = True``, e.g. an ensemble's mean of member
+    forces), else the base class differentiates the energy (keeping the autograd graph, so that
+    a bias can still differentiate the uncertainty).
+
+    How it is saved and rebuilt (:mod:`uq_bias.uncertainty.io`): a subclass with a ``kind``
+    registers itself; it lists the models it wraps (:meth:`wrapped`, their files in
+    ``wrapped_paths``), the JSON options that rebuild it (:meth:`options`) and rebuilds itself
+    from both (:meth:`rebuild`). Its other tensors (buffers) are its saved state.
+    """
 
     cutoff: float
     atomic_numbers: tuple[int, ...]
+    #: the name of this model in saved states; a subclass with a kind registers itself.
+    kind: ClassVar[str] = ""
+    #: True when :meth:`predict` fills ``forces`` (and ``stress``) itself at no extra cost.
+    computes_forces: ClassVar[bool] = False
+    #: the model file of each wrapped model (None where it was given as an object).
+    wrapped_paths: list[str | None]
 
-    @abstractmethod
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if kind:
+            if kind in REGISTRY and REGISTRY[kind].__qualname__ != cls.__qualname__:
+                raise ValueError(
+                    f"uncertainty kind {kind!r} is taken by {REGISTRY[kind].__name__}; give "
+                    f"{cls.__name__} another kind"
+                )
+            REGISTRY[kind] = cls
+
     def forward(
         self, graph: Graph, *, forces: bool = False, stress: bool = False
     ) -> UncertaintyOutput:
-        """Predict with uncertainty. ``forces``/``stress`` ask models that compute member forces
-        (ensembles) to fill them in; other models may leave them None."""
+        """Predict with uncertainty; ``forces`` / ``stress`` are filled when asked for."""
+        if (forces and not graph.positions.requires_grad) or (
+            stress and not graph.strain.requires_grad
+        ):
+            graph = graph.requires_grad_(positions=True, strain=stress)
+        with torch.enable_grad():
+            out = self.predict(graph, forces=forces, stress=stress)
+            if (forces and out.forces is None) or (stress and out.stress is None):
+                f, sigma = energy_gradients(out.energy, graph, stress=stress, retain_graph=True)
+                out.forces = f.to(torch.float64) if out.forces is None else out.forces
+                if out.stress is None and sigma is not None:
+                    out.stress = sigma.to(torch.float64)
+        return out
+
+    @abstractmethod
+    def predict(self, graph: Graph, *, forces: bool, stress: bool) -> UncertaintyOutput:
+        """Energies and calibrated uncertainties of ``graph``; may fill forces/stress."""
 
     @abstractmethod
     def graph(self, atoms: Atoms | Sequence[Atoms]) -> Graph:
@@ -83,3 +135,27 @@ class UncertaintyModel(torch.nn.Module, ABC):
     @abstractmethod
     def selection_features(self, graph: Graph) -> torch.Tensor:
         """(S, D) features G with G G^T the posterior kernel of the batch given the training set."""
+
+    # -- saving and rebuilding -----------------------------------------------------------------
+
+    @abstractmethod
+    def wrapped(self) -> list[AtomisticModel]:
+        """The adapter-wrapped models this model is built on (not part of its saved state)."""
+
+    def options(self) -> dict:
+        """JSON-able options that, with the wrapped models, rebuild this model."""
+        return {}
+
+    @classmethod
+    @abstractmethod
+    def rebuild(cls, models: list[AtomisticModel], options: dict) -> UncertaintyModel:
+        """An unfitted model around ``models`` with ``options`` (its state is loaded after)."""
+
+    def check_saveable(self) -> None:
+        """Raise ValueError if the model is not ready to be saved (e.g. not fitted)."""
+
+    def save(self, path: str | Path) -> Path:
+        """Save to the folder ``path`` (see :mod:`uq_bias.uncertainty.io`)."""
+        from uq_bias.uncertainty.io import save
+
+        return save(self, path)

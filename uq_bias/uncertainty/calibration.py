@@ -1,22 +1,36 @@
 """Calibration of uncertainties on a labelled validation set, and calibration metrics.
 
+What the calibrated uncertainty U means depends on the calibration (``report["uncertainty"]``):
+
+    conformal   U is the (1 - alpha) quantile of the error: P(|dE| <= U) >= 1 - alpha for the
+                energy, P(|dF_i| <= U_i) >= 1 - alpha for the force-error norm of an atom
+                (distribution-free, for exchangeable data).
+    likelihood  U is the standard deviation of a Gaussian error: dE ~ N(0, U^2) for the energy,
+                dF_ia ~ N(0, U_i^2) for each Cartesian component of an atom's force error, so
+                that |dF_i| / U_i follows a chi distribution with 3 degrees of freedom.
+
 Scores r / u with r the error and u the raw uncertainty (energies: r = |E - E_ref| in eV against
-u(S); atoms: r = ||F_i - F_i,ref|| in eV/A against u_i):
+u(S), k = 1 component; atoms: r = ||F_i - F_i,ref|| in eV/A against u_i, k = 3 components):
 
     conformal   c = q-th smallest score, q = ceil((n + 1)(1 - alpha))
-                (P(r <= c u) >= 1 - alpha for exchangeable data; the largest score if q > n)
-    likelihood  c = sqrt( mean(r^2 / u^2) )
-                (maximises the Gaussian likelihood of r ~ N(0, c^2 u^2))
+                (P(r <= c u) >= 1 - alpha; the largest score if q > n)
+    likelihood  c = sqrt( mean(r^2 / u^2) / k )
+                (maximises the likelihood of r-vectors ~ N(0, c^2 u^2 I_k))
 
 per element: one atom factor per element present in the validation set (computed from that
 element's atoms only), the global factor for the others. The energy factor is always global.
 
-Metrics of calibrated uncertainties U:
+Metrics of calibrated uncertainties U, with the Gaussian scale s each calibration implies
+(likelihood: s = U; conformal: s = U / chi_k^-1(1 - alpha), the Gaussian whose 1 - alpha quantile
+of |r| is U):
 
-    coverage            mean(r <= U)
-    nll                 mean( 0.5 log(2 pi U^2) + r^2 / (2 U^2) )          (scalar Gaussian on r)
-    miscalibration_area mean over p in (0, 1) of | mean(r <= z_p U) - p |,  z_p = Phi^-1((1+p)/2)
+    coverage            mean(r <= U)                      (conformal: 1 - alpha is the target)
+    nll                 mean( 0.5 log(2 pi s^2) + r^2 / (2 k s^2) )   per error component
+    miscalibration_area mean over p in (0, 1) of | mean(r <= s chi_k^-1(p)) - p |
     spearman            Spearman rank correlation of U and r
+
+chi_k^-1 is the quantile function of the chi distribution with k degrees of freedom (k = 1: the
+half-normal, |N(0, 1)|).
 """
 
 from __future__ import annotations
@@ -31,9 +45,8 @@ import torch
 from ase import Atoms
 from ase.data import chemical_symbols
 
-from uq_bias.graph import Graph
 from uq_bias.options import option
-from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
+from uq_bias.uncertainty.base import UncertaintyModel
 
 CALIBRATION_METHODS = ("conformal", "likelihood")
 
@@ -84,9 +97,10 @@ def conformal_factor(error: np.ndarray, u: np.ndarray, alpha: float) -> float:
     return float(scores[rank - 1])
 
 
-def likelihood_factor(error: np.ndarray, u: np.ndarray) -> float:
-    """c = sqrt(mean(error^2 / u^2))."""
-    return float(np.sqrt(np.mean(_scores(error, u) ** 2)))
+def likelihood_factor(error: np.ndarray, u: np.ndarray, dof: int = 1) -> float:
+    """c = sqrt(mean(error^2 / u^2) / dof): the Gaussian scale per component of a ``dof``-vector
+    error whose norm is ``error``."""
+    return float(np.sqrt(np.mean(_scores(error, u) ** 2) / dof))
 
 
 def _scores(error: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -95,21 +109,29 @@ def _scores(error: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.abs(error) / np.maximum(u, np.finfo(np.float64).tiny)
 
 
-def factor(error: np.ndarray, u: np.ndarray, method: str, alpha: float) -> float:
+def factor(error: np.ndarray, u: np.ndarray, method: str, alpha: float, dof: int = 1) -> float:
     """The calibration factor of ``method`` (one of ``CALIBRATION_METHODS``)."""
     if method == "conformal":
         return conformal_factor(error, u, alpha)
     if method == "likelihood":
-        return likelihood_factor(error, u)
+        return likelihood_factor(error, u, dof)
     raise ValueError(f"unknown calibration {method!r}; choose one of {list(CALIBRATION_METHODS)}")
 
 
-def observed_coverage(error: np.ndarray, u: np.ndarray, levels=LEVELS) -> np.ndarray:
-    """(L,) mean(error <= z_p u) for each expected coverage p in ``levels``."""
-    from scipy.stats import norm
+def gaussian_scale(u: np.ndarray, method: str, alpha: float, dof: int) -> np.ndarray:
+    """The per-component Gaussian standard deviation s that calibrated ``u`` stands for:
+    s = u (likelihood) or u / chi_dof^-1(1 - alpha) (conformal: u is that quantile)."""
+    from scipy.stats import chi
 
-    z = norm.ppf(0.5 * (1 + np.asarray(levels)))
-    return (np.abs(error)[None, :] <= z[:, None] * u[None, :]).mean(axis=1)
+    return np.asarray(u) if method == "likelihood" else np.asarray(u) / chi.ppf(1 - alpha, dof)
+
+
+def observed_coverage(error: np.ndarray, scale: np.ndarray, dof: int = 1, levels=LEVELS):
+    """(L,) mean(error <= scale chi_dof^-1(p)) for each expected coverage p in ``levels``."""
+    from scipy.stats import chi
+
+    radius = chi.ppf(np.asarray(levels), dof)
+    return (np.abs(error)[None, :] <= radius[:, None] * scale[None, :]).mean(axis=1)
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
@@ -123,15 +145,24 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b)[0])
 
 
-def metrics(error: np.ndarray, u: np.ndarray) -> dict[str, float]:
-    """Coverage, NLL, miscalibration area and Spearman correlation of calibrated ``u``."""
-    u_safe = np.maximum(u, np.finfo(np.float64).tiny)
-    nll = np.mean(0.5 * np.log(2 * np.pi * u_safe**2) + error**2 / (2 * u_safe**2))
+def metrics(
+    error: np.ndarray,
+    u: np.ndarray,
+    *,
+    method: str = "likelihood",
+    alpha: float = 0.1,
+    dof: int = 1,
+) -> dict[str, float]:
+    """Coverage, NLL, miscalibration area and Spearman correlation of calibrated ``u`` for
+    errors whose norm over ``dof`` components is ``error`` (see the module docstring)."""
+    scale = np.maximum(gaussian_scale(u, method, alpha, dof), np.finfo(np.float64).tiny)
+    nll = np.mean(0.5 * np.log(2 * np.pi * scale**2) + error**2 / (2 * dof * scale**2))
+    observed = observed_coverage(error, scale, dof)
     return {
         "n": int(len(error)),
         "coverage": float(np.mean(np.abs(error) <= u)),
         "nll": float(nll),
-        "miscalibration_area": float(np.mean(np.abs(observed_coverage(error, u) - LEVELS))),
+        "miscalibration_area": float(np.mean(np.abs(observed - LEVELS))),
         "spearman": spearman(u, error),
         "rmse": float(np.sqrt(np.mean(error**2))),
         "mean_uncertainty": float(np.mean(u)),
@@ -149,22 +180,6 @@ def _labels(atoms: Atoms, index: int) -> tuple[float, np.ndarray]:
         ) from err
 
 
-def predict_with_forces(
-    model: UncertaintyModel, frames: Sequence[Atoms]
-) -> tuple[Graph, UncertaintyOutput, torch.Tensor]:
-    """``model``'s graph and output on ``frames`` (one batch) with its (N, 3) forces in eV/A:
-    the model's own (ensembles) or -dE/dr by autograd."""
-    from uq_bias.models import energy_gradients
-
-    graph = model.graph(frames).requires_grad_(positions=True)
-    with torch.enable_grad():
-        out = model(graph, forces=True)
-        forces = out.forces
-        if forces is None:
-            forces, _ = energy_gradients(out.energy, graph)
-    return graph, out, forces
-
-
 def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int = 8) -> Residuals:
     """Errors of ``model`` on labelled ``frames`` beside its raw (uncalibrated) uncertainties."""
     frames = [frames] if isinstance(frames, Atoms) else list(frames)
@@ -174,14 +189,15 @@ def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int 
     parts: dict[str, list[np.ndarray]] = {name: [] for name in Residuals.__dataclass_fields__}
     scales = model.calibration
     for start in range(0, len(frames), batch_size):
-        graph, out, forces = predict_with_forces(model, frames[start : start + batch_size])
+        graph = model.graph(frames[start : start + batch_size])
+        out = model(graph, forces=True)
         energy_u = out.energy_uncertainty / scales.energy
         atom_u = out.atom_uncertainty / scales.atom[graph.atomic_numbers]
         ref_e = np.array([e for e, _ in labels[start : start + batch_size]])
         ref_f = np.concatenate([f for _, f in labels[start : start + batch_size]])
         parts["energy_error"].append(np.abs(_np(out.energy) - ref_e))
         parts["energy_u"].append(_np(energy_u))
-        parts["atom_error"].append(np.linalg.norm(_np(forces) - ref_f, axis=1))
+        parts["atom_error"].append(np.linalg.norm(_np(out.forces) - ref_f, axis=1))
         parts["atom_u"].append(_np(atom_u))
         parts["numbers"].append(_np(graph.atomic_numbers).astype(int))
     return Residuals(**{name: np.concatenate(values) for name, values in parts.items()})
@@ -199,50 +215,82 @@ def calibrate(
     alpha: float = CalibrationOptions.alpha,
     per_element: bool = CalibrationOptions.per_element,
     batch_size: int = 8,
+    held_out: Sequence[Atoms] | None = None,
 ) -> dict:
     """Set ``model.calibration`` from labelled validation ``frames``; return the report dict.
 
-    The report holds the method, alpha, the factors, metrics before (raw, c = 1) and after
-    calibration for energies and per-atom forces, and the reliability curves.
+    The report holds the method, what U means (``uncertainty``: ``quantile`` of level 1 - alpha
+    or Gaussian ``std``), alpha, the factors, metrics before (raw, c = 1) and after calibration
+    for energies (1 component) and per-atom forces (3 components), and the reliability curves,
+    all on ``frames``. With ``held_out`` (labelled frames not used to calibrate), its
+    ``held_out`` entry has the calibrated metrics on those: the honest coverage.
     """
     if method not in CALIBRATION_METHODS:
         raise ValueError(
             f"unknown calibration {method!r}; choose one of {list(CALIBRATION_METHODS)}"
         )
     res = residuals(model, frames, batch_size)
-    c_energy = factor(res.energy_error, res.energy_u, method, alpha)
-    c_global = factor(res.atom_error, res.atom_u, method, alpha)
+    c_energy = factor(res.energy_error, res.energy_u, method, alpha, dof=1)
+    c_global = factor(res.atom_error, res.atom_u, method, alpha, dof=3)
     atom = torch.full_like(model.calibration.atom, c_global)
     per_z = {}
     if per_element:
         for z in np.unique(res.numbers):
             mask = res.numbers == z
             per_z[chemical_symbols[z]] = factor(
-                res.atom_error[mask], res.atom_u[mask], method, alpha
+                res.atom_error[mask], res.atom_u[mask], method, alpha, dof=3
             )
             atom[int(z)] = per_z[chemical_symbols[z]]
     model.calibration.set(c_energy, atom)
-    atom_u = res.atom_u * atom.cpu().numpy()[res.numbers]
-    return {
+    report = {
         "method": method,
+        "uncertainty": "quantile" if method == "conformal" else "std",
         "alpha": alpha,
         "per_element": per_element,
+        "factors": {"energy": c_energy, "atom": c_global, "atom_per_element": per_z},
+    }
+    raw = _metrics(res, 1.0, np.ones_like(atom.cpu().numpy()), method, alpha)
+    report |= _metrics(res, c_energy, atom.cpu().numpy(), method, alpha)
+    report["energy"] = {"raw": raw["energy"], "calibrated": report["energy"]}
+    report["forces"] = {"raw": raw["forces"], "calibrated": report["forces"]}
+    if held_out is not None:
+        report["held_out"] = evaluate(model, held_out, method=method, alpha=alpha)
+    return report
+
+
+def evaluate(
+    model: UncertaintyModel,
+    frames: Sequence[Atoms],
+    *,
+    method: str = CalibrationOptions.method,
+    alpha: float = CalibrationOptions.alpha,
+    batch_size: int = 8,
+) -> dict:
+    """Metrics of the calibrated ``model`` on labelled ``frames`` (frames not used to calibrate
+    it, for an honest coverage); ``method`` and ``alpha`` say what its U means."""
+    res = residuals(model, frames, batch_size)
+    scales = model.calibration
+    report = _metrics(res, float(scales.energy), scales.atom.cpu().numpy(), method, alpha)
+    return {key: report[key] for key in ("n_frames", "n_atoms", "energy", "forces")}
+
+
+def _metrics(res: Residuals, c_energy: float, atom: np.ndarray, method: str, alpha: float):
+    """Metrics, points and reliability curves of the raw uncertainties scaled by the factors."""
+    energy_u = c_energy * res.energy_u
+    atom_u = res.atom_u * atom[res.numbers]
+    scale = {"method": method, "alpha": alpha}
+    energy_s = gaussian_scale(energy_u, method, alpha, 1)
+    atom_s = gaussian_scale(atom_u, method, alpha, 3)
+    return {
         "n_frames": int(len(res.energy_error)),
         "n_atoms": int(len(res.atom_error)),
-        "factors": {"energy": c_energy, "atom": c_global, "atom_per_element": per_z},
-        "energy": {
-            "raw": metrics(res.energy_error, res.energy_u),
-            "calibrated": metrics(res.energy_error, c_energy * res.energy_u),
-        },
-        "forces": {
-            "raw": metrics(res.atom_error, res.atom_u),
-            "calibrated": metrics(res.atom_error, atom_u),
-        },
-        "points": _points(res, c_energy * res.energy_u, atom_u),
+        "energy": metrics(res.energy_error, energy_u, dof=1, **scale),
+        "forces": metrics(res.atom_error, atom_u, dof=3, **scale),
+        "points": _points(res, energy_u, atom_u),
         "reliability": {
             "expected": LEVELS.tolist(),
-            "energy": observed_coverage(res.energy_error, c_energy * res.energy_u).tolist(),
-            "forces": observed_coverage(res.atom_error, atom_u).tolist(),
+            "energy": observed_coverage(res.energy_error, energy_s, 1).tolist(),
+            "forces": observed_coverage(res.atom_error, atom_s, 3).tolist(),
         },
     }
 

@@ -59,7 +59,7 @@ class ConditionedFeatures(torch.nn.Module):
         self.source = model
         frames = list(frames)
         if isinstance(model, GradientFeatureUncertainty):
-            options = {**model.config(), "method": "posterior"}
+            options = {**model.options(), "method": "posterior"}
             parts = [GradientFeatureUncertainty(model.model, **options)]
         elif isinstance(model, Ensemble):
             parts = [GradientFeatureUncertainty(m, sigma=sigma) for m in model.members]

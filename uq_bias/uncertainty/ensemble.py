@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from ase import Atoms
 
+from uq_bias import keys
 from uq_bias.graph import Graph
 from uq_bias.models import AtomisticModel, load_model
 from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput, structure_energy
@@ -70,11 +71,7 @@ def member_gradients(
             strains.append(d_eps.to(torch.float64))
     if not stress:
         return torch.stack(forces), None
-    periodic = graph.periodic
-    volume = torch.where(periodic, graph.volume, torch.ones_like(graph.volume))
-    sigma = torch.stack(strains) / volume.to(torch.float64)[None, :, None, None]
-    nan = torch.full_like(sigma, float("nan"))
-    return torch.stack(forces), torch.where(periodic[None, :, None, None], sigma, nan)
+    return torch.stack(forces), graph.per_volume(torch.stack(strains))
 
 
 def check_members(members: Sequence[AtomisticModel]) -> None:
@@ -128,7 +125,7 @@ class Ensemble(UncertaintyModel):
             m if isinstance(m, AtomisticModel) else load_model(m, head=head) for m in members
         ]
         check_members(adapters)
-        self.member_paths = [str(m) if isinstance(m, (str, Path)) else None for m in members]
+        self.wrapped_paths = [str(m) if isinstance(m, (str, Path)) else None for m in members]
         self.members = torch.nn.ModuleList(adapters)
         self.cutoff = float(adapters[0].cutoff)
         self.atomic_numbers = tuple(adapters[0].atomic_numbers)
@@ -159,15 +156,23 @@ class Ensemble(UncertaintyModel):
         module doc: totals are float64 sums of the per-atom energies)."""
         return _energies(self.member_outputs(graph), graph)
 
-    def forward(
-        self, graph: Graph, *, forces: bool = False, stress: bool = False
-    ) -> UncertaintyOutput:
+    kind = "ensemble"
+    computes_forces = True
+
+    def wrapped(self) -> list[AtomisticModel]:
+        return list(self.members)
+
+    @classmethod
+    def rebuild(cls, models: list[AtomisticModel], options: dict) -> Ensemble:
+        return cls(models, **options)
+
+    def predict(self, graph: Graph, *, forces: bool, stress: bool) -> UncertaintyOutput:
         """Mean prediction, calibrated uncertainties and the members' values.
 
-        Member forces are always computed (the per-atom uncertainty needs them); ``forces``
-        only decides whether they are needed by the caller. If ``graph.positions`` does not
-        require grad, a copy that does is used (then U(S) is not differentiable w.r.t. the
-        caller's graph). ``stress=True`` needs ``graph.strain.requires_grad`` in that case too.
+        Member forces are always computed (the per-atom uncertainty needs them), so ``forces``
+        is always filled. If ``graph.positions`` does not require grad, a copy that does is
+        used (then U(S) is not differentiable w.r.t. the caller's graph). ``stress=True`` needs
+        ``graph.strain.requires_grad`` in that case too.
         """
         if not graph.positions.requires_grad or (stress and not graph.strain.requires_grad):
             graph = graph.requires_grad_(positions=True, strain=stress)
@@ -179,7 +184,11 @@ class Ensemble(UncertaintyModel):
             energies, node_energies = _energies(outs, graph)
             energy_u = self.calibration.apply_energy(member_std(energies))
         atom_u = self.calibration.apply_atom(atom_force_spread(member_forces), graph.atomic_numbers)
-        members = {"energy": energies, "energies": node_energies, "forces": member_forces}
+        members = {
+            keys.MEMBERS_ENERGY: energies,
+            keys.MEMBERS_ENERGIES: node_energies,
+            keys.MEMBERS_FORCES: member_forces,
+        }
         out = UncertaintyOutput(
             energy=energies.mean(dim=0),
             node_energy=node_energies.mean(dim=0),
@@ -191,15 +200,8 @@ class Ensemble(UncertaintyModel):
         if stress:
             out.stress = member_stress.mean(dim=0)
             out.stress_uncertainty = member_std(member_stress)
-            members["stress"] = member_stress
+            members[keys.MEMBERS_STRESS] = member_stress
         return out
-
-    def save(self, path: str | Path) -> Path:
-        """Save the calibration and the members' fingerprints (and file paths, when known) to
-        the folder ``path``; see :mod:`uq_bias.uncertainty.io`."""
-        from uq_bias.uncertainty.io import save
-
-        return save(self, path)
 
     def selection_features(self, graph: Graph) -> torch.Tensor:
         """(S, K) G_k(S) = (E_k - mean_k E_k) / sqrt(K - 1), eV (uncalibrated), float64.

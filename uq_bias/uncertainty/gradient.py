@@ -115,7 +115,7 @@ class GradientFeatureUncertainty(UncertaintyModel):
             raise ValueError(f"unknown features {features!r}; choose one of {list(FEATURE_KINDS)}")
         if not sigma > 0:
             raise ValueError(f"sigma must be positive, got {sigma}")
-        self.model_path = str(model) if isinstance(model, (str, Path)) else None
+        self.wrapped_paths = [str(model) if isinstance(model, (str, Path)) else None]
         self.model = model if isinstance(model, AtomisticModel) else load_model(model, head=head)
         self.cutoff = float(self.model.cutoff)
         self.atomic_numbers = tuple(self.model.atomic_numbers)
@@ -140,7 +140,21 @@ class GradientFeatureUncertainty(UncertaintyModel):
     def graph(self, atoms: Atoms | Sequence[Atoms]) -> Graph:
         return self.model.graph(atoms)
 
-    def config(self) -> dict:
+    kind = "gradient"
+
+    def wrapped(self) -> list[AtomisticModel]:
+        return [self.model]
+
+    @classmethod
+    def rebuild(cls, models: list[AtomisticModel], options: dict) -> GradientFeatureUncertainty:
+        (model,) = models
+        return cls(model, **options)
+
+    def check_saveable(self) -> None:
+        if not self.fitted:
+            raise ValueError("save: the model is not fitted; call .fit(train_frames) first")
+
+    def options(self) -> dict:
         """The JSON-able options that rebuild this model around the same adapter."""
         fmap = self.feature_map
         return {
@@ -195,11 +209,9 @@ class GradientFeatureUncertainty(UncertaintyModel):
         factor = getattr(self, f"{level}_factor")
         return safe_sqrt(whiten(values, factor, scale, self.sigma).pow(2).sum(dim=1))
 
-    def forward(
-        self, graph: Graph, *, forces: bool = False, stress: bool = False
-    ) -> UncertaintyOutput:
-        """Energies and calibrated uncertainties; forces/stress are left to the caller
-        (differentiate ``energy``)."""
+    def predict(self, graph: Graph, *, forces: bool, stress: bool) -> UncertaintyOutput:
+        """Energies and calibrated uncertainties; forces/stress come from the base class
+        (-dE/dr by autograd)."""
         self._check_fitted()
         out, phi = self.atom_features(graph)
         big_phi = structure_sum(phi, graph.batch, graph.n_structures)
@@ -211,13 +223,6 @@ class GradientFeatureUncertainty(UncertaintyModel):
             energy_uncertainty=energy_u,
             atom_uncertainty=atom_u,
         )
-
-    def save(self, path: str | Path) -> Path:
-        """Save the fitted, calibrated state (tensors + JSON) to the folder ``path``; see
-        :mod:`uq_bias.uncertainty.io`. Load with ``uq_bias.uncertainty.load(path, model=...)``."""
-        from uq_bias.uncertainty.io import save
-
-        return save(self, path)
 
     def selection_features(self, graph: Graph) -> torch.Tensor:
         """(S, D) G(S) = sigma L_S^{-1} s_S Phi(S) (uncalibrated)."""

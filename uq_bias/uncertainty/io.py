@@ -4,8 +4,9 @@ A saved state is a folder with
 
 * ``state.pt``: a dict of tensors (posterior factors, scales, sketches, calibration), read with
   ``torch.load(..., weights_only=True)``;
-* ``uncertainty.json``: the kind (``gradient`` or ``ensemble``), its options, the model file
-  path(s) when known, and a fingerprint of each wrapped model.
+* ``uncertainty.json``: the model's ``kind`` (``gradient``, ``ensemble``, or that of any other
+  :class:`~uq_bias.uncertainty.base.UncertaintyModel` subclass: they register themselves), its
+  options, the model file path(s) when known, and a fingerprint of each wrapped model.
 
 The model weights themselves are not in the state (model files are pickles: the user loads those
 knowingly). The fingerprint, a SHA-256 of the model's elements, cutoff, last-layer shapes and all
@@ -26,7 +27,7 @@ import torch
 
 from uq_bias.atomic import write_bytes
 from uq_bias.models import AtomisticModel, load_model
-from uq_bias.uncertainty.base import UncertaintyModel
+from uq_bias.uncertainty.base import REGISTRY, UncertaintyModel
 
 FORMAT_VERSION = 1
 STATE_FILE = "state.pt"
@@ -53,41 +54,39 @@ def model_fingerprint(model: AtomisticModel) -> str:
     return digest.hexdigest()
 
 
-def _own_state(model: UncertaintyModel, skip: str) -> dict[str, torch.Tensor]:
-    """The model's buffers, without the wrapped model(s) under the prefix ``skip``."""
+def _wrapped_prefixes(model: UncertaintyModel) -> tuple[str, ...]:
+    """State-dict prefixes of the wrapped model(s), which are not part of the saved state."""
+    wrapped = {id(m) for m in model.wrapped()}
+    return tuple(name + "." for name, sub in model.named_modules() if id(sub) in wrapped)
+
+
+def _own_state(model: UncertaintyModel) -> dict[str, torch.Tensor]:
+    """The model's own tensors (buffers, parameters), without those of the wrapped model(s)."""
+    skip = _wrapped_prefixes(model)
     return {k: v.detach().cpu() for k, v in model.state_dict().items() if not k.startswith(skip)}
 
 
 def save(model: UncertaintyModel, path: str | Path) -> Path:
     """Save a fitted uncertainty model to the folder ``path``; returns the folder."""
-    from uq_bias.uncertainty.ensemble import Ensemble
-    from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
-
-    if isinstance(model, GradientFeatureUncertainty):
-        if not model.fitted:
-            raise ValueError("save: the model is not fitted; call .fit(train_frames) first")
-        members, paths = [model.model], [model.model_path]
-        config = {"kind": "gradient", "options": model.config()}
-        state = _own_state(model, _wrapped_prefix(model))
-    elif isinstance(model, Ensemble):
-        members, paths = list(model.members), list(model.member_paths)
-        config = {"kind": "ensemble", "options": {}}
-        state = _own_state(model, _wrapped_prefix(model))
-    else:
+    if not isinstance(model, UncertaintyModel) or not type(model).kind:
         raise TypeError(
-            "save: expected a GradientFeatureUncertainty or an Ensemble, got "
-            f"{type(model).__name__}"
+            "save: expected an uq_bias UncertaintyModel with a registered kind (e.g. a "
+            f"GradientFeatureUncertainty or an Ensemble), got {type(model).__name__}"
         )
+    model.check_saveable()
+    members, paths = model.wrapped(), list(model.wrapped_paths)
     path = Path(path)
-    config.update(
-        format_version=FORMAT_VERSION,
-        model_paths=[_relative(p, path) for p in paths],
-        model_paths_absolute=[None if p is None else str(Path(p).resolve()) for p in paths],
-        models=[model_summary(m) for m in members],
-        fingerprints=[model_fingerprint(m) for m in members],
-    )
+    config = {
+        "kind": type(model).kind,
+        "options": model.options(),
+        "format_version": FORMAT_VERSION,
+        "model_paths": [_relative(p, path) for p in paths],
+        "model_paths_absolute": [None if p is None else str(Path(p).resolve()) for p in paths],
+        "models": [model_summary(m) for m in members],
+        "fingerprints": [model_fingerprint(m) for m in members],
+    }
     buffer = io.BytesIO()
-    torch.save(state, buffer)
+    torch.save(_own_state(model), buffer)
     write_bytes(path / STATE_FILE, buffer.getvalue())
     write_bytes(path / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return path
@@ -163,14 +162,9 @@ def _adapters(config: dict, model, path: Path) -> list[AtomisticModel]:
     return adapters
 
 
-def _wrapped_prefix(model: UncertaintyModel) -> str:
-    """State-dict prefix of the wrapped model(s), which are not part of the saved state."""
-    return "members." if hasattr(model, "members") else "model."
-
-
 def _set_state(model: UncertaintyModel, state: dict[str, torch.Tensor]) -> None:
     """Put the saved tensors in place (shapes may differ from the unfitted buffers)."""
-    expected = set(_own_state(model, _wrapped_prefix(model)))
+    expected = set(_own_state(model))
     if set(state) != expected:
         raise ValueError(
             f"saved state keys {sorted(set(state) ^ expected)} do not match this uq_bias version"
@@ -179,33 +173,40 @@ def _set_state(model: UncertaintyModel, state: dict[str, torch.Tensor]) -> None:
     for key, value in state.items():
         owner, _, name = key.rpartition(".")
         module = model.get_submodule(owner) if owner else model
-        setattr(module, name, value.to(device))
+        if name in module._parameters:
+            module._parameters[name] = torch.nn.Parameter(value.to(device), requires_grad=False)
+        else:
+            setattr(module, name, value.to(device))
 
 
 def load(
     path: str | Path,
     model: AtomisticModel | torch.nn.Module | str | Path | Sequence | None = None,
+    *,
+    device: str | torch.device | None = None,
 ) -> UncertaintyModel:
     """Load a saved uncertainty model from the folder ``path``.
 
     ``model`` is the wrapped model (an adapter, module or file) or, for an ensemble, the list of
     members; by default the model file path(s) recorded at save time (trusted pickles).
-    Raises ValueError when ``model`` is not the one the state was fitted for.
+    ``device``: "auto" (a GPU if this process sees one), "cpu", "cuda", "cuda:<k>", or None
+    (where the model files load: the CPU). Raises ValueError when ``model`` is not the one the
+    state was fitted for, or for a device this process cannot use.
     """
-    from uq_bias.uncertainty.ensemble import Ensemble
-    from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
+    from uq_bias.device import resolve_device
 
     path = Path(path)
     config, state = _read(path)
+    if config["kind"] not in REGISTRY:
+        raise ValueError(
+            f"unknown uncertainty kind {config['kind']!r} in {str(path)!r}; known: "
+            f"{sorted(REGISTRY)} (import the module that defines it first)"
+        )
     adapters = _adapters(config, model, path)
-    if config["kind"] == "gradient":
-        result = GradientFeatureUncertainty(adapters[0], **config["options"])
-        result.model_path = _recorded_paths(config, path)[0] if model is None else None
-    elif config["kind"] == "ensemble":
-        result = Ensemble(adapters)
-        if model is None:
-            result.member_paths = _recorded_paths(config, path)
-    else:
-        raise ValueError(f"unknown uncertainty kind {config['kind']!r} in {str(path)!r}")
+    result = REGISTRY[config["kind"]].rebuild(adapters, config["options"])
+    result.wrapped_paths = (
+        _recorded_paths(config, path) if model is None else [None] * len(adapters)
+    )
     _set_state(result, state)
-    return result
+    target = resolve_device(device)
+    return result if target is None else result.to(target)

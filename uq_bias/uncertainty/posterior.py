@@ -71,15 +71,13 @@ def min_distance(features: torch.Tensor, train: torch.Tensor, scale: float, chun
     """(m, D), (n, D) -> (m,) min_j || s phi(x) - s phi_j ||, differentiable in ``features``,
     float64.
 
-    Uses ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2 in chunks of ``chunk`` training rows,
-    clamped at 0 and square-rooted with a finite gradient at 0.
+    ``torch.cdist`` on chunks of ``chunk`` training rows, computed from the differences (not by
+    ||a||^2 - 2 a.b + ||b||^2, which cancels for near points); its gradient is 0 at distance 0.
     """
     a = features.to(torch.float64) * scale
     best = None
     for start in range(0, train.shape[0], chunk):
         b = train[start : start + chunk].to(a) * scale
-        d2 = a.pow(2).sum(1, keepdim=True) - 2 * a @ b.T + b.pow(2).sum(1)[None, :]
-        low = d2.min(dim=1).values
-        best = low if best is None else torch.minimum(best, low)
-    tiny = torch.finfo(torch.float64).tiny
-    return best.clamp_min(tiny).sqrt()
+        d = torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").min(dim=1).values
+        best = d if best is None else torch.minimum(best, d)
+    return best

@@ -1,36 +1,23 @@
 """The calibration report on disk: JSON and a reliability plot (PNG), both written atomically.
 
-The plot has two panels: observed against expected coverage of the central Gaussian intervals
-z_p U (energies and per-atom forces; the diagonal is perfect calibration), and the error against
-the calibrated uncertainty on log axes (the line error = U).
+The plot has two panels: observed against expected coverage of the error distribution the
+calibration implies (per-component Gaussian: |dE| half-normal, |dF_i| chi with 3 degrees of
+freedom; see :mod:`uq_bias.uncertainty.calibration`; the diagonal is perfect calibration), and
+the error against the calibrated uncertainty on log axes (the line error = U).
 """
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 
 from uq_bias.atomic import write_bytes
-
-
-def _finite(value):
-    """``value`` with every non-finite float replaced by None (strict JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(item) for item in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
+from uq_bias.atomic import write_json as write_json_atomic
 
 
 def write_json(report: dict, path: str | Path) -> Path:
     """Write ``report`` as indented, strict JSON to ``path`` (NaN and inf become null)."""
-    path = Path(path)
-    text = json.dumps(_finite(report), indent=2, allow_nan=False)
-    write_bytes(path, (text + "\n").encode())
-    return path
+    write_json_atomic(path, report)
+    return Path(path)
 
 
 def write_plot(report: dict, path: str | Path) -> Path:
