@@ -156,6 +156,9 @@ def test_every_field_reachable_from_yaml_with_its_default(cls):
     if cls.__name__ in CLI_ONLY:
         assert not paths
         return
+    items = {opt.list_item_dataclass(row.type) for row in opt.walk(cfg.CampaignConfig)}
+    if cls in items:  # the items of a YAML list (report.cvs): no default; read in test_cvs.py
+        return
     assert paths, f"{cls.__name__} is not a section of the campaign YAML"
     for path in paths:
         config = cfg.from_dict(_minimal(path))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from uq_bias.bias import BiasConfig
+from uq_bias.campaign.cvs import CollectiveVariable
 from uq_bias.campaign.oracles import OracleSpec
 from uq_bias.dynamics.walker import ExploreConfig
 from uq_bias.options import (
@@ -200,7 +201,14 @@ class ReportConfig:
 
     plots: bool = option(True, "Write PNG plots beside the report.")
     ramachandran: bool | None = option(
-        None, "Ramachandran plot of the labelled frames; null: only for alanine dipeptide."
+        None,
+        "Without report.cvs, use a peptide backbone's phi and psi (if found) for the coverage "
+        "and the CV map (Ramachandran plane); false: no automatic CVs.",
+    )
+    cvs: list[CollectiveVariable] = option(
+        [],
+        "Collective variables for the coverage of CV space: a list of {name, kind: dihedral or "
+        "distance, atoms, period, range}; empty: phi and psi of a peptide backbone, if any.",
     )
 
 
