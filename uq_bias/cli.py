@@ -9,9 +9,22 @@ its default are declared once, on the type that uses it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import sys
+import warnings
 
 from uq_bias.flags import add_options, collect
+
+#: Third-party warnings that tell a uq-bias user nothing they can act on: (category, message
+#: regex, module regex). TorchScript's type-system notes come from mace's scripted modules (and
+#: are attributed to the ``ast`` module), e3nn warns about its own ``torch.load``, Lightning
+#: about its own use of deprecated torch APIs.
+QUIET_WARNINGS = (
+    (Warning, "", r"(torch|e3nn|mace|lightning|lightning_fabric|pytorch_lightning|torchmetrics)\b"),
+    (UserWarning, r"The TorchScript type system", ""),
+    (Warning, r".*(LeafSpec|torch\.load|TorchScript|torch\.jit)", ""),
+)
 
 
 def _add_train(sub) -> None:
@@ -152,7 +165,8 @@ def _add_run(sub) -> None:
 def _run_campaign(args) -> int:
     from uq_bias.campaign import run
 
-    result = run(args.config, progress=None if args.quiet else print)
+    bars = not args.quiet and sys.stderr.isatty()
+    result = run(args.config, progress=None if args.quiet else print, bars=bars)
     print(f"report: {result.report}")
     return 0
 
@@ -227,11 +241,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def quiet_third_party():
+    """While a command runs: the warnings of :data:`QUIET_WARNINGS` off (restored after), and
+    mace imported with its import-time notice on stdout (about cuequivariance) swallowed."""
+    with warnings.catch_warnings():
+        for category, message, module in QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message, category, module)
+        with contextlib.redirect_stdout(io.StringIO()):
+            with contextlib.suppress(ImportError):
+                import mace.tools.cg  # noqa: F401
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        with quiet_third_party():
+            return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
         print(f"uq-bias {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -1,5 +1,5 @@
 """The demo in a reduced form: it builds alanine dipeptide, labels it with GFN2-xTB, trains,
-writes the report with the Ramachandran plot, and prints the report path and its time."""
+writes the report with the Ramachandran (CV) map, and prints the report path and its time."""
 
 from __future__ import annotations
 
@@ -34,5 +34,5 @@ def test_reduced_demo_prints_report_and_time(tmp_path, capsys):
     assert re.search(r"demo finished in \d+\.\d s on \d+ CPU thread", out)
     assert result.n_labelled == 6 + 2
     report = result.report.read_text()
-    assert "ramachandran.png" in report
-    assert (result.report.parent / "ramachandran.png").stat().st_size > 0
+    assert "cv_map.png" in report  # phi/psi of the labelled and explored frames
+    assert (result.report.parent / "cv_map.png").stat().st_size > 0

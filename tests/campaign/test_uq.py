@@ -76,6 +76,7 @@ def test_error_metrics_match_direct_formulas():
     )
     m = uq.error_metrics(p)
     assert m["energy_rmse_per_atom"] == pytest.approx(np.sqrt((0.1**2 + 0.2**2) / 2))
+    assert m["energy_mae_per_atom"] == pytest.approx((0.1 + 0.2) / 2)
     diff = (p.forces - p.forces_ref).ravel()
     assert m["forces_rmse"] == pytest.approx(np.sqrt(np.mean(diff**2)))
     norms = np.linalg.norm(p.forces - p.forces_ref, axis=1)

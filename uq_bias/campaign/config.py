@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Literal
 
 from uq_bias.bias import BiasConfig
+from uq_bias.campaign.cvs import CollectiveVariable
 from uq_bias.campaign.oracles import OracleSpec
 from uq_bias.dynamics.walker import ExploreConfig
 from uq_bias.options import (
@@ -200,7 +201,14 @@ class ReportConfig:
 
     plots: bool = option(True, "Write PNG plots beside the report.")
     ramachandran: bool | None = option(
-        None, "Ramachandran plot of the labelled frames; null: only for alanine dipeptide."
+        None,
+        "Without report.cvs, use a peptide backbone's phi and psi (if found) for the coverage "
+        "and the CV map (Ramachandran plane); false: no automatic CVs.",
+    )
+    cvs: list[CollectiveVariable] = option(
+        [],
+        "Collective variables for the coverage of CV space: a list of {name, kind: dihedral or "
+        "distance, atoms, period, range}; empty: phi and psi of a peptide backbone, if any.",
     )
 
 
@@ -255,16 +263,6 @@ SET_BY_CAMPAIGN: dict[str, str] = {
 }
 
 
-def _reject_set_by_campaign(data: dict) -> None:
-    for key, how in SET_BY_CAMPAIGN.items():
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and last in node:
-            raise ConfigError(f"config key {key!r} is set by the campaign ({how}); remove it")
-
-
 def _check(config: CampaignConfig) -> None:
     """Rules between keys; raise ConfigError naming the key."""
     from uq_bias.device import check_device_name
@@ -279,9 +277,10 @@ def _check(config: CampaignConfig) -> None:
 
 def from_dict(data: dict, base_dir: str | Path = ".") -> CampaignConfig:
     """A validated :class:`CampaignConfig` from a mapping (as read from YAML)."""
-    if isinstance(data, dict):
-        _reject_set_by_campaign(data)
-    config = build(CampaignConfig, data, "")
+    hidden = {
+        key: f"is set by the campaign ({how}); remove it" for key, how in SET_BY_CAMPAIGN.items()
+    }
+    config = build(CampaignConfig, data, "", hidden=hidden)
     config.base_dir = str(Path(base_dir).resolve())
     _check(config)
     return config

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from uq_bias.campaign import config as cfg
-from uq_bias.campaign import stages
+from uq_bias.campaign import console, cvs, explored, stages
 from uq_bias.campaign.executors import Executor, make_executor
 from uq_bias.campaign.oracles import OracleSpec
 from uq_bias.campaign.roles import read_test
-from uq_bias.campaign.state import CampaignState, write_text
+from uq_bias.campaign.state import CampaignState, read_json, write_json, write_text
 
 #: Config keys that define the data and the model; they must not change when a campaign resumes
 #: (training, uncertainty, exploration, selection, stop, executor and report may).
@@ -135,14 +135,24 @@ def stop_reason(state: CampaignState, config: cfg.CampaignConfig, k: int) -> str
     return None
 
 
-def _stage(ctx: stages.Context, k: int, name: str, fn: Callable | None = None) -> None:
-    """Run stage ``name`` of iteration ``k`` unless the journal has it; then mark it."""
+def _stage(ctx: stages.Context, k: int, name: str, fn: Callable | None = None) -> bool:
+    """Run stage ``name`` of iteration ``k`` unless the journal has it; then mark it and add
+    its wall time to ``iterations/NNN/timings.json``. Returns whether it ran."""
     if ctx.state.done(k, name):
-        return
-    ctx.say(f"iteration {k}: {name}")
+        return False
     ctx.state.log(f"iteration {k}: {name} ...")
+    start = time.perf_counter()
     (fn or stages.STAGES[name])(ctx, k)
+    path = ctx.dir(k) / console.TIMINGS
+    write_json(path, {**read_json(path, {}), name: time.perf_counter() - start})
     ctx.state.mark(k, name)
+    return True
+
+
+def _summary(ctx: stages.Context, k: int) -> None:
+    """The console line of iteration ``k`` (:mod:`uq_bias.campaign.console`)."""
+    chosen = explored.campaign_cvs(ctx.config, ctx.structures)
+    ctx.say(console.iteration_line(ctx.state, k, chosen))
 
 
 def _check_inputs(config: cfg.CampaignConfig) -> list:
@@ -155,6 +165,11 @@ def _check_inputs(config: cfg.CampaignConfig) -> list:
         )
     oracle = config.oracle
     OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()
+    for atoms in structures:
+        try:
+            cvs.check(config.report.cvs, len(atoms))
+        except ValueError as err:
+            raise cfg.ConfigError(f"config key {err}") from err
     if config.data.test:
         try:
             test = read_test(config.path(config.data.test))
@@ -173,24 +188,30 @@ def _iterate(ctx: stages.Context) -> tuple[int, str]:
     _stage(ctx, 0, "merge")
     k = 1
     while True:
-        for name in ("train", "uncertainty", "metrics"):
-            _stage(ctx, k, name)
+        ran = [_stage(ctx, k, name) for name in ("train", "uncertainty", "metrics")]
         reason = stop_reason(ctx.state, ctx.config, k)
+        if reason is None:
+            ran += [_stage(ctx, k, name) for name in ("explore", "select", "label", "evaluate")]
+            ran.append(_stage(ctx, k, "merge"))
+        if any(ran):  # a resumed iteration that had nothing left to do prints nothing
+            _summary(ctx, k)
         if reason is not None:
             return k, reason
-        for name in ("explore", "select", "label", "evaluate", "merge"):
-            _stage(ctx, k, name)
         k += 1
 
 
 def run(
-    config: str | Path | cfg.CampaignConfig, *, progress: Callable[[str], None] | None = print
+    config: str | Path | cfg.CampaignConfig,
+    *,
+    progress: Callable[[str], None] | None = print,
+    bars: bool = False,
 ) -> CampaignResult:
     """Run (or resume) the campaign described by a YAML file or a :class:`CampaignConfig`.
 
     Everything is checked before any work (config keys and types, start structures, oracle).
-    ``progress`` receives one line per stage run (None for silence). Returns a
-    :class:`CampaignResult`; the report is in ``<folder>/report/report.md``.
+    ``progress`` receives one line per iteration (:mod:`uq_bias.campaign.console`; None for
+    silence); ``bars`` shows progress bars for the MD walkers (in-process executor) and for
+    training. Returns a :class:`CampaignResult`; the report is in ``<folder>/report/report.md``.
     """
     start = time.perf_counter()
     if not isinstance(config, cfg.CampaignConfig):
@@ -199,7 +220,7 @@ def run(
     state = CampaignState(config.path(config.folder or "campaign"))
     _check_resume(state, config)
     say = progress or (lambda message: None)
-    ctx = stages.Context(state, config, LazyExecutor(config.executor), structures, say)
+    ctx = stages.Context(state, config, LazyExecutor(config.executor), structures, say, bars)
     state.log(f"campaign run in {state.root}")
     try:
         k, reason = _iterate(ctx)

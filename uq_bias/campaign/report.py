@@ -6,7 +6,12 @@ Plots (matplotlib, Agg backend, written atomically):
   batch it selected (frames it had not seen) and the mean predicted atom uncertainty there;
 * ``calibration.png``: per-atom force error against calibrated uncertainty on the validation
   frames of the last model, with the line error = uncertainty;
-* ``ramachandran.png``: phi/psi of every labelled frame, coloured by iteration (peptides).
+* ``coverage.png``: coverage of CV space (:mod:`uq_bias.campaign.explored`) by the explored and
+  by the labelled frames against the number of labels;
+* ``cv_map.png``: the first two CVs (phi/psi of a peptide: the Ramachandran plane) of every
+  frame the walkers kept (grey) and of every labelled frame (coloured by iteration);
+* ``learning_curve.png``: with ``data.test``, each iteration's force RMSE on the test frames
+  against the number of labels (validation RMSE beside it).
 """
 
 from __future__ import annotations
@@ -16,8 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from uq_bias.campaign import config as cfg
+from uq_bias.campaign.explored import campaign_cvs
 from uq_bias.campaign.state import CampaignState, atomic_path, read_json, write_text
-from uq_bias.campaign.systems import backbone, dihedral
 
 
 def _iterations(state: CampaignState) -> list[int]:
@@ -94,29 +99,60 @@ def plot_calibration(predictions: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def ramachandran(frames) -> np.ndarray | None:
-    """(n, 3) phi, psi (degrees) and iteration of each frame, or None without a backbone."""
-    if not frames:
-        return None
-    quads = backbone(frames[0])
-    if quads is None:
-        return None
-    phi, psi = quads
-    return np.array(
-        [[dihedral(a, phi), dihedral(a, psi), a.info.get("iteration", 0)] for a in frames]
-    )
-
-
-def plot_ramachandran(angles: np.ndarray, path: Path) -> None:
+def plot_coverage(rows: list, path: Path) -> None:
+    """Coverage of CV space against labelled frames (rows: ``explored.CoverageRow``)."""
     plt = _figure()
-    fig, ax = plt.subplots(figsize=(4.2, 4))
-    points = ax.scatter(angles[:, 0], angles[:, 1], c=angles[:, 2], s=12, cmap="viridis")
-    fig.colorbar(points, ax=ax, label="iteration", ticks=_integer_ticks())
-    ax.set_xlim(-180, 180)
-    ax.set_ylim(-180, 180)
-    ax.set_xlabel("phi (degrees)")
-    ax.set_ylabel("psi (degrees)")
-    ax.set_title("labelled frames")
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    seen = [(r.n_labelled, r.explored) for r in rows if r.explored is not None]
+    if seen:
+        ax.plot(*zip(*seen), "o-", label="explored frames (walkers, kept)")
+    ax.plot([r.n_labelled for r in rows], [r.labelled for r in rows], "s--", label="labelled")
+    ax.set_xlabel("labelled frames")
+    ax.set_ylabel("coverage of CV space")
+    ax.set_ylim(0, None)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def plot_cv_map(explored: np.ndarray, labelled: np.ndarray, tags: np.ndarray, cvs, path: Path):
+    """Explored (grey) and labelled (by iteration) frames on the first two CVs (or the first
+    CV against the iteration when there is one)."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(4.6, 4))
+    two = len(cvs) >= 2
+    y_of = (lambda v, t: v[:, 1]) if two else (lambda v, t: t)
+    if len(explored):
+        steps = np.full(len(explored), np.nan)
+        ax.scatter(explored[:, 0], y_of(explored, steps), s=3, c="0.7", label="explored (kept)")
+    points = ax.scatter(labelled[:, 0], y_of(labelled, tags), c=tags, s=12, cmap="viridis")
+    fig.colorbar(points, ax=ax, label="iteration labelled", ticks=_integer_ticks())
+    ax.set_xlim(*cvs[0].box)
+    ax.set_xlabel(_axis(cvs[0]))
+    if two:
+        ax.set_ylim(*cvs[1].box)
+        ax.set_ylabel(_axis(cvs[1]))
+    else:
+        ax.set_ylabel("iteration")
+    ax.legend(fontsize=7, loc="upper right")
+    ax.set_title("explored and labelled frames", fontsize=9)
+    _save(fig, path)
+
+
+def _axis(cv) -> str:
+    return f"{cv.name} ({'degrees' if cv.kind == 'dihedral' else 'A'})"
+
+
+def plot_learning_curve(rows: list[dict], path: Path) -> None:
+    """Force RMSE on ``data.test`` (and on the validation split) against labelled frames."""
+    plt = _figure()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    n = [r["n_labelled"] for r in rows]
+    ax.plot(n, [r["test"]["forces_rmse"] for r in rows], "o-", label="test frames (data.test)")
+    ax.plot(n, [r["valid"]["forces_rmse"] for r in rows], "s--", label="validation split")
+    ax.set_xlabel("labelled frames")
+    ax.set_ylabel("force RMSE (eV/A)")
+    ax.set_yscale("log")
+    ax.legend(fontsize=8)
     _save(fig, path)
 
 
@@ -161,6 +197,72 @@ def _calibration_table(rows: list[dict], state: CampaignState) -> list[str]:
     return lines + [""]
 
 
+def _coverage_section(state, config, rows, cvs, out: Path) -> list[str]:
+    """Coverage of CV space per iteration, its plot and the CV map."""
+    from uq_bias.campaign.explored import coverage_by_iteration, cv_values
+
+    table = coverage_by_iteration(state, cvs, [r["iteration"] for r in rows])
+    if not table:
+        return []
+    names = ", ".join(f"{cv.name} ({cv.kind} of atoms {list(cv.atoms)})" for cv in cvs)
+    lines = [
+        "## Coverage of CV space",
+        "",
+        f"CVs: {names}. Coverage is the mean over 2x2, 4x4, ... 32x32 grids of the CV box of "
+        "the share of cells holding a frame (`uq_bias.campaign.coverage`). Row k is iteration "
+        "k's model: *labelled* are the frames it was trained and validated on (labelled before "
+        "iteration k), *explored* the frames the walkers kept before iteration k: one every "
+        f"`exploration.sample_every` = {config.exploration.sample_every} MD steps plus the "
+        "frame a walker stopped on, not every MD step.",
+        "",
+        "| iteration | labelled frames | coverage of labelled | explored frames | "
+        "coverage of explored |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for c in table:
+        explored = "-" if c.explored is None else f"{c.explored:.3f}"
+        lines.append(
+            f"| {c.iteration} | {c.n_labelled} | {c.labelled:.3f} | {c.n_explored} | {explored} |"
+        )
+    lines.append("")
+    if config.report.plots:
+        plot_coverage(table, out / "coverage.png")
+        plot_cv_map(*cv_values(state, cvs, table[-1].iteration), cvs, out / "cv_map.png")
+        lines += ["![coverage against labels](coverage.png)", "", "![CV map](cv_map.png)", ""]
+    return lines
+
+
+def _test_section(rows: list[dict], config: cfg.CampaignConfig, out: Path) -> list[str]:
+    """Errors and calibration of every iteration's model on the ``data.test`` frames."""
+    tested = [r for r in rows if "test" in r]
+    if not tested:
+        return []
+    lines = [
+        "## Test set",
+        "",
+        f"{tested[0]['test']['n_frames']} frames of `data.test`, which no stage trains, "
+        "early-stops or calibrates on.",
+        "",
+        "| iteration | labelled | E RMSE (meV/atom) | E MAE (meV/atom) | F RMSE (eV/A) | "
+        "F MAE (eV/A) | force coverage | energy coverage |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in tested:
+        t = r["test"]
+        e_mae = t.get("energy_mae_per_atom")
+        lines.append(
+            f"| {r['iteration']} | {r['n_labelled']} | {1000 * t['energy_rmse_per_atom']:.2f} | "
+            + ("-" if e_mae is None else f"{1000 * e_mae:.2f}")
+            + f" | {t['forces_rmse']:.4f} | {t['forces_mae']:.4f} | {t['atom_coverage']:.2f} | "
+            f"{t['energy_coverage']:.2f} |"
+        )
+    lines.append("")
+    if config.report.plots:
+        plot_learning_curve(tested, out / "learning_curve.png")
+        lines += ["![learning curve](learning_curve.png)", ""]
+    return lines
+
+
 def _learning_table(rows: list[dict]) -> list[str]:
     """Per labelled batch: errors of the model that picked it (before) and of the next model,
     trained with it (after). Equal errors mean the batch changed nothing."""
@@ -199,6 +301,23 @@ def _bias(bias) -> str:
     return f"tau_rel = {bias.tau_rel} (window {bias.window})"
 
 
+def _walker_section(state: CampaignState, rows: list[dict]) -> list[str]:
+    """Per iteration and walker: why it stopped, at which MD step, and its last tau."""
+    from uq_bias.campaign.console import walker_summaries
+
+    lines = [
+        "## Walkers",
+        "",
+        "| iteration | walker | stop | step | final tau |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        for j, w in enumerate(walker_summaries(state, r["iteration"])):
+            tau = "-" if w["tau"] is None else f"{float(w['tau']):.3g}"
+            lines.append(f"| {r['iteration']} | {j} | {w['reason']} | {w['step']} | {tau} |")
+    return lines + [""] if len(lines) > 4 else []
+
+
 def write_report(state: CampaignState, config: cfg.CampaignConfig) -> Path:
     """Write ``report/report.md`` (and the plots) from the campaign folder; returns its path."""
     rows = [read_json(state.iteration_dir(k) / "metrics.json") for k in _iterations(state)]
@@ -235,16 +354,9 @@ def write_report(state: CampaignState, config: cfg.CampaignConfig) -> Path:
         if last and last["atom_error"]:
             plot_calibration(last, out / "calibration.png")
             lines += ["## Calibration", "", "![calibration](calibration.png)", ""]
-    want = config.report.ramachandran
-    angles = ramachandran(frames) if want is not False else None
-    if config.report.plots and angles is not None and (want or _is_dipeptide(frames)):
-        plot_ramachandran(angles, out / "ramachandran.png")
-        lines += [
-            "## Ramachandran plot of the labelled frames",
-            "",
-            "![Ramachandran](ramachandran.png)",
-            "",
-        ]
+    lines += _test_section(rows, config, out)
+    lines += _coverage_section(state, config, rows, campaign_cvs(config, frames), out)
+    lines += _walker_section(state, rows)
     if failures:
         lines += ["## Oracle failures", "", "| iteration | frame | reason |", "| --- | --- | --- |"]
         lines += [f"| {f['iteration']} | {f['frame_id']} | {f['reason']} |" for f in failures]
@@ -252,7 +364,3 @@ def write_report(state: CampaignState, config: cfg.CampaignConfig) -> Path:
     path = out / "report.md"
     write_text(path, "\n".join(lines))
     return path
-
-
-def _is_dipeptide(frames) -> bool:
-    return bool(frames) and frames[0].get_chemical_formula() == "C6H12N2O2"

@@ -61,6 +61,7 @@ class Context:
     executor: object  # loop.LazyExecutor: .get() -> Executor
     structures: list[Atoms]
     say: Callable[[str], None] = print
+    bars: bool = False
 
     def dir(self, k: int) -> Path:
         return self.state.iteration_dir(k)
@@ -222,7 +223,7 @@ def train(ctx: Context, k: int) -> None:
         },
     )
     options = replace(config.training, seed=config.seed + 1000 * k)
-    trainer = replace(config.trainer, progress_bar=False)
+    trainer = replace(config.trainer, progress_bar=ctx.bars)
     previous = model_paths(ctx, k - 1) if (config.model.fine_tune and k > 1) else None
     fresh = previous is None and config.model.file is None
     stats = compute_statistics(train_frames, config.model.cutoff) if fresh else None
@@ -404,7 +405,8 @@ def explore(ctx: Context, k: int) -> None:
 
     e = ctx.config.exploration
     seed = ctx.config.seed * 1000 + k
-    explore_config = replace(narrow(e, ExploreConfig), seed=seed, progress=False)
+    bars = ctx.bars and ctx.config.executor.kind == "inprocess"
+    explore_config = replace(narrow(e, ExploreConfig), seed=seed, progress=bars)
     device = e.device or ctx.config.device
     recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=e.bias, device=device)
     states = bias_states(ctx, k, e.walkers)

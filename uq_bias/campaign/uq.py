@@ -3,6 +3,7 @@
 Error metrics of a model with uncertainty on labelled frames (S structures, N atoms):
 
     energy_rmse_per_atom = sqrt( mean_S ((E - E_ref) / n_atoms)^2 )           eV/atom
+    energy_mae_per_atom  = mean_S |E - E_ref| / n_atoms                         eV/atom
     forces_rmse          = sqrt( mean_{N, xyz} (F - F_ref)^2 )                  eV/A
     forces_mae           = mean_{N, xyz} |F - F_ref|                            eV/A
     atom_coverage        = share of atoms with |F_i - F_i,ref| <= U_i           1
@@ -80,6 +81,7 @@ def error_metrics(p: Predictions) -> dict[str, float]:
     return {
         "n_frames": int(len(p.energy)),
         "energy_rmse_per_atom": float(np.sqrt(np.mean(de**2))),
+        "energy_mae_per_atom": float(np.mean(np.abs(de))),
         "forces_rmse": float(np.sqrt(np.mean(df**2))),
         "forces_mae": float(np.mean(np.abs(df))),
         "atom_coverage": float(np.mean(atom_error <= p.atom_uncertainty)),

@@ -1,0 +1,392 @@
+"""Does uncertainty-biased MD buy a better potential per label? Alanine dipeptide, GFN2-xTB.
+
+    python benchmarks/exploration.py [--quick] [--seeds 0 1 2] [--hot 1200] [--no-stability]
+                                     [--out DIR] [--cache ~/.cache/uq_bias] [--jobs 1]
+
+Three active-learning campaigns (``uq_bias.campaign.run``) that differ only in how they explore:
+
+* ``biased-300K``: uncertainty-biased MD at 300 K (relative strength tau_rel, window);
+* ``plain-300K``: plain Langevin MD at 300 K;
+* ``plain-<hot>K``: plain Langevin MD at ``--hot`` K (default 1200).
+
+Same seeds, start structure, initial frames, model, training, selection (max-det) and label
+budget. Each iteration's model is scored on a held-out test set that no campaign sees (made once
+by ``alanine_test_set.py`` and cached in ``--cache``): frames over the whole Ramachandran plane
+(``rama``) and from GFN2-xTB MD at 300, 600 and 1200 K (``md``). Coverage of CV space (phi,
+psi) is that of :mod:`uq_bias.campaign.explored`: row k is model k, trained on the frames
+labelled before iteration k, picked from the frames the walkers kept before iteration k.
+
+Prints a table per iteration and the pass/miss of the target at equal labels (the last row):
+biased covers >= 2x the Ramachandran area of plain 300 K and >= 0.9x the hot one, and has the
+lowest force RMSE on the ``rama`` frames. Writes ``exploration.png`` (coverage and test force
+RMSE against labels), ``table.md`` and ``results.json`` to ``--out``. With stability on (the
+default), each final model also runs plain MD at 300 K and 600 K (``--stability-runs`` runs of
+``--stability-ps`` ps) and the share of runs that do not blow up is reported (HAL Fig. 8; see
+``md_stability.py``). Campaign folders are resumable: rerunning continues where a run stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import alanine_test_set  # noqa: E402
+
+TARGET_VS_PLAIN, TARGET_VS_HOT = 2.0, 0.9
+#: Size fields that only the biased campaign uses (the plain campaigns are shared across them).
+BIAS_ONLY = ("tau_rel", "window", "h_weight")
+
+
+@dataclass(frozen=True)
+class Size:
+    """Campaign size shared by the three campaigns."""
+
+    preset: str
+    cutoff: float
+    initial: int
+    batch: int
+    iterations: int
+    walkers: int
+    steps: int
+    sample_every: int
+    max_epochs: int
+    tau_rel: float
+    window: int
+    start: str = "structures"
+    h_weight: float = 1.0
+    fine_tune: bool = False
+
+    @property
+    def budget(self) -> int:
+        return self.initial + self.batch * self.iterations
+
+
+#: Sized for 2 CPU cores: a tiny MACE, 16 initial + 4 x 12 labels, 2 walkers x 1000 steps per
+#: iteration; every iteration trains from scratch (fine_tune False), so the comparison does not
+#: hang on how well fine-tuning restarts.
+DEFAULT = Size("tiny", 5.0, 16, 12, 4, 2, 1000, 10, 60, 1.0, 100)
+QUICK = Size("tiny", 4.0, 8, 8, 2, 2, 300, 10, 30, 1.0, 20)
+
+
+def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed: int) -> dict:
+    bias = {"tau_rel": size.tau_rel, "window": size.window} if biased else {"tau": 0.0}
+    if biased and size.h_weight != 1.0:
+        bias["weights"] = {"H": size.h_weight}
+    return {
+        "folder": folder_name(name, biased, size),
+        "seed": seed,
+        "data": {
+            "structures": "builtin:alanine_dipeptide",
+            "initial_frames": size.initial,
+            "rattle": 0.08,
+        },
+        "oracle": {"kind": "gfn2-xtb"},
+        "model": {"preset": size.preset, "cutoff": size.cutoff, "fine_tune": size.fine_tune},
+        "training": {"max_epochs": size.max_epochs, "batch_size": 4, "lr": 0.01},
+        "uncertainty": {"method": "posterior"},
+        "calibration": {"method": "conformal", "alpha": 0.1},
+        "exploration": {
+            "walkers": size.walkers,
+            "steps": size.steps,
+            "timestep": 0.5,
+            "temperature": temperature,
+            "sample_every": size.sample_every,
+            "bias": bias,
+            "start": size.start,
+        },
+        "selection": {"method": "maxdet", "batch_size": size.batch},
+        "stop": {"iterations": size.iterations, "label_budget": size.budget},
+        "executor": {"kind": "inprocess"},
+        "report": {"plots": True},
+    }
+
+
+def folder_name(name: str, biased: bool, size: Size) -> str:
+    """The campaign folder: the settings that differ between runs of the benchmark are in
+    its name, so a run with other settings never resumes (and reuses) another's folder."""
+    parts = [name] + ([f"taurel{size.tau_rel:g}", f"w{size.window}"] if biased else [])
+    parts += [f"H{size.h_weight:g}"] if biased and size.h_weight != 1.0 else []
+    return "_".join(parts + ([f"start-{size.start}"] if size.start != "structures" else []))
+
+
+def campaigns(hot: float) -> list[tuple[str, float, bool]]:
+    return [
+        ("biased-300K", 300.0, True),
+        ("plain-300K", 300.0, False),
+        (f"plain-{hot:g}K", hot, False),
+    ]
+
+
+def run_campaign(args: tuple) -> str:
+    """Run (or resume) one campaign in its folder; returns the folder."""
+    import torch
+
+    from uq_bias.campaign import config as cfg
+    from uq_bias.campaign.loop import run
+
+    name, temperature, biased, size, seed, folder = args
+    torch.set_num_threads(1)
+    config = cfg.from_dict(campaign_dict(name, temperature, biased, size, seed), base_dir=folder)
+    start = time.perf_counter()
+    result = run(config, progress=lambda line: print(f"[{name} seed {seed}] {line}", flush=True))
+    print(f"[{name} seed {seed}] done in {time.perf_counter() - start:.0f} s", flush=True)
+    return str(result.folder)
+
+
+def test_metrics(folder: Path, test_frames: list, test_path: Path) -> dict:
+    """Per iteration k: error metrics of model k on the test subsets (cached in the folder)."""
+    from uq_bias.campaign import uq
+    from uq_bias.campaign.state import read_json, write_json
+
+    cache = folder / "test_metrics.json"
+    done = read_json(cache, {})
+    if done.get("test_set") != test_path.name:
+        done = {"test_set": test_path.name, "iterations": {}}
+    subsets = {
+        "rama": [a for a in test_frames if a.info["subset"] == "rama"],
+        "md": [a for a in test_frames if a.info["subset"].startswith("md")],
+    }
+    for path in sorted((folder / "iterations").glob("*/uncertainty")):
+        k = str(int(path.parent.name))
+        if k in done["iterations"]:
+            continue
+        model = uq.load(path)
+        done["iterations"][k] = {
+            name: uq.error_metrics(uq.predict(model, frames)) for name, frames in subsets.items()
+        }
+    write_json(cache, done)
+    return {int(k): v for k, v in done["iterations"].items()}
+
+
+def rows_of(folder: Path, test_frames: list, test_path: Path) -> list[dict]:
+    """One dict per iteration: labels, coverage explored/labelled, test metrics."""
+    from uq_bias.campaign.cvs import backbone_cvs
+    from uq_bias.campaign.explored import coverage_by_iteration
+    from uq_bias.campaign.state import CampaignState
+
+    state = CampaignState(folder)
+    tests = test_metrics(folder, test_frames, test_path)
+    cvs = backbone_cvs(test_frames[0])
+    rows = []
+    for c in coverage_by_iteration(state, cvs, sorted(tests)):
+        t = tests[c.iteration]
+        rows.append(
+            {
+                **asdict(c),
+                "rama_energy_rmse": t["rama"]["energy_rmse_per_atom"],
+                "rama_forces_rmse": t["rama"]["forces_rmse"],
+                "md_forces_rmse": t["md"]["forces_rmse"],
+                "md_energy_rmse": t["md"]["energy_rmse_per_atom"],
+                "rama_atom_coverage": t["rama"]["atom_coverage"],
+            }
+        )
+    return rows
+
+
+def fmt(x, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def table(results: dict) -> list[str]:
+    lines = [
+        "| campaign | seed | iteration | labels | coverage explored | coverage labelled | "
+        "rama E RMSE (meV/atom) | rama F RMSE (eV/A) | md E RMSE (meV/atom) | "
+        "md F RMSE (eV/A) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for (name, seed), rows in results.items():
+        for r in rows:
+            lines.append(
+                f"| {name} | {seed} | {r['iteration']} | {r['n_labelled']} | "
+                f"{fmt(r['explored'])} | {fmt(r['labelled'])} | "
+                f"{1000 * r['rama_energy_rmse']:.1f} | {r['rama_forces_rmse']:.3f} | "
+                f"{1000 * r['md_energy_rmse']:.1f} | {r['md_forces_rmse']:.3f} |"
+            )
+    return lines
+
+
+def final(results: dict, name: str, key: str) -> float:
+    """Mean over seeds of ``key`` in the last row of campaign ``name``."""
+    values = [rows[-1][key] for (n, _), rows in results.items() if n == name and rows]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def verdict(results: dict, names: list[str]) -> list[str]:
+    """Pass/miss of the target at equal labels (last rows, means over seeds)."""
+    biased, plain, hot = names
+    labels = {n: final(results, n, "n_labelled") for n in names}
+    cov = {n: final(results, n, "explored") for n in names}
+    lab = {n: final(results, n, "labelled") for n in names}
+    rmse = {n: final(results, n, "rama_forces_rmse") for n in names}
+    r_plain, r_hot = cov[biased] / cov[plain], cov[biased] / cov[hot]
+    best = min(rmse, key=rmse.get)
+
+    def mark(ok: bool) -> str:
+        return "PASS" if ok else "MISS"
+
+    return [
+        f"At equal labels ({', '.join(f'{n}: {labels[n]:.0f}' for n in names)}), means over seeds:",
+        f"- coverage of explored frames: {', '.join(f'{n} {cov[n]:.3f}' for n in names)}",
+        f"- coverage of labelled frames: {', '.join(f'{n} {lab[n]:.3f}' for n in names)}",
+        f"- {mark(r_plain >= TARGET_VS_PLAIN)}: biased / plain 300 K explored coverage = "
+        f"{r_plain:.2f} (target >= {TARGET_VS_PLAIN})",
+        f"- {mark(r_hot >= TARGET_VS_HOT)}: biased / {hot} explored coverage = {r_hot:.2f} "
+        f"(target >= {TARGET_VS_HOT})",
+        f"- {mark(best == biased)}: force RMSE on the Ramachandran test frames "
+        f"{', '.join(f'{n} {rmse[n]:.3f}' for n in names)} eV/A (lowest: {best})",
+    ]
+
+
+def plot(results: dict, names: list[str], path: Path, caption: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from uq_bias.atomic import atomic_path
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for colour, name in zip(("C3", "C0", "C1"), names):
+        seeds = [rows for (n, _), rows in results.items() if n == name and rows]
+        for j, rows in enumerate(seeds):
+            x = [r["n_labelled"] for r in rows]
+            label = name if j == 0 else None
+            ex = [(r["n_labelled"], r["explored"]) for r in rows if r["explored"] is not None]
+            ax1.plot(*zip(*ex), "-o", color=colour, label=f"{label} explored" if label else None)
+            ax1.plot(
+                x,
+                [r["labelled"] for r in rows],
+                "--s",
+                color=colour,
+                alpha=0.7,
+                label=f"{label} labelled" if label else None,
+            )
+            ax2.plot(x, [r["rama_forces_rmse"] for r in rows], "-o", color=colour, label=label)
+    ax1.set_xlabel("labelled frames")
+    ax1.set_ylabel("coverage of (phi, psi) space")
+    ax1.legend(fontsize=7)
+    ax2.set_xlabel("labelled frames")
+    ax2.set_ylabel("force RMSE on Ramachandran test frames (eV/A)")
+    ax2.legend(fontsize=7)
+    fig.suptitle(caption, fontsize=8)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def stability(folders: dict, args, start) -> list[str]:
+    """Survival of plain MD with each campaign's final model at 300 K and 600 K."""
+    from md_stability import survival
+
+    steps = int(round(args.stability_ps * 1000 / 0.5))
+    lines = [
+        f"MD stability: {args.stability_runs} plain Langevin runs of {args.stability_ps:g} ps "
+        "(0.5 fs) per model and temperature, from the xTB-relaxed structure",
+        "",
+        "| campaign | seed | T (K) | survived | failures (run, step, reason) |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for (name, seed), folder in folders.items():
+        models = sorted(Path(folder).glob("iterations/*/model/member_0.model"))
+        outcomes = survival(str(models[-1]), start, (300.0, 600.0), args.stability_runs, steps)
+        for s in outcomes:
+            fails = "; ".join(f"{r}, {k}, {why}" for r, k, why in s.failures) or "-"
+            lines.append(
+                f"| {name} | {seed} | {s.temperature:g} | {s.runs - len(s.failures)}/{s.runs} "
+                f"({s.fraction:.2f}) | {fails} |"
+            )
+            print(lines[-1], flush=True)
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny model, short walkers: < 10 min")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--hot", type=float, default=1200.0, help="temperature of hot plain MD, K")
+    p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "exploration")
+    p.add_argument("--cache", type=Path, default=alanine_test_set.DEFAULT_CACHE)
+    p.add_argument("--jobs", type=int, default=1, help="campaigns run at once (processes)")
+    p.add_argument("--no-stability", action="store_true", help="skip the MD-stability runs")
+    p.add_argument("--stability-runs", type=int, help="runs per temperature (8; --quick 4)")
+    p.add_argument("--stability-ps", type=float, help="length of each run, ps (2; --quick 0.25)")
+    p.add_argument("--tau-rel", type=float, help="override the bias strength tau_rel")
+    p.add_argument("--window", type=int, help="override the bias window, steps")
+    p.add_argument(
+        "--start", choices=["structures", "labelled"], help="where walkers start (all campaigns)"
+    )
+    p.add_argument("--h-weight", type=float, help="bias weight of hydrogen atoms (default 1)")
+    p.add_argument(
+        "--only", choices=["biased", "plain", "hot"], nargs="+", help="run only these campaigns"
+    )
+    args = p.parse_args(argv)
+    size = QUICK if args.quick else DEFAULT
+    args.stability_runs = args.stability_runs or (4 if args.quick else 8)
+    args.stability_ps = args.stability_ps or (0.25 if args.quick else 2.0)
+    overrides = {"tau_rel": args.tau_rel, "window": args.window, "start": args.start}
+    overrides["h_weight"] = args.h_weight
+    size = Size(**{**asdict(size), **{k: v for k, v in overrides.items() if v is not None}})
+    shared = {k: v for k, v in asdict(size).items() if k not in BIAS_ONLY}
+    key = hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
+    out = args.out / f"{'quick' if args.quick else 'default'}_{key}"  # one folder per size
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    spec = alanine_test_set.QUICK if args.quick else alanine_test_set.TestSetSpec()
+    test_frames, test_path = alanine_test_set.load_or_make(spec, args.cache)
+    n_rama = sum(a.info["subset"] == "rama" for a in test_frames)
+    print(f"test set {test_path}: {n_rama} rama + {len(test_frames) - n_rama} md frames")
+
+    names = [n for n, _, _ in campaigns(args.hot)]
+    jobs = [
+        (name, t, biased, size, seed, str(out / f"seed{seed}"))
+        for seed in args.seeds
+        for name, t, biased in campaigns(args.hot)
+    ]
+    if args.only:  # run these; the table waits for a run with all three
+        kinds = {"biased": names[0], "plain": names[1], "hot": names[2]}
+        jobs = [j for j in jobs if j[0] in {kinds[k] for k in args.only}]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            done = list(pool.map(run_campaign, jobs))
+    else:
+        done = [run_campaign(job) for job in jobs]
+    if args.only:
+        return 0
+    folders = dict(zip([(j[0], j[4]) for j in jobs], done))
+    results = {key: rows_of(Path(f), test_frames, test_path) for key, f in folders.items()}
+    lines = table(results) + [""] + verdict(results, names)
+    command = " ".join(["python benchmarks/exploration.py", *(argv or sys.argv[1:])])
+    size_text = (
+        f"{size.preset} MACE, {size.initial} initial + {size.iterations} x {size.batch} labels, "
+        f"{size.walkers} walkers x {size.steps} steps (0.5 fs), tau_rel {size.tau_rel}, "
+        f"window {size.window}, seeds {args.seeds}"
+    )
+    caption = f"{command}\n{size_text}; test: {n_rama} held-out GFN2-xTB frames over (phi, psi)"
+    print("\n".join(lines), flush=True)
+    plot(results, names, out / "exploration.png", caption)
+    if not args.no_stability:
+        start = alanine_test_set.relaxed_start()
+        start.calc = None
+        lines += ["", *stability(folders, args, start)]
+    minutes = (time.perf_counter() - started) / 60
+    lines += ["", f"command: `{command}`; {size_text}; {minutes:.1f} min wall time"]
+    (out / "table.md").write_text("\n".join(lines) + "\n")
+    data = {"size": asdict(size), "results": {f"{n}/{s}": r for (n, s), r in results.items()}}
+    (out / "results.json").write_text(json.dumps(data, indent=1))
+    print(f"wrote {out / 'table.md'}, {out / 'exploration.png'} ({minutes:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
