@@ -6,13 +6,24 @@
 Runs (or resumes) a campaign on ``builtin:alanine_dipeptide`` labelled by GFN2-xTB (tblite):
 16 rattled initial frames, 2 walkers x 300 steps of relative-bias MD, 8 max-det picks per
 iteration, fine-tuning from the previous model. ``--set section.key=value`` (YAML values)
-changes any campaign key, e.g. ``--set training.lr=0.01`` for the old behaviour.
+changes any campaign key, e.g. ``--set training.keep_initial=true`` for the old behaviour.
 
 Then, for every batch B_k labelled in iteration k (``iterations/k/labelled.extxyz``, frames
 picked by model k from its own walkers, never seen by it), prints the force RMSE and energy
 RMSE per atom on B_k of model k (before) and of model k+1 (after: trained on the data with
 B_k merged), and the largest parameter change between the two models. Computed from the
 saved models in the folder, so it also reads a folder written by an older version.
+
+Measured (2 shared CPU cores, tiny MACE, 60 epochs, lr 0.01; force RMSE on B_k, eV/A, before
+-> after; "=" marks an unchanged model):
+
+    k   old (keep_initial, lr 0.01)   fine_tune_lr 1e-3   new default (best trained epoch)
+    1   3.08 -> 3.08 =                3.08 -> 3.00        3.08 -> 0.69
+    2   3.72 -> 1.15                  2.95 -> 1.29        1.82 -> 0.85
+    3   7.04 -> 7.04 =                3.95 -> 3.72        0.46 -> 0.42
+    4   0.51 -> 0.51 =                3.88 -> 1.88        0.75 -> 0.45
+    5   3.74 -> 1.21                  3.24 -> 1.83        0.40 -> 0.35
+    6   1.07 -> 0.74                  1.25 -> 0.96        0.32 -> 0.24
 """
 
 from __future__ import annotations

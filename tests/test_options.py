@@ -40,15 +40,50 @@ def _option_types() -> list[type]:
 OPTION_TYPES = _option_types()
 
 
+def _sections(tp=cfg.CampaignConfig, prefix: str = ""):
+    """(dotted prefix, type) of every section of the campaign YAML, the top level included;
+    a list of sections is reached through its first item (``key[0].``)."""
+    yield prefix, tp
+    for row in opt.walk(tp, prefix, deep=False):
+        nested, item = opt.dataclass_in(row.type), opt.list_item_dataclass(row.type)
+        if row.section:
+            yield from _sections(nested, row.key + ".")
+        elif item is not None:
+            yield from _sections(item, row.key + "[0].")
+
+
 def _yaml_paths(cls) -> list[str]:
     """Dotted paths of the campaign sections that are ``cls`` (or a subclass of it)."""
-    if issubclass(cfg.CampaignConfig, cls):
-        return [""]
-    return [
-        row.key + "."
-        for row in opt.walk(cfg.CampaignConfig)
-        if row.section and issubclass(opt.dataclass_in(row.type), cls)
-    ]
+    return [path for path, tp in _sections() if issubclass(tp, cls)]
+
+
+def _parts(key: str):
+    for part in key.split("."):
+        name, _, index = part.partition("[")
+        yield name, int(index[:-1]) if index else None
+
+
+def _set(data: dict, key: str, value) -> dict:
+    """``data`` with ``value`` at the dotted ``key`` (``a.b[0].c``), creating what is missing."""
+    *parents, (last, last_index) = list(_parts(key))
+    node = data
+    for name, index in parents:
+        node = node.setdefault(name, [] if index is not None else {})
+        if index is not None:
+            while len(node) <= index:
+                node.append({})
+            node = node[index]
+    node[last] = value
+    return data
+
+
+def _minimal(path: str) -> dict:
+    """MINIMAL, with one (default) item in each list of sections on ``path``."""
+    data = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    if "[" in path:
+        head = path[: path.rindex("]") + 1]
+        _set(data, head.rsplit("[", 1)[0], [{}])
+    return data
 
 
 def _cli_places(cls) -> list[tuple[str, type, str, str, str]]:
@@ -71,8 +106,10 @@ def _leaves(cls):
 
 
 def _get(obj, dotted: str):
-    for part in dotted.split("."):
-        obj = getattr(obj, part)
+    for name, index in _parts(dotted):
+        obj = getattr(obj, name)
+        if index is not None:
+            obj = obj[index]
     return obj
 
 
@@ -123,8 +160,8 @@ def test_every_field_reachable_from_yaml_with_its_default(cls):
     if cls in items:  # the items of a YAML list (report.cvs): no default; read in test_cvs.py
         return
     assert paths, f"{cls.__name__} is not a section of the campaign YAML"
-    config = cfg.from_dict(MINIMAL)
     for path in paths:
+        config = cfg.from_dict(_minimal(path))
         for row in _leaves(cls):
             key = f"{path}{row.key}"
             if key in cfg.SET_BY_CAMPAIGN or key == "data.structures":  # set in MINIMAL
@@ -133,14 +170,8 @@ def test_every_field_reachable_from_yaml_with_its_default(cls):
             value = _other(row.type, row.default)
             if value is None:
                 continue
-            data = yaml.safe_load(yaml.safe_dump(MINIMAL))
-            node = data
-            *parents, last = key.split(".")
-            for part in parents:
-                node = node.setdefault(part, {})
-            node[last] = value
             try:
-                got = cfg.from_dict(data)
+                got = cfg.from_dict(_set(_minimal(path), key, value))
             except opt.ConfigError as err:  # a value the type's own checks refuse
                 assert key in str(err), err
                 continue

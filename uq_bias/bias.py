@@ -55,7 +55,7 @@ import math
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -69,7 +69,8 @@ from uq_bias.models.base import energy_gradients
 from uq_bias.options import option
 from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
 
-GRADIENT_MODES = ("auto", "autograd", "closed_form")
+GradientMode = Literal["auto", "autograd", "closed_form"]
+GRADIENT_MODES = get_args(GradientMode)
 #: tau_rel of a BiasConfig given neither tau nor tau_rel.
 DEFAULT_TAU_REL = 0.2
 
@@ -95,7 +96,7 @@ class BiasConfig:
     weights: dict[str | int, float] = option(
         {}, "Per-element weights of the bias force, e.g. {H: 0.0} (default 1 for every element)."
     )
-    gradient: Literal["auto", "autograd", "closed_form"] = option(
+    gradient: GradientMode = option(
         "auto",
         "How dU/dr is obtained: closed_form (ensembles: -dU/dr = U sum_k dE_k F_k / sum_k dE_k^2), "
         "autograd, or auto (closed form when the model gives member forces).",
@@ -108,8 +109,8 @@ class BiasConfig:
     )
     split_every: int = option(
         10,
-        "With tau_rel and split=false: measure <|F|> and <|F_bias|> (a second backward pass) "
-        "on every this-many-th MD step, single-pass biased steps in between.",
+        "With tau_rel and split=false: measure the mean force and bias-force magnitudes (a "
+        "second backward pass) on every this-many-th MD step, single-pass biased steps between.",
         unit="steps",
     )
 

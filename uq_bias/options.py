@@ -26,7 +26,7 @@ import json
 import re
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal
 
 #: Keys of ``Field.metadata`` written by :func:`option`.
@@ -115,18 +115,21 @@ def config_key(key: str) -> str:
 
 
 Label = Callable[[str], str]
+Hidden = Mapping[str, str]
+_NONE: Hidden = types.MappingProxyType({})
 
 
-def convert(value, tp, where: str, label: Label = config_key):
+def convert(value, tp, where: str, label: Label = config_key, hidden: Hidden = _NONE):
     """``value`` checked against the type hint ``tp`` (ints become floats where a float is
-    expected); raises :class:`ConfigError` naming ``where`` with ``label``."""
+    expected); raises :class:`ConfigError` naming ``where`` with ``label``. ``hidden``: see
+    :func:`build`."""
     origin = typing.get_origin(tp)
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
-        return build(tp, value, where, label)
+        return build(tp, value, where, label, hidden)
     if origin in (typing.Union, types.UnionType):
-        return _convert_union(value, tp, where, label)
+        return _convert_union(value, tp, where, label, hidden)
     if origin is Literal:
         if value in typing.get_args(tp) and not isinstance(value, bool):
             return value
@@ -135,7 +138,7 @@ def convert(value, tp, where: str, label: Label = config_key):
         if not isinstance(value, list):
             raise _wrong(where, tp, value, label)
         (item,) = typing.get_args(tp)
-        return [convert(v, item, f"{where}[{k}]", label) for k, v in enumerate(value)]
+        return [convert(v, item, f"{where}[{k}]", label, hidden) for k, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
             raise _wrong(where, tp, value, label)
@@ -147,11 +150,11 @@ def convert(value, tp, where: str, label: Label = config_key):
     return _convert_scalar(value, tp, where, label)
 
 
-def _convert_union(value, tp, where: str, label: Label):
+def _convert_union(value, tp, where: str, label: Label, hidden: Hidden):
     options = typing.get_args(tp)
     for candidate in options:
         if dataclasses.is_dataclass(candidate) and isinstance(value, dict):
-            return build(candidate, value, where, label)  # its own, precise error
+            return build(candidate, value, where, label, hidden)  # its own, precise error
     for candidate in options:
         try:
             return convert(value, candidate, where, label)
@@ -187,9 +190,12 @@ def _dotted(where: str, key: str) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
-def build(cls, data, where: str = "", label: Label = config_key):
+def build(cls, data, where: str = "", label: Label = config_key, hidden: Hidden = _NONE):
     """An instance of the dataclass ``cls`` from a mapping, every key checked; missing keys take
-    the class's defaults. Raises :class:`ConfigError` naming the dotted key."""
+    the class's defaults. Raises :class:`ConfigError` naming the dotted key.
+
+    ``hidden`` maps dotted keys that the caller sets itself (not the user) to the reason: they
+    are left out of the valid keys, and giving one is an error with that reason."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -198,9 +204,11 @@ def build(cls, data, where: str = "", label: Label = config_key):
             f"{section}: expected a mapping of keys, got {type(data).__name__} {data!r}"
         )
     types_ = hints(cls)
-    valid = [f.name for f in public_fields(cls)]
+    valid = [f.name for f in public_fields(cls) if _dotted(where, f.name) not in hidden]
     values = {}
     for key, value in data.items():
+        if _dotted(where, key) in hidden:
+            raise ConfigError(f"{label(_dotted(where, key))} {hidden[_dotted(where, key)]}")
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -208,7 +216,7 @@ def build(cls, data, where: str = "", label: Label = config_key):
                 f"unknown {label(_dotted(where, key))}{hint}; valid keys"
                 f"{' of ' + repr(where) if where else ''}: {', '.join(valid)}"
             )
-        values[key] = convert(value, types_[key], _dotted(where, key), label)
+        values[key] = convert(value, types_[key], _dotted(where, key), label, hidden)
     try:
         return cls(**values)
     except (ValueError, TypeError) as err:  # the class's own checks (__post_init__)

@@ -92,6 +92,9 @@ def test_unknown_key_lists_valid_keys(tmp_path):
         cfg.load(write(tmp_path, "data: {structures: a.xyz}\nstop: {iteratons: 2}\n"))
     for key in ("iterations", "label_budget", "target_forces_rmse"):
         assert key in str(info.value)
+    with pytest.raises(cfg.ConfigError) as info:  # keys the campaign sets are not offered
+        cfg.load(write(tmp_path, "data: {structures: a.xyz}\ntraining: {sed: 2}\n"))
+    assert "max_epochs" in str(info.value) and "seed" not in str(info.value)
 
 
 def test_every_key_is_documented_with_its_default():

@@ -211,6 +211,50 @@ def test_every_watchdog_and_md_option_reaches_the_walkers(tmp_path):
     assert {name: getattr(got, name) for name in md} == md
 
 
+def test_ensemble_campaign_selects_full_batches(tmp_path):
+    """A 4-member ensemble and batch 8: the stage makes 8 max-det picks (no fill-up; the
+    members' energies alone allow 3), equal to a brute-force greedy log-det on the mean of the
+    members' posterior kernels given every labelled frame (Phi = dE/dw by autograd, numpy)."""
+    import copy
+
+    import torch
+    from reference_data import rattled_cu_frames
+
+    from uq_bias.campaign import uq as unc
+    from uq_bias.campaign.stages import select, uncertainty_dir
+    from uq_bias.models import load_model
+    from uq_bias.selection import greedy_logdet_reference
+    from uq_bias.training.build import build_mace
+    from uq_bias.uncertainty import Ensemble
+
+    sections = {"data": {"structures": "x.xyz"}, "model": {"ensemble": 4}}
+    config = from_dict({**sections, "selection": {"batch_size": 8}}, tmp_path)
+    state = CampaignState(tmp_path)
+    labelled = [with_id(a) for a in rattled_cu_frames(4, seed=3, size=(2, 1, 1))]
+    state.add_labelled(labelled, 0)
+    paths = [str(tmp_path / f"member_{j}.model") for j in range(4)]
+    base = build_mace([13, 29], cutoff=3.5, seed=10)
+    for j, path in enumerate(paths):  # members: the weights of one model, each scaled apart
+        member = copy.deepcopy(base)
+        generator = torch.Generator().manual_seed(j)
+        with torch.no_grad():
+            for weight in member.parameters():
+                noise = torch.randn(weight.shape, generator=generator, dtype=weight.dtype)
+                weight.mul_(1 + 0.2 * noise)
+        torch.save(member, path)
+    ctx = Context(state, config, None, [], say=lambda _: None)
+    ctx.dir(1).mkdir(parents=True, exist_ok=True)
+    unc.save(Ensemble(paths), uncertainty_dir(ctx, 1))
+    pool = [with_id(a) for a in rattled_cu_frames(11, seed=4, size=(2, 1, 1))]
+    write_frames(ctx.dir(1) / "candidates.extxyz", pool)
+    select(ctx, 1)
+    selection = read_json(ctx.dir(1) / "selection.json")
+    assert len(selection["indices"]) == 8 and selection["n_filled"] == 0
+    kernels = [_kernel(load_model(p), labelled, pool, 1e-2).numpy() for p in paths]
+    expected = greedy_logdet_reference(torch.from_numpy(np.mean(kernels, axis=0)), 8)
+    assert selection["indices"] == expected
+
+
 def test_explore_stage_runs_the_batched_engine(tmp_path, cu_frames):
     """exploration.engine: batched in the YAML: one batch writes every walker's frames and
     record like the ASE path; each frame's uncertainty is the saved model's at its positions."""

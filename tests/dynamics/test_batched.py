@@ -74,6 +74,10 @@ def _cluster(seed: int) -> Atoms:
     return atoms
 
 
+def _edges(model, frames) -> int:
+    return sum(model.graph(a).edge_index.shape[1] for a in frames)
+
+
 @pytest.fixture(scope="module")
 def morse():
     return GenericAdapter(MorseFeatures(), "readout", cutoff=5.0, atomic_numbers=[29])
@@ -161,15 +165,16 @@ def test_without_friction_it_is_ase_velocity_verlet(morse):
     ],
     ids=["absolute", "relative", "relative-split-every-2"],
 )
-@pytest.mark.parametrize("batch_atoms", [None, 12], ids=["one-call", "chunks"])
-def test_batched_biased_forces_equal_the_ase_calculator(morse_uq, bias, batch_atoms):
+@pytest.mark.parametrize("chunks", [False, True], ids=["one-call", "chunks"])
+def test_batched_biased_forces_equal_the_ase_calculator(morse_uq, bias, chunks):
     """Every walker (two cells and a cluster in one batch, each with its own tau_rel window,
     walker 0's seeded from a saved state): the forces the batched engine used at every step
     equal a fresh uq_bias.Calculator's biased forces on that walker's own configurations, in
     order, to 1e-10; the windows handed back equal the calculators' windows."""
-    starts = [_cell(5), _cluster(6), _cell(7, a=3.5)]  # 8, 4, 8 atoms: chunks (0, 1), (2)
+    starts = [_cell(5), _cluster(6), _cell(7, a=3.5)]
+    limit = _edges(morse_uq, starts[:2]) if chunks else None  # chunks (0, 1), (2)
     config = ExploreConfig(
-        steps=8, sample_every=1, watchdog=QUIET, progress=False, seed=3, batch_atoms=batch_atoms
+        steps=8, sample_every=1, watchdog=QUIET, progress=False, seed=3, batch_edges=limit
     )
     seeded = {"forces": [0.4, 0.6], "bias": [0.01, 0.03]} if bias.tau_rel else None
     specs = walker_specs(
@@ -203,16 +208,17 @@ def test_batched_biased_forces_equal_the_ase_calculator(morse_uq, bias, batch_at
         assert runs[0].frames[0].info[keys.BIAS_STRENGTH] > 0  # the seeded window acts at once
 
 
-@pytest.mark.parametrize("batch_atoms", [None, 16], ids=["one-call", "chunks"])
-def test_a_stopped_walker_stops_alone(morse_uq, tmp_path, batch_atoms):
+@pytest.mark.parametrize("chunks", [False, True], ids=["one-call", "chunks"])
+def test_a_stopped_walker_stops_alone(morse_uq, tmp_path, chunks):
     """Walker 1 (a compressed cell, far from the training cells) trips the uncertainty
     threshold mid-run; walkers 0 and 2 run to the end along exactly the trajectories they
     follow when walker 1 is not stopped (per-walker random streams and bias windows); files
     read back with ase.io."""
     starts = [_cell(8), _cell(9, a=3.35), _cell(10)]
     calc = Calculator(morse_uq, bias=BiasConfig(tau_rel=0.3, window=2))
+    limit = _edges(morse_uq, starts[:2]) if chunks else None  # chunks (0, 1), (2)
     config = ExploreConfig(
-        steps=10, sample_every=1, watchdog=QUIET, progress=False, seed=5, batch_atoms=batch_atoms
+        steps=10, sample_every=1, watchdog=QUIET, progress=False, seed=5, batch_edges=limit
     )
     probe = explore(calc, starts, config, walkers=3, engine="batched")
     u = [

@@ -12,12 +12,18 @@ import torch
 from reference_data import rattled_cu_frames
 
 from uq_bias.campaign import from_dict
-from uq_bias.campaign.stages import Context, model_paths, split
+from uq_bias.campaign.roles import split_roles
+from uq_bias.campaign.stages import Context, model_paths
 from uq_bias.campaign.stages import train as train_stage
 from uq_bias.campaign.state import CampaignState, with_id
 from uq_bias.training import FitOptions, TrainerOptions, train
 
-FRACTION = 0.4
+VALID, CALIBRATION = 0.35, 0.15
+
+
+def _sizes(frames, seed):
+    roles = split_roles(frames, VALID, CALIBRATION, seed)
+    return [len(roles.train), len(roles.valid), len(roles.calibration)]
 
 
 def _rows(path):
@@ -26,15 +32,19 @@ def _rows(path):
 
 
 def test_campaign_training_with_ddp_spawn_equals_one_process(tmp_path):
-    frames = [with_id(a) for a in rattled_cu_frames(7, seed=11, amplitude=0.1, size=(1, 1, 1))]
-    # a seed whose split is 4 training / 3 validation frames: one step of 2 x 2 frames under
-    # DDP = one step of 4 in one process; 3 does not split evenly, so a padding sampler would
-    # count a validation frame twice
-    seed = next(s for s in range(200) if [len(p) for p in split(frames, FRACTION, s)] == [4, 3])
+    frames = [with_id(a) for a in rattled_cu_frames(8, seed=11, amplitude=0.1, size=(1, 1, 1))]
+    # a seed whose roles are 4 training / 3 validation / 1 calibration frames: one step of
+    # 2 x 2 frames under DDP = one step of 4 in one process; 3 validation frames do not split
+    # evenly, so a padding sampler would count one twice
+    seed = next(s for s in range(500) if _sizes(frames, s) == [4, 3, 1])
     config = from_dict(
         {
             "seed": seed,
-            "data": {"structures": "x.xyz", "valid_fraction": FRACTION},
+            "data": {
+                "structures": "x.xyz",
+                "valid_fraction": VALID,
+                "calibration_fraction": CALIBRATION,
+            },
             "model": {"preset": "tiny", "cutoff": 3.5},
             "training": {"max_epochs": 1, "batch_size": 2, "ema_decay": 0.5},
             "trainer": {"accelerator": "cpu", "devices": 2, "strategy": "ddp_spawn"},
@@ -46,7 +56,8 @@ def test_campaign_training_with_ddp_spawn_equals_one_process(tmp_path):
     train_stage(Context(state, config, None, []), 1)
     (member,) = model_paths(Context(state, config, None, []), 1)
 
-    train_frames, valid_frames = split(state.labelled(), FRACTION, seed)
+    roles = split_roles(state.labelled(), VALID, CALIBRATION, seed)
+    train_frames, valid_frames = roles.train, roles.valid
     options = FitOptions(max_epochs=1, batch_size=4, ema_decay=0.5, seed=seed + 1000)
     one = train(
         train_frames,

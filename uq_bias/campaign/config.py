@@ -263,16 +263,6 @@ SET_BY_CAMPAIGN: dict[str, str] = {
 }
 
 
-def _reject_set_by_campaign(data: dict) -> None:
-    for key, how in SET_BY_CAMPAIGN.items():
-        node = data
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.get(part) if isinstance(node, dict) else None
-        if isinstance(node, dict) and last in node:
-            raise ConfigError(f"config key {key!r} is set by the campaign ({how}); remove it")
-
-
 def _check(config: CampaignConfig) -> None:
     """Rules between keys; raise ConfigError naming the key."""
     from uq_bias.device import check_device_name
@@ -287,9 +277,10 @@ def _check(config: CampaignConfig) -> None:
 
 def from_dict(data: dict, base_dir: str | Path = ".") -> CampaignConfig:
     """A validated :class:`CampaignConfig` from a mapping (as read from YAML)."""
-    if isinstance(data, dict):
-        _reject_set_by_campaign(data)
-    config = build(CampaignConfig, data, "")
+    hidden = {
+        key: f"is set by the campaign ({how}); remove it" for key, how in SET_BY_CAMPAIGN.items()
+    }
+    config = build(CampaignConfig, data, "", hidden=hidden)
     config.base_dir = str(Path(base_dir).resolve())
     _check(config)
     return config

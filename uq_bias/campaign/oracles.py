@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 from ase import Atoms
@@ -24,7 +24,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from uq_bias.options import option
 
-KINDS = ("gfn2-xtb", "gfn1-xtb", "emt", "import")
+Kind = Literal["gfn2-xtb", "gfn1-xtb", "emt", "import"]
+KINDS = get_args(Kind)
 _TBLITE = {"gfn2-xtb": "GFN2-xTB", "gfn1-xtb": "GFN1-xTB"}
 
 
@@ -53,7 +54,7 @@ class OracleSpec:
             ``accuracy``).
     """
 
-    kind: Literal["gfn2-xtb", "gfn1-xtb", "emt", "import"] = option(
+    kind: Kind = option(
         "emt", "gfn2-xtb / gfn1-xtb (tblite), emt (ASE), or import (any ASE calculator)."
     )
     calculator: str | None = option(

@@ -1,12 +1,14 @@
 """Batched exploration: W walkers advance together, one model call per MD step for all of them.
 
-Every MD step builds one graph of the W walkers still running, and one forward and one backward
-pass (two on the split steps of a relative bias) give every walker's biased forces on the model's
-device. What stays per walker: its start, its random stream (numpy, seed sequence (seed, k), the
-same stream and initial velocities as the ASE path), its relative-bias window, the watchdog's
-verdict (a walker that stops leaves the batch, the others go on), its candidate frames and its
+Every MD step builds one graph of the W walkers still running (on the CPU: chunks of at most
+``ExploreConfig.batch_edges`` edges, one graph each), and one forward and one backward pass (two
+on the split steps of a relative bias) give every walker's biased forces on the model's device.
+What stays per walker: its start, its random stream (numpy, seed sequence (seed, k): the same
+stream and initial velocities as the ASE path), its relative-bias window, the watchdog's verdict
+(a walker that stops leaves the batch, the others go on), its candidate frames and its
 extended-XYZ trajectory. Outputs are :class:`~uq_bias.dynamics.walker.WalkerResult` objects, as
-on the ASE path.
+on the ASE path. Non-finite positions stop their walker alone ("non_finite"); an exception from
+the model stops every walker still running ("error", with the message).
 
 Integrator: Langevin BAOAB (:mod:`uq_bias.dynamics.langevin`), NVT only; NPT runs on the ASE
 path (MTK barostat). Positions are not wrapped into the cell (as in ASE).
@@ -35,10 +37,11 @@ from uq_bias.dynamics.walker import (
 )
 from uq_bias.dynamics.watchdog import Verdict, Watchdog
 
-#: Atoms per model call on the CPU when ``ExploreConfig.batch_atoms`` is unset: larger batches
-#: gain nothing there (measured: 16 alanine dipeptides per call 1.5x faster per walker-step
-#: than one at a time, 64 per call slower than 16; benchmarks/exploration_speed.py).
-CPU_BATCH_ATOMS = 400
+#: Graph edges per model call on the CPU when ``ExploreConfig.batch_edges`` is unset. Measured
+#: with the small MACE preset, 1 thread (the model alone, one call on W structures against W
+#: calls on one): alanine dipeptide (342 edges) 2.1x at W = 16, 1.05x at 32, 0.8x at 64; a
+#: 108-atom Cu cell at 5 A (4536 edges) 0.8x at W = 2. Larger graphs only add memory traffic.
+CPU_BATCH_EDGES = 6000
 
 
 @dataclass
@@ -60,8 +63,8 @@ def _start(spec: WalkerSpec) -> _Walker:
     if spec.config.temperature > 0:
         thermalize_momenta(atoms, spec.config.temperature, rng=rng)
         Stationary(atoms)
-    result = WalkerResult(spec.index, [], "completed", spec.config.steps)
-    result.trajectory = spec.trajectory
+    steps, trajectory = spec.config.steps, spec.trajectory
+    result = WalkerResult(spec.index, [], "completed", steps, trajectory=trajectory)
     watchdog = Watchdog(spec.config.watchdog)
     return _Walker(spec, atoms, rng, _Writer(spec.trajectory), result, watchdog)
 
@@ -71,20 +74,20 @@ class BatchedForces:
     model's device, one ASE-style results dict per walker).
 
     The walkers are evaluated in fixed chunks of consecutive walkers (one model call each), at
-    most ``batch_atoms`` atoms per chunk (at least one walker), each chunk with its own
+    most ``batch_edges`` graph edges per chunk at the start (at least one walker), each with its own
     :class:`~uq_bias.bias.Bias` (one relative-strength window per walker; all chunks step
     together, so they split on the same steps). A walker that stops leaves its chunk.
 
     Args:
         model: an uncertainty model (or a plain adapter without ``bias``).
         bias: a :class:`~uq_bias.BiasConfig` or None.
-        sizes: the number of atoms of each walker at the start.
-        batch_atoms: most atoms per model call; None: all walkers in one call.
+        sizes: the size of each walker at the start (graph edges, or any additive measure).
+        batch_edges: most of ``sizes`` per model call; None: all walkers in one call.
     """
 
-    def __init__(self, model, bias: BiasConfig | None, sizes: Sequence[int], batch_atoms=None):
+    def __init__(self, model, bias: BiasConfig | None, sizes: Sequence[int], batch_edges=None):
         self.model = model
-        self.counts = _chunk_counts(sizes, batch_atoms)
+        self.counts = _chunk_counts(sizes, batch_edges)
         self.biases = [None if bias is None else Bias(bias, model, walkers=n) for n in self.counts]
 
     def _locate(self, k: int) -> tuple[int, int]:
@@ -143,17 +146,17 @@ class BatchedForces:
         return torch.cat(forces), results
 
 
-def _chunk_counts(sizes: Sequence[int], batch_atoms: int | None) -> list[int]:
-    """Walkers per chunk: consecutive walkers while their atoms fit in ``batch_atoms``."""
-    if batch_atoms is None:
+def _chunk_counts(sizes: Sequence[int], limit: int | None) -> list[int]:
+    """Walkers per chunk: consecutive walkers while the sum of their sizes fits in ``limit``."""
+    if limit is None:
         return [len(sizes)]
-    counts, atoms = [0], 0
+    counts, total = [0], 0
     for size in sizes:
-        if counts[-1] and atoms + size > batch_atoms:
+        if counts[-1] and total + size > limit:
             counts.append(0)
-            atoms = 0
+            total = 0
         counts[-1] += 1
-        atoms += size
+        total += size
     return counts
 
 
@@ -228,8 +231,8 @@ def run_batched(model, bias: BiasConfig | None, specs: Sequence[WalkerSpec]) -> 
     walkers = [_start(spec) for spec in specs]
     try:
         device = next(model.parameters()).device
-        sizes = [len(w.atoms) for w in walkers]
-        forces = BatchedForces(model, bias, sizes, _batch_atoms(config, device))
+        sizes = [model.graph(w.atoms).edge_index.shape[1] for w in walkers]
+        forces = BatchedForces(model, bias, sizes, _batch_edges(config, device))
         forces.restore([spec.bias_state for spec in specs])
         batch = _Batch(walkers, device)
         _run(forces, batch, config)
@@ -241,11 +244,11 @@ def run_batched(model, bias: BiasConfig | None, specs: Sequence[WalkerSpec]) -> 
     return [walker.result for walker in walkers]
 
 
-def _batch_atoms(config, device: torch.device) -> int | None:
-    """Atoms per model call: the config's, else all on a GPU and CPU_BATCH_ATOMS on the CPU."""
-    if config.batch_atoms is not None:
-        return config.batch_atoms
-    return None if device.type == "cuda" else CPU_BATCH_ATOMS
+def _batch_edges(config, device: torch.device) -> int | None:
+    """Edges per model call: the config's, else all on a GPU and CPU_BATCH_EDGES on the CPU."""
+    if config.batch_edges is not None:
+        return config.batch_edges
+    return None if device.type == "cuda" else CPU_BATCH_EDGES
 
 
 def _run(forces: BatchedForces, batch: _Batch, config) -> None:

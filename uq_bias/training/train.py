@@ -70,9 +70,10 @@ class FitOptions:
     patience: int = option(20, "Early-stopping patience on val_loss.", unit="epochs")
     seed: int = option(0, "Seed of the model initialisation, shuffling and Lightning.")
     fine_tune_lr: float | None = option(
-        1e-3,
+        None,
         "Learning rate when training starts from a trained model (train(init=...): campaign "
-        "iterations after the first, model.file); null: lr.",
+        "iterations after the first, model.file); null: lr. Lower it (e.g. 1e-4) to fine-tune a "
+        "foundation model.",
     )
     keep_initial: bool = option(
         False,

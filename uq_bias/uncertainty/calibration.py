@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -48,14 +48,15 @@ from ase.data import chemical_symbols
 from uq_bias.options import option
 from uq_bias.uncertainty.base import UncertaintyModel
 
-CALIBRATION_METHODS = ("conformal", "likelihood")
+CalibrationMethod = Literal["conformal", "likelihood"]
+CALIBRATION_METHODS = get_args(CalibrationMethod)
 
 
 @dataclass(frozen=True)
 class CalibrationOptions:
     """How the calibration factors are fitted on labelled validation frames."""
 
-    method: Literal["conformal", "likelihood"] = option(
+    method: CalibrationMethod = option(
         "conformal",
         "conformal (U is the 1 - alpha quantile of the error) or likelihood (U is the standard "
         "deviation of a Gaussian error).",
