@@ -235,8 +235,10 @@ def verdict(results: dict, names: list[str]) -> list[str]:
     def mark(ok: bool) -> str:
         return "PASS" if ok else "MISS"
 
+    same = len({labels[n] for n in names}) == 1
+    head = "At equal labels" if same else "NOT at equal labels (a campaign ran out of candidates)"
     return [
-        f"At equal labels ({', '.join(f'{n}: {labels[n]:.0f}' for n in names)}), means over seeds:",
+        f"{head} ({', '.join(f'{n}: {labels[n]:.0f}' for n in names)}), means over seeds:",
         f"- coverage of explored frames: {', '.join(f'{n} {cov[n]:.3f}' for n in names)}",
         f"- coverage of labelled frames: {', '.join(f'{n} {lab[n]:.3f}' for n in names)}",
         f"- {mark(r_plain >= TARGET_VS_PLAIN)}: biased / plain 300 K explored coverage = "
