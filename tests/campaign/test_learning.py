@@ -23,6 +23,7 @@ from .test_loop import cu8, write_campaign
 
 ITERATIONS = 4  # explorations; models 2..5 are fine-tuned from the one before
 STEPS = 4
+TAU_REL = 0.5
 WINDOW = 20  # longer than a walk: without a seeded window tau would be 0 throughout
 ALPHA = 0.1
 
@@ -64,7 +65,7 @@ def campaign(tmp_path_factory):
             "start": "labelled",
             "steps": STEPS,
             "sample_every": 1,
-            "bias": {"tau_rel": 0.5, "window": WINDOW},
+            "bias": {"tau_rel": TAU_REL, "window": WINDOW},
         },
         selection={"batch_size": 3},
         stop={"iterations": ITERATIONS},
@@ -138,6 +139,34 @@ def test_relative_bias_acts_from_the_first_step(campaign):
     ]
     np.testing.assert_allclose(window["forces"][-STEPS:], forces, rtol=1e-6)
     np.testing.assert_allclose(window["bias"][-STEPS:], bias, rtol=1e-6)
+
+
+def test_carried_window_is_rebased_on_the_new_model(campaign):
+    """The window walker w carries into iteration 2 keeps its force samples, and its bias
+    samples become <|dU/dr|> under iteration 2's model (autograd here) over the walker's frames
+    of iteration 1: a retrained model's U has another scale, and the old samples would give a
+    tau that is too strong or too weak (here they differ by a few percent)."""
+    import torch
+
+    from uq_bias.campaign import uq as unc
+    from uq_bias.campaign.config import load
+    from uq_bias.campaign.stages import Context, bias_states
+
+    state, result = campaign
+    config = load(result.folder.parent / "campaign.yaml")
+    states = bias_states(Context(state, config, None, [], say=lambda _: None), 2, 2)
+    model = unc.load(state.iteration_dir(2) / "uncertainty")
+    for w, rebased in enumerate(states):
+        carried = read_json(state.iteration_dir(1) / "walkers" / f"w{w:02d}.json")["bias_state"]
+        samples = []
+        for atoms in read_frames(state.iteration_dir(1) / "walkers" / f"w{w:02d}.extxyz"):
+            graph = model.graph(atoms).requires_grad_(positions=True)
+            u = model(graph).energy_uncertainty.sum()
+            (du_dr,) = torch.autograd.grad(u, graph.positions)
+            samples.append(float(du_dr.double().norm(dim=1).mean()))
+        assert rebased["forces"] == carried["forces"]
+        np.testing.assert_allclose(rebased["bias"], np.mean(samples), rtol=1e-8)
+        assert abs(np.mean(carried["bias"]) / np.mean(samples) - 1) > 1e-3  # a real change
 
 
 def test_calibration_frames_are_not_early_stopping_frames(campaign):

@@ -357,6 +357,8 @@ def walker_starts(ctx: Context) -> list[Atoms]:
 
 #: Labelled frames (the latest) that, with the start structures, seed the relative-bias window.
 SEED_FRAMES = 32
+#: Kept frames of a walker's last walk on which a carried window's bias is measured again.
+REBASE_FRAMES = 16
 
 
 def bias_seed(ctx: Context, k: int) -> dict:
@@ -380,17 +382,42 @@ def bias_seed(ctx: Context, k: int) -> dict:
 
 def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
     """The relative-bias window each walker starts from, so the bias acts from its first step:
-    walker i of iteration k - 1's window where there is one (``walkers/wNN.json``), else the
-    :func:`bias_seed` estimate. None without a relative bias."""
+    walker i of iteration k - 1's window where there is one (``walkers/wNN.json``), re-based on
+    iteration k's model (:func:`rebased_window`), else the :func:`bias_seed` estimate. None
+    without a relative bias."""
     if ctx.config.exploration.bias.tau_rel is None:
         return None
     folder = ctx.state.root / "iterations" / f"{k - 1:03d}" / "walkers"
     states = [read_json(folder / f"w{i:02d}.json", {}).get("bias_state") for i in range(walkers)]
+    states = [
+        None if state is None else rebased_window(ctx, k, state, folder / f"w{i:02d}.extxyz")
+        for i, state in enumerate(states)
+    ]
     if any(state is None for state in states):
         seed = bias_seed(ctx, k)
         fresh = {"forces": [seed["force_mean"]], "bias": [seed["bias_mean"]]}
         states = [fresh if state is None else state for state in states]
     return states
+
+
+def rebased_window(ctx: Context, k: int, state: dict, frames_path: Path) -> dict | None:
+    """A carried window with its bias samples measured again under iteration k's model.
+
+    The forces window (mean |F_i|, eV/A) describes the walker's region and carries over; the
+    bias samples (mean |w_i dU/dr_i| per unit tau) belong to the model that made them, and a
+    retrained, recalibrated model can have a gradient of U many times larger (measured: 20x
+    after one alanine-dipeptide iteration, which made the carried tau 20x too strong and broke
+    bonds at step 2). They become <|w dU/dr|> of model k over the walker's last
+    :data:`REBASE_FRAMES` kept frames. None when the walker kept no frames."""
+    from uq_bias.bias import estimate_window
+
+    frames = read_frames(frames_path) if frames_path.is_file() else []
+    if not frames or not state.get("forces"):
+        return None
+    frames = [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
+    model = load_uncertainty(ctx, k)
+    _, bias_mean = estimate_window(model, frames[-REBASE_FRAMES:], ctx.config.exploration.bias)
+    return {"forces": list(state["forces"]), "bias": [bias_mean] * len(state["forces"])}
 
 
 def explore(ctx: Context, k: int) -> None:
