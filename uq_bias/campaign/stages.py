@@ -389,10 +389,14 @@ def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
         return None
     folder = ctx.state.root / "iterations" / f"{k - 1:03d}" / "walkers"
     states = [read_json(folder / f"w{i:02d}.json", {}).get("bias_state") for i in range(walkers)]
-    states = [
-        None if state is None else rebased_window(ctx, k, state, folder / f"w{i:02d}.extxyz")
-        for i, state in enumerate(states)
-    ]
+    if any(state is not None for state in states):
+        model = load_uncertainty(ctx, k)  # once for all walkers
+        states = [
+            None
+            if state is None
+            else rebased_window(ctx, model, state, folder / f"w{i:02d}.extxyz")
+            for i, state in enumerate(states)
+        ]
     if any(state is None for state in states):
         seed = bias_seed(ctx, k)
         fresh = {"forces": [seed["force_mean"]], "bias": [seed["bias_mean"]]}
@@ -400,8 +404,8 @@ def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
     return states
 
 
-def rebased_window(ctx: Context, k: int, state: dict, frames_path: Path) -> dict | None:
-    """A carried window with its bias samples measured again under iteration k's model.
+def rebased_window(ctx: Context, model, state: dict, frames_path: Path) -> dict | None:
+    """A carried window with its bias samples measured again under ``model`` (iteration k's).
 
     The forces window (mean |F_i|, eV/A) describes the walker's region and carries over; the
     bias samples (mean |w_i dU/dr_i| per unit tau) belong to the model that made them, and a
@@ -415,7 +419,6 @@ def rebased_window(ctx: Context, k: int, state: dict, frames_path: Path) -> dict
     if not frames or not state.get("forces"):
         return None
     frames = [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
-    model = load_uncertainty(ctx, k)
     _, bias_mean = estimate_window(model, frames[-REBASE_FRAMES:], ctx.config.exploration.bias)
     return {"forces": list(state["forces"]), "bias": [bias_mean] * len(state["forces"])}
 
