@@ -44,7 +44,7 @@ import alanine_test_set  # noqa: E402
 
 TARGET_VS_PLAIN, TARGET_VS_HOT = 2.0, 0.9
 #: Size fields that only the biased campaign uses (the plain campaigns are shared across them).
-BIAS_ONLY = ("tau_rel", "window", "h_weight")
+BIAS_ONLY = ("tau_rel", "window", "h_weight", "energy_rise", "distance_ratio")
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,10 @@ class Size:
     start: str = "structures"
     h_weight: float = 1.0
     fine_tune: bool = False
+    #: Biased walkers stop when the model's energy rises this much above their lowest (eV/atom)
+    #: or two atoms come closer than ``distance_ratio`` times their covalent radii sum; 0: off.
+    energy_rise: float = 0.1
+    distance_ratio: float = 0.6
 
     @property
     def budget(self) -> int:
@@ -74,7 +78,7 @@ class Size:
 #: Sized for 2 CPU cores: a tiny MACE, 16 initial + 4 x 12 labels, 2 walkers x 1000 steps per
 #: iteration; every iteration trains from scratch (fine_tune False), so the comparison does not
 #: hang on how well fine-tuning restarts.
-DEFAULT = Size("tiny", 5.0, 16, 12, 4, 2, 1000, 10, 60, 1.0, 100)
+DEFAULT = Size("small", 5.0, 16, 16, 5, 2, 2000, 10, 60, 0.5, 100)
 QUICK = Size("tiny", 4.0, 8, 8, 2, 2, 300, 10, 30, 1.0, 20)
 
 
@@ -82,6 +86,11 @@ def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed:
     bias = {"tau_rel": size.tau_rel, "window": size.window} if biased else {"tau": 0.0}
     if biased and size.h_weight != 1.0:
         bias["weights"] = {"H": size.h_weight}
+    watchdog = {}
+    if biased and size.energy_rise:
+        watchdog["max_energy_rise"] = size.energy_rise
+    if biased and size.distance_ratio:
+        watchdog["min_distance_ratio"] = size.distance_ratio
     return {
         "folder": folder_name(name, biased, size),
         "seed": seed,
@@ -102,6 +111,7 @@ def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed:
             "temperature": temperature,
             "sample_every": size.sample_every,
             "bias": bias,
+            "watchdog": watchdog,
             "start": size.start,
         },
         "selection": {"method": "maxdet", "batch_size": size.batch},
@@ -116,6 +126,7 @@ def folder_name(name: str, biased: bool, size: Size) -> str:
     its name, so a run with other settings never resumes (and reuses) another's folder."""
     parts = [name] + ([f"taurel{size.tau_rel:g}", f"w{size.window}"] if biased else [])
     parts += [f"H{size.h_weight:g}"] if biased and size.h_weight != 1.0 else []
+    parts += [f"rise{size.energy_rise:g}", f"ratio{size.distance_ratio:g}"] if biased else []
     return "_".join(parts + ([f"start-{size.start}"] if size.start != "structures" else []))
 
 
@@ -330,6 +341,14 @@ def main(argv=None) -> int:
     )
     p.add_argument("--h-weight", type=float, help="bias weight of hydrogen atoms (default 1)")
     p.add_argument(
+        "--energy-rise", type=float, help="biased walkers: max energy rise, eV/atom (0.1; 0 off)"
+    )
+    p.add_argument(
+        "--distance-ratio",
+        type=float,
+        help="biased walkers: min distance / covalent radii sum (0.6; 0 off)",
+    )
+    p.add_argument(
         "--only", choices=["biased", "plain", "hot"], nargs="+", help="run only these campaigns"
     )
     args = p.parse_args(argv)
@@ -338,6 +357,8 @@ def main(argv=None) -> int:
     args.stability_ps = args.stability_ps or (0.25 if args.quick else 2.0)
     overrides = {"tau_rel": args.tau_rel, "window": args.window, "start": args.start}
     overrides["h_weight"] = args.h_weight
+    overrides["energy_rise"] = args.energy_rise
+    overrides["distance_ratio"] = args.distance_ratio
     size = Size(**{**asdict(size), **{k: v for k, v in overrides.items() if v is not None}})
     shared = {k: v for k, v in asdict(size).items() if k not in BIAS_ONLY}
     key = hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]

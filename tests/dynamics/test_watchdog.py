@@ -86,3 +86,46 @@ def test_negative_thresholds_are_refused():
     for name in ("max_uncertainty", "max_hal_ratio", "min_distance", "max_force", "hal_eps"):
         with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
             WatchdogConfig(**{name: -1.0})
+
+
+def test_min_distance_ratio_against_all_pair_distances():
+    """The scaled closest pair of a squeezed molecule, from ASE's full distance matrix."""
+    from ase.build import molecule
+    from ase.data import covalent_radii
+
+    from uq_bias.dynamics.watchdog import min_distance_ratio
+
+    atoms = molecule("CH3CH2OH")
+    atoms.positions[3] += 0.35 * (atoms.positions[0] - atoms.positions[3])  # squeeze an H to C
+    radii = covalent_radii[atoms.numbers]
+    scaled = atoms.get_all_distances() / (radii[:, None] + radii[None, :])
+    np.fill_diagonal(scaled, np.inf)
+    expected = scaled.min()
+    ratio, i, j = min_distance_ratio(atoms, 1.0)
+    assert ratio == pytest.approx(expected, rel=1e-10)
+    assert scaled[i, j] == pytest.approx(expected, rel=1e-10)
+    assert min_distance_ratio(atoms, 0.9 * expected)[0] == float("inf")
+    results = {keys.ENERGY: 0.0, keys.FORCES: np.zeros((len(atoms), 3))}
+    verdict = Watchdog(WatchdogConfig(min_distance=None, min_distance_ratio=1.01 * expected))(atoms, results)
+    assert verdict.reason == "min_distance_ratio"
+    quiet = WatchdogConfig(min_distance=None, min_distance_ratio=0.99 * expected)
+    assert Watchdog(quiet)(atoms, results).reason is None
+
+
+def test_energy_rise_is_measured_from_the_lowest_energy_seen(evaluated):
+    """Unbiased energies (eV) fed in turn: the rise per atom counts from the running minimum,
+    and the biased energy is not the one watched."""
+    atoms, results = evaluated
+    n = len(atoms)
+    watchdog = Watchdog(WatchdogConfig(max_energy_rise=0.1))
+
+    def step(unbiased: float, biased: float | None = None):
+        frame = dict(results, **{keys.UNBIASED_ENERGY: unbiased})
+        frame[keys.ENERGY] = unbiased if biased is None else biased
+        return watchdog(atoms, frame).reason
+
+    assert step(0.0) is None
+    assert step(-0.5 * n) is None  # new lowest: -0.5 eV/atom
+    assert step(-0.41 * n, biased=-5.0 * n) is None  # 0.09 eV/atom above the lowest
+    assert step(-0.39 * n, biased=-5.0 * n) == "energy_rise"  # 0.11 above
+    assert Watchdog(WatchdogConfig())(atoms, dict(results, energy=1e6)).reason is None

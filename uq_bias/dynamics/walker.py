@@ -146,7 +146,7 @@ class WalkerResult:
         frames: candidate frames kept (every ``sample_every`` steps, plus the frame that tripped
             an uncertainty threshold), with the results in ``info`` / ``arrays``.
         stop_reason: "completed", "uncertainty", "hal", "non_finite", "max_force",
-            "min_distance" or "error".
+            "min_distance", "min_distance_ratio", "energy_rise" or "error".
         stop_step: the MD step at which the walker stopped (``steps`` when completed).
         message: a human-readable detail of the stop.
         max_uncertainty: the largest max_i u_i seen over all steps (eV/A; NaN without

@@ -6,13 +6,20 @@ Checks, after every MD step, in this order (the first that fires gives the stop 
 * ``max_force``: max_i |F_i| > ``max_force`` (eV/A), F the *unbiased* forces (the model's own;
   with no bias, the forces the MD uses), so that a strong bias force is not taken for a blow-up;
 * ``min_distance``: two atoms closer than ``min_distance`` (A), periodic images included;
+* ``min_distance_ratio``: atoms i, j closer than ``min_distance_ratio`` (r_i + r_j), r the
+  covalent radii of :data:`ase.data.covalent_radii` (a bond collapsing: C-H at 0.7 is 0.75 A);
+* ``energy_rise``: the model's unbiased energy per atom more than ``max_energy_rise`` (eV/atom)
+  above the lowest the walker has seen: the walker has been pushed up the surface where no
+  thermal trajectory at its temperature goes (the bias did the climbing);
 * ``uncertainty``: max_i u_i > ``max_uncertainty`` (eV/A), u_i the calibrated per-atom force
   uncertainty;
 * ``hal``: max_i u_i / (|F_i| + eps) > ``max_hal_ratio`` (HAL's relative criterion, F_i the
   unbiased force, eps = ``hal_eps`` in eV/A).
 
-The first three are blow-ups (the frame is broken and not kept); the last two mean the walker
-found what it was looking for (the frame is kept as a candidate).
+The first four are blow-ups (the frame is broken and not kept); ``energy_rise`` frames are not
+kept either (labels that far up the surface teach nothing about the region the potential is
+used in); the last two mean the walker found what it was looking for (the frame is kept as a
+candidate). ``energy_rise`` is the one stateful check: a :class:`Watchdog` follows one walker.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from ase import Atoms
 from uq_bias import keys
 from uq_bias.options import option
 
-BLOW_UPS = ("non_finite", "max_force", "min_distance", "error")
+BLOW_UPS = ("non_finite", "max_force", "min_distance", "min_distance_ratio", "error")
 FOUND = ("uncertainty", "hal")
+#: Stops whose frame is not kept although nothing broke.
+CLIMBED = ("energy_rise",)
 
 
 @dataclass(frozen=True)
@@ -54,9 +63,29 @@ class WatchdogConfig:
         "Stop (blow-up) when an unbiased force (the model's own, without the bias) exceeds this.",
         unit="eV/A",
     )
+    min_distance_ratio: float | None = option(
+        None,
+        "Stop (blow-up) when atoms i, j come closer than this times the sum of their covalent "
+        "radii (ASE's covalent_radii), e.g. 0.7: a C-H bond at 0.75 A.",
+    )
+    max_energy_rise: float | None = option(
+        None,
+        "Stop when the model's unbiased energy per atom rises more than this above the lowest "
+        "the walker has seen (the frame is not kept); thermal MD of a molecule at 300 K rises "
+        "about 1.5 kT = 0.04 eV/atom.",
+        unit="eV/atom",
+    )
 
     def __post_init__(self):
-        for name in ("max_uncertainty", "max_hal_ratio", "min_distance", "max_force", "hal_eps"):
+        for name in (
+            "max_uncertainty",
+            "max_hal_ratio",
+            "min_distance",
+            "max_force",
+            "hal_eps",
+            "min_distance_ratio",
+            "max_energy_rise",
+        ):
             value = getattr(self, name)
             if value is None and name != "hal_eps":
                 continue
@@ -92,6 +121,26 @@ def min_pair_distance(atoms: Atoms, cutoff: float) -> float:
     return float(d.min()) if d.size else float("inf")
 
 
+def min_distance_ratio(atoms: Atoms, ratio: float) -> tuple[float, int, int]:
+    """(min over pairs of d_ij / (r_i + r_j), i, j) among pairs closer than ``ratio`` times
+    the sum of their covalent radii r (A), periodic images included; (inf, -1, -1) if none."""
+    from ase.data import covalent_radii
+    from vesin import NeighborList
+
+    if ratio <= 0:
+        return float("inf"), -1, -1
+    radii = covalent_radii[atoms.numbers]
+    box = atoms.cell.array if atoms.pbc.any() else np.zeros((3, 3))
+    i, j, d = NeighborList(cutoff=2 * ratio * radii.max(), full_list=False).compute(
+        points=atoms.positions, box=box, periodic=atoms.pbc.tolist(), quantities="ijd"
+    )
+    scaled = d / (radii[i] + radii[j])
+    if not np.any(scaled < ratio):
+        return float("inf"), -1, -1
+    k = int(np.argmin(scaled))
+    return float(scaled[k]), int(i[k]), int(j[k])
+
+
 def _non_finite(atoms: Atoms, results: dict) -> str | None:
     checks = {"positions": atoms.positions, "cell": atoms.cell.array}
     for name in (keys.ENERGY, keys.FORCES, keys.STRESS, keys.FORCES_UNCERTAINTY):
@@ -106,6 +155,22 @@ class Watchdog:
 
     def __init__(self, config: WatchdogConfig):
         self.config = config
+        self.lowest_energy = float("inf")  # eV/atom, of the frames seen so far
+
+    def _climbed(self, atoms: Atoms, results: dict) -> str | None:
+        """The energy-rise check; updates the lowest energy per atom seen."""
+        energy = results.get(keys.UNBIASED_ENERGY, results.get(keys.ENERGY))
+        if energy is None or self.config.max_energy_rise is None:
+            return None
+        per_atom = float(energy) / len(atoms)
+        self.lowest_energy = min(self.lowest_energy, per_atom)
+        rise = per_atom - self.lowest_energy
+        if rise > self.config.max_energy_rise:
+            return (
+                f"unbiased energy {rise:.3g} eV/atom above the walker's lowest > "
+                f"max_energy_rise {self.config.max_energy_rise}"
+            )
+        return None
 
     def __call__(self, atoms: Atoms, results: dict) -> Verdict:
         cfg = self.config
@@ -124,6 +189,17 @@ class Watchdog:
             if d_min < cfg.min_distance:
                 text = f"atoms {d_min:.3g} A apart < min_distance {cfg.min_distance}"
                 return Verdict("min_distance", text, u_max)
+        if cfg.min_distance_ratio is not None and len(atoms) > 1:
+            ratio, i, j = min_distance_ratio(atoms, cfg.min_distance_ratio)
+            if ratio < cfg.min_distance_ratio:
+                text = (
+                    f"atoms {i} and {j} at {ratio:.3g} times their covalent radii sum < "
+                    f"min_distance_ratio {cfg.min_distance_ratio}"
+                )
+                return Verdict("min_distance_ratio", text, u_max)
+        climbed = self._climbed(atoms, results)
+        if climbed:
+            return Verdict("energy_rise", climbed, u_max)
         if u is None:
             return Verdict(None, "", u_max)
         if cfg.max_uncertainty is not None and u_max > cfg.max_uncertainty:
