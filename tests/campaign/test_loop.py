@@ -282,3 +282,25 @@ def test_resume_refuses_other_data_but_takes_new_training(tmp_path):
         _check_resume(state, config(data={"structures": "x.xyz", "rattle": 0.2}))
     with pytest.raises(ConfigError, match=r"\['oracle.kwargs'\]"):
         _check_resume(state, config(oracle={"kwargs": {"asap_cutoff": True}}))
+
+
+def test_rerunning_a_finished_campaign_changes_nothing(tmp_path):
+    """A campaign stopped by its label budget after iteration 2, run again: nothing is trained
+    or labelled again, and the result names the same last iteration and reason (it used to stop
+    at iteration 1, where the budget, counted with every later label, looked reached)."""
+    path = write_campaign(
+        tmp_path,
+        [cu8()],
+        data={"initial_frames": 4, "rattle": 0.05},
+        oracle={"kind": "emt"},
+        executor={"kind": "inprocess"},
+        stop={"iterations": 5, "label_budget": 10},
+    )
+    first = run(path, progress=None)
+    assert (first.iterations, first.n_labelled) == (3, 10)
+    journal = CampaignState(first.folder).log_path.read_text()
+    lines = []
+    again = run(path, progress=lines.append)
+    assert (again.iterations, again.reason, again.n_labelled) == (3, first.reason, 10)
+    assert lines == [f"campaign finished after iteration 3: {first.reason}"]
+    assert "train ..." not in CampaignState(first.folder).log_path.read_text()[len(journal) :]

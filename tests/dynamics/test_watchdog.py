@@ -106,7 +106,8 @@ def test_min_distance_ratio_against_all_pair_distances():
     assert scaled[i, j] == pytest.approx(expected, rel=1e-10)
     assert min_distance_ratio(atoms, 0.9 * expected)[0] == float("inf")
     results = {keys.ENERGY: 0.0, keys.FORCES: np.zeros((len(atoms), 3))}
-    verdict = Watchdog(WatchdogConfig(min_distance=None, min_distance_ratio=1.01 * expected))(atoms, results)
+    loud = WatchdogConfig(min_distance=None, min_distance_ratio=1.01 * expected)
+    verdict = Watchdog(loud)(atoms, results)
     assert verdict.reason == "min_distance_ratio"
     quiet = WatchdogConfig(min_distance=None, min_distance_ratio=0.99 * expected)
     assert Watchdog(quiet)(atoms, results).reason is None

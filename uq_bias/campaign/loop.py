@@ -189,7 +189,9 @@ def _iterate(ctx: stages.Context) -> tuple[int, str]:
     k = 1
     while True:
         ran = [_stage(ctx, k, name) for name in ("train", "uncertainty", "metrics")]
-        reason = stop_reason(ctx.state, ctx.config, k)
+        # a resumed iteration that went on to merge had no stop then (the labels counted now
+        # include its own batch and later ones)
+        reason = None if ctx.state.done(k, "merge") else stop_reason(ctx.state, ctx.config, k)
         if reason is None:
             ran += [_stage(ctx, k, name) for name in ("explore", "select", "label", "evaluate")]
             ran.append(_stage(ctx, k, "merge"))
