@@ -13,7 +13,14 @@ from ase.build import bulk, molecule
 from uq_bias.campaign import from_dict
 from uq_bias.campaign.roles import split_roles
 from uq_bias.campaign.stages import Context, label_initial, perturbed, walker_starts
-from uq_bias.campaign.state import CampaignState, read_frames, read_json, with_id, write_frames
+from uq_bias.campaign.state import (
+    CampaignState,
+    read_frames,
+    read_json,
+    with_id,
+    write_frames,
+    write_json,
+)
 
 from .test_loop import cu_labelled
 
@@ -71,11 +78,34 @@ def test_walkers_start_from_structures_or_latest_labels(tmp_path):
             {"data": {"structures": "x.xyz"}, "exploration": {"walkers": 2, "start": start}},
             tmp_path,
         )
-        got = walker_starts(Context(state, config, None, starts))
+        got = walker_starts(Context(state, config, None, starts), 2)
         assert len(got) == len(expected)
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a.positions, b.positions, atol=1e-8)
             assert a.calc is None
+
+
+def test_walkers_continue_from_their_last_frame_unless_they_blew_up(tmp_path):
+    """start: last. Walker 0 completed iteration 1 and goes on from its last kept frame; walker
+    1 blew up and starts again from the start structure; iteration 1 starts from the start."""
+    state = CampaignState(tmp_path)
+    starts = [bulk("Cu", cubic=True)]
+    walked = cu_labelled(4)
+    folder = state.iteration_dir(1) / "walkers"
+    folder.mkdir(parents=True)
+    for i, reason in enumerate(("completed", "min_distance")):
+        write_frames(folder / f"w{i:02d}.extxyz", walked[2 * i : 2 * i + 2])
+        write_json(folder / f"w{i:02d}.json", {"stop_reason": reason})
+    config = from_dict(
+        {"data": {"structures": "x.xyz"}, "exploration": {"walkers": 2, "start": "last"}},
+        tmp_path,
+    )
+    ctx = Context(state, config, None, starts)
+    for k, expected in ((1, starts), (2, [walked[1], starts[0]])):
+        got = walker_starts(ctx, k)
+        assert len(got) == len(expected)
+        for a, b in zip(got, expected):
+            np.testing.assert_allclose(a.positions, b.positions, atol=1e-8)
 
 
 def _label_initial(tmp_path, structures, **data):

@@ -127,9 +127,11 @@ class ExplorationConfig(ExploreConfig):
     """Uncertainty-biased molecular dynamics from several walkers."""
 
     walkers: int = option(2, "Independent MD runs per iteration.")
-    start: Literal["structures", "labelled"] = option(
+    start: Literal["structures", "labelled", "last"] = option(
         "structures",
-        "Walkers start from the start structures, or from the most recently labelled frames.",
+        "Walkers start from the start structures, from the most recently labelled frames, or "
+        "(last) from where each walker stopped in the previous iteration (one trajectory per "
+        "walker; the start structure again after a blow-up).",
     )
     bias: BiasConfig = option(BiasConfig(), "The uncertainty bias (tau: 0 for plain MD).")
 

@@ -347,12 +347,30 @@ def evaluate(ctx: Context, k: int) -> None:
 # -- exploration and selection -----------------------------------------------------------------
 
 
-def walker_starts(ctx: Context) -> list[Atoms]:
-    """Where the walkers start: the start structures or the latest labelled frames."""
-    if ctx.config.exploration.start == "labelled":
-        frames = ctx.state.labelled()[-ctx.config.exploration.walkers :]
+def walker_starts(ctx: Context, k: int) -> list[Atoms]:
+    """Where the walkers of iteration ``k`` start (``exploration.start``): the start structures,
+    the latest labelled frames, or (``last``) each walker's last kept frame of iteration k - 1,
+    so that walker i is one trajectory across iterations, its model retrained under it; a
+    walker that blew up or kept nothing starts again from its start structure."""
+    from uq_bias.dynamics.watchdog import BLOW_UPS
+
+    e = ctx.config.exploration
+    if e.start == "labelled":
+        frames = ctx.state.labelled()[-e.walkers :]
         return [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
-    return ctx.structures
+    if e.start == "structures" or k <= 1:
+        return ctx.structures
+    folder = ctx.state.iteration_dir(k - 1) / "walkers"
+    starts = []
+    for i in range(e.walkers):
+        path, summary = folder / f"w{i:02d}.extxyz", read_json(folder / f"w{i:02d}.json", {})
+        frames = read_frames(path) if path.is_file() else []
+        if frames and summary.get("stop_reason") not in BLOW_UPS:
+            a = frames[-1]
+            starts.append(Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc))
+        else:
+            starts.append(ctx.structures[i % len(ctx.structures)])
+    return starts
 
 
 #: Kept frames of a walker's last walk on which a carried window's bias is measured again.
@@ -373,7 +391,7 @@ def bias_seed(ctx: Context, k: int) -> dict:
     path = ctx.dir(k) / "bias_seed.json"
     seed = read_json(path)
     if seed is None:
-        frames = walker_starts(ctx)
+        frames = walker_starts(ctx, k)
         model = load_uncertainty(ctx, k)
         force_mean, bias_mean = estimate_window(model, frames, ctx.config.exploration.bias)
         seed = {"force_mean": force_mean, "bias_mean": bias_mean, "n_frames": len(frames)}
@@ -442,7 +460,7 @@ def explore(ctx: Context, k: int) -> None:
     recipe = CalculatorRecipe(str(uncertainty_dir(ctx, k)), bias=e.bias, device=device)
     states = bias_states(ctx, k, e.walkers)
     specs = walker_specs(
-        recipe, walker_starts(ctx), explore_config, walkers=e.walkers, bias_states=states
+        recipe, walker_starts(ctx, k), explore_config, walkers=e.walkers, bias_states=states
     )
     folder = ctx.dir(k) / "walkers"
     folder.mkdir(exist_ok=True)
