@@ -141,32 +141,41 @@ def test_relative_bias_acts_from_the_first_step(campaign):
     np.testing.assert_allclose(window["bias"][-STEPS:], bias, rtol=1e-6)
 
 
-def test_carried_window_is_rebased_on_the_new_model(campaign):
-    """The window walker w carries into iteration 2 keeps its force samples, and its bias
-    samples become <|dU/dr|> under iteration 2's model (autograd here) over the walker's frames
-    of iteration 1: a retrained model's U has another scale, and the old samples would give a
-    tau that is too strong or too weak (here they differ by a few percent)."""
+def test_continued_walker_window_is_measured_under_the_new_model(campaign):
+    """Were the campaign run with start: last, walker w of iteration 2 would go on from its
+    last frame of iteration 1, and its window is <|F|> and <|dU/dr|> of iteration 2's model
+    (autograd here) over its kept frames of iteration 1, not the window it ended with (model
+    1's)."""
+    from dataclasses import replace
+
     import torch
 
     from uq_bias.campaign import uq as unc
     from uq_bias.campaign.config import load
-    from uq_bias.campaign.stages import Context, bias_states
+    from uq_bias.campaign.stages import Context, bias_states, walker_starts
 
     state, result = campaign
     config = load(result.folder.parent / "campaign.yaml")
-    states = bias_states(Context(state, config, None, [], say=lambda _: None), 2, 2)
+    config = replace(config, exploration=replace(config.exploration, start="last"))
+    ctx = Context(state, config, None, [cu8()], say=lambda _: None)
+    states = bias_states(ctx, 2, 2)
+    starts = walker_starts(ctx, 2)
     model = unc.load(state.iteration_dir(2) / "uncertainty")
-    for w, rebased in enumerate(states):
-        carried = read_json(state.iteration_dir(1) / "walkers" / f"w{w:02d}.json")["bias_state"]
-        samples = []
-        for atoms in read_frames(state.iteration_dir(1) / "walkers" / f"w{w:02d}.extxyz"):
+    for w, window in enumerate(states):
+        walked = read_frames(state.iteration_dir(1) / "walkers" / f"w{w:02d}.extxyz")
+        np.testing.assert_allclose(starts[w].positions, walked[-1].positions, atol=1e-10)
+        forces, bias = [], []
+        for atoms in walked:
             graph = model.graph(atoms).requires_grad_(positions=True)
-            u = model(graph).energy_uncertainty.sum()
-            (du_dr,) = torch.autograd.grad(u, graph.positions)
-            samples.append(float(du_dr.double().norm(dim=1).mean()))
-        assert rebased["forces"] == carried["forces"]
-        np.testing.assert_allclose(rebased["bias"], np.mean(samples), rtol=1e-8)
-        assert abs(np.mean(carried["bias"]) / np.mean(samples) - 1) > 1e-3  # a real change
+            out = model(graph)
+            (de_dr,) = torch.autograd.grad(out.energy.sum(), graph.positions, retain_graph=True)
+            forces.append(float(de_dr.double().norm(dim=1).mean()))
+            (du_dr,) = torch.autograd.grad(out.energy_uncertainty.sum(), graph.positions)
+            bias.append(float(du_dr.double().norm(dim=1).mean()))
+        np.testing.assert_allclose(window["forces"], [np.mean(forces)], rtol=1e-8)
+        np.testing.assert_allclose(window["bias"], [np.mean(bias)], rtol=1e-8)
+        ended = read_json(state.iteration_dir(1) / "walkers" / f"w{w:02d}.json")["bias_state"]
+        assert abs(np.mean(ended["bias"]) / np.mean(bias) - 1) > 1e-3  # model 1's differ
 
 
 def test_calibration_frames_are_not_early_stopping_frames(campaign):

@@ -14,7 +14,7 @@ which to run and marks them in the journal. Files of iteration k (``iterations/N
     predictions.json                        validation per-atom errors and uncertainties
     bias_seed.json                          estimated relative-bias window (first walkers)
     walkers/wNN.extxyz + wNN.json           each walker's candidates, why it stopped and its
-                                            relative-bias window (the next iteration's start)
+                                            relative-bias window at the stop
     candidates.extxyz, selection.json, selected.extxyz
 """
 
@@ -347,41 +347,48 @@ def evaluate(ctx: Context, k: int) -> None:
 # -- exploration and selection -----------------------------------------------------------------
 
 
+def continued_frames(ctx: Context, k: int, i: int) -> list[Atoms]:
+    """Walker i's kept frames of iteration k - 1 (no results) when it goes on from them in
+    iteration k (``exploration.start: last``, k > 1, kept frames and no blow-up), else []."""
+    from uq_bias.dynamics.watchdog import BLOW_UPS
+
+    if ctx.config.exploration.start != "last" or k <= 1:
+        return []
+    folder = ctx.state.iteration_dir(k - 1) / "walkers"
+    path, summary = folder / f"w{i:02d}.extxyz", read_json(folder / f"w{i:02d}.json", {})
+    if not path.is_file() or summary.get("stop_reason") in BLOW_UPS:
+        return []
+    return [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in read_frames(path)]
+
+
 def walker_starts(ctx: Context, k: int) -> list[Atoms]:
     """Where the walkers of iteration ``k`` start (``exploration.start``): the start structures,
     the latest labelled frames, or (``last``) each walker's last kept frame of iteration k - 1,
     so that walker i is one trajectory across iterations, its model retrained under it; a
     walker that blew up or kept nothing starts again from its start structure."""
-    from uq_bias.dynamics.watchdog import BLOW_UPS
-
     e = ctx.config.exploration
     if e.start == "labelled":
         frames = ctx.state.labelled()[-e.walkers :]
         return [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
     if e.start == "structures" or k <= 1:
         return ctx.structures
-    folder = ctx.state.iteration_dir(k - 1) / "walkers"
     starts = []
     for i in range(e.walkers):
-        path, summary = folder / f"w{i:02d}.extxyz", read_json(folder / f"w{i:02d}.json", {})
-        frames = read_frames(path) if path.is_file() else []
-        if frames and summary.get("stop_reason") not in BLOW_UPS:
-            a = frames[-1]
-            starts.append(Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc))
-        else:
-            starts.append(ctx.structures[i % len(ctx.structures)])
+        frames = continued_frames(ctx, k, i)
+        starts.append(frames[-1] if frames else ctx.structures[i % len(ctx.structures)])
     return starts
 
 
-#: Kept frames of a walker's last walk on which a carried window's bias is measured again.
+#: Kept frames at the end of a continued walker's last walk that seed its next window.
 REBASE_FRAMES = 16
 
 
 def bias_seed(ctx: Context, k: int) -> dict:
-    """Window means <|F|>, <|w dU/dr|> (eV/A) of iteration k's model over the walkers' start
-    frames, without MD; ``bias_seed.json``.
+    """Window means <|F|>, <|w dU/dr|> (eV/A) of iteration k's model over the start frames of
+    the walkers that start afresh (the start structures, or the latest labelled frames with
+    ``start: labelled``), without MD; ``bias_seed.json``.
 
-    Only the start frames: the bias force's mean is tau_rel <|F|>, and <|F|> of labelled frames
+    Only those frames: the bias force's mean is tau_rel <|F|>, and <|F|> of labelled frames
     (rattled copies, max-det picks far from equilibrium) is many times that of thermal MD near
     the start (measured on alanine dipeptide: 5.0 eV/A over the rattled frames, against about 1
     at 300 K), which pushed walkers 2 eV up the surface in their first 10 steps. From the start
@@ -391,7 +398,8 @@ def bias_seed(ctx: Context, k: int) -> dict:
     path = ctx.dir(k) / "bias_seed.json"
     seed = read_json(path)
     if seed is None:
-        frames = walker_starts(ctx, k)
+        labelled = ctx.config.exploration.start == "labelled"
+        frames = walker_starts(ctx, k) if labelled else ctx.structures
         model = load_uncertainty(ctx, k)
         force_mean, bias_mean = estimate_window(model, frames, ctx.config.exploration.bias)
         seed = {"force_mean": force_mean, "bias_mean": bias_mean, "n_frames": len(frames)}
@@ -400,46 +408,33 @@ def bias_seed(ctx: Context, k: int) -> dict:
 
 
 def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
-    """The relative-bias window each walker starts from, so the bias acts from its first step:
-    walker i of iteration k - 1's window where there is one (``walkers/wNN.json``), re-based on
-    iteration k's model (:func:`rebased_window`), else the :func:`bias_seed` estimate. None
-    without a relative bias."""
-    if ctx.config.exploration.bias.tau_rel is None:
-        return None
-    folder = ctx.state.root / "iterations" / f"{k - 1:03d}" / "walkers"
-    states = [read_json(folder / f"w{i:02d}.json", {}).get("bias_state") for i in range(walkers)]
-    if any(state is not None for state in states):
-        model = load_uncertainty(ctx, k)  # once for all walkers
-        states = [
-            None
-            if state is None
-            else rebased_window(ctx, model, state, folder / f"w{i:02d}.extxyz")
-            for i, state in enumerate(states)
-        ]
-    if any(state is None for state in states):
-        seed = bias_seed(ctx, k)
-        fresh = {"forces": [seed["force_mean"]], "bias": [seed["bias_mean"]]}
-        states = [fresh if state is None else state for state in states]
-    return states
+    """The relative-bias window each walker starts from, so that the bias acts from its first
+    step at the strength tau_rel asks for under iteration k's model. None without a relative
+    bias.
 
-
-def rebased_window(ctx: Context, model, state: dict, frames_path: Path) -> dict | None:
-    """A carried window with its bias samples measured again under ``model`` (iteration k's).
-
-    The forces window (mean |F_i|, eV/A) describes the walker's region and carries over; the
-    bias samples (mean |w_i dU/dr_i| per unit tau) belong to the model that made them, and a
-    retrained, recalibrated model can have a gradient of U many times larger (measured: 20x
-    after one alanine-dipeptide iteration, which made the carried tau 20x too strong and broke
-    bonds at step 2). They become <|w dU/dr|> of model k over the walker's last
-    :data:`REBASE_FRAMES` kept frames. None when the walker kept no frames."""
+    A continued walker (:func:`continued_frames`) starts from <|F|> and <|w dU/dr|> of model k
+    over its last :data:`REBASE_FRAMES` kept frames, the region it goes on from; the others from
+    :func:`bias_seed`. The window a walker ended with is not carried over: its samples belong to
+    iteration k - 1's model, and a retrained, recalibrated model's gradient of U can be many
+    times larger (measured on alanine dipeptide: 20x after one iteration, which broke bonds at
+    step 2), and to where that walk ended, not where the next one starts (carried into walks
+    that restart from the start structure, it drove them 2 eV up the surface within 20 steps)."""
     from uq_bias.bias import estimate_window
 
-    frames = read_frames(frames_path) if frames_path.is_file() else []
-    if not frames or not state.get("forces"):
+    bias = ctx.config.exploration.bias
+    if bias.tau_rel is None:
         return None
-    frames = [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
-    _, bias_mean = estimate_window(model, frames[-REBASE_FRAMES:], ctx.config.exploration.bias)
-    return {"forces": list(state["forces"]), "bias": [bias_mean] * len(state["forces"])}
+    states, model = [], None
+    for i in range(walkers):
+        frames = continued_frames(ctx, k, i)[-REBASE_FRAMES:]
+        if frames:
+            model = model or load_uncertainty(ctx, k)  # once for all walkers
+            force_mean, bias_mean = estimate_window(model, frames, bias)
+        else:
+            seed = bias_seed(ctx, k)
+            force_mean, bias_mean = seed["force_mean"], seed["bias_mean"]
+        states.append({"forces": [force_mean], "bias": [bias_mean]})
+    return states
 
 
 def explore(ctx: Context, k: int) -> None:
