@@ -337,7 +337,7 @@ def main(argv=None) -> int:
     p.add_argument("--tau-rel", type=float, help="override the bias strength tau_rel")
     p.add_argument("--window", type=int, help="override the bias window, steps")
     p.add_argument(
-        "--start", choices=["structures", "labelled"], help="where walkers start (all campaigns)"
+        "--start", choices=["structures", "labelled", "last"], help="where walkers start (all campaigns)"
     )
     p.add_argument("--h-weight", type=float, help="bias weight of hydrogen atoms (default 1)")
     p.add_argument(
