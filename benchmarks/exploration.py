@@ -75,10 +75,11 @@ class Size:
         return self.initial + self.batch * self.iterations
 
 
-#: Sized for 2 CPU cores: a tiny MACE, 16 initial + 4 x 12 labels, 2 walkers x 1000 steps per
-#: iteration; every iteration trains from scratch (fine_tune False), so the comparison does not
-#: hang on how well fine-tuning restarts.
-DEFAULT = Size("small", 5.0, 16, 16, 5, 2, 2000, 10, 60, 0.5, 100)
+#: Sized for 2 CPU cores (about 55 min with --jobs 3): a small MACE, 16 initial + 5 x 16 = 96
+#: labels, 2 walkers x 2000 steps (1 ps) per iteration, each walker going on from where it
+#: stopped (start "last"); every iteration trains from scratch (fine_tune False), so the
+#: comparison does not hang on how well fine-tuning restarts.
+DEFAULT = Size("small", 5.0, 16, 16, 5, 2, 2000, 10, 60, 0.5, 100, start="last")
 QUICK = Size("tiny", 4.0, 8, 8, 2, 2, 300, 10, 30, 1.0, 20)
 
 
@@ -337,7 +338,9 @@ def main(argv=None) -> int:
     p.add_argument("--tau-rel", type=float, help="override the bias strength tau_rel")
     p.add_argument("--window", type=int, help="override the bias window, steps")
     p.add_argument(
-        "--start", choices=["structures", "labelled", "last"], help="where walkers start (all campaigns)"
+        "--start",
+        choices=["structures", "labelled", "last"],
+        help="where walkers start (all campaigns)",
     )
     p.add_argument("--h-weight", type=float, help="bias weight of hydrogen atoms (default 1)")
     p.add_argument(
@@ -392,8 +395,9 @@ def main(argv=None) -> int:
     command = " ".join(["python benchmarks/exploration.py", *(argv or sys.argv[1:])])
     size_text = (
         f"{size.preset} MACE, {size.initial} initial + {size.iterations} x {size.batch} labels, "
-        f"{size.walkers} walkers x {size.steps} steps (0.5 fs), tau_rel {size.tau_rel}, "
-        f"window {size.window}, seeds {args.seeds}"
+        f"{size.walkers} walkers x {size.steps} steps (0.5 fs) from {size.start}, tau_rel "
+        f"{size.tau_rel}, window {size.window}, energy rise {size.energy_rise} eV/atom, "
+        f"distance ratio {size.distance_ratio}, seeds {args.seeds}"
     )
     caption = f"{command}\n{size_text}; test: {n_rama} held-out GFN2-xTB frames over (phi, psi)"
     print("\n".join(lines), flush=True)
