@@ -91,7 +91,7 @@ class BiasConfig:
     window: int = option(
         100,
         "Distinct configurations averaged for tau_rel (a fresh window is unbiased until full; "
-        "campaign walkers start with a seeded or carried-over one).",
+        "campaign walkers start with one measured where they start).",
     )
     weights: dict[str | int, float] = option(
         {}, "Per-element weights of the bias force, e.g. {H: 0.0} (default 1 for every element)."
