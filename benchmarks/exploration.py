@@ -75,10 +75,10 @@ class Size:
         return self.initial + self.batch * self.iterations
 
 
-#: Sized for 2 CPU cores (about 55 min with --jobs 3): a small MACE, 16 initial + 5 x 16 = 96
-#: labels, 2 walkers x 2000 steps (1 ps) per iteration, each walker going on from where it
-#: stopped (start "last"); every iteration trains from scratch (fine_tune False), so the
-#: comparison does not hang on how well fine-tuning restarts.
+#: Sized for 2 CPU cores (72 min with --jobs 3 on a busy machine): a small MACE, 16 initial +
+#: 5 x 16 = 96 labels, 2 walkers x 2000 steps (1 ps) per iteration, each walker going on from
+#: where it stopped (start "last"); every iteration trains from scratch (fine_tune False), so
+#: the comparison does not hang on how well fine-tuning restarts.
 DEFAULT = Size("small", 5.0, 16, 16, 5, 2, 2000, 10, 60, 0.25, 100, start="last")
 QUICK = Size("tiny", 4.0, 8, 8, 2, 2, 300, 10, 30, 1.0, 20)
 
