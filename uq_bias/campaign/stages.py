@@ -428,7 +428,8 @@ def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
     for i in range(walkers):
         frames = continued_frames(ctx, k, i)[-REBASE_FRAMES:]
         if frames:
-            model = model or load_uncertainty(ctx, k)  # once for all walkers
+            if model is None:  # once for all walkers
+                model = load_uncertainty(ctx, k)
             force_mean, bias_mean = estimate_window(model, frames, bias)
         else:
             seed = bias_seed(ctx, k)

@@ -34,8 +34,6 @@ from uq_bias.options import option
 
 BLOW_UPS = ("non_finite", "max_force", "min_distance", "min_distance_ratio", "error")
 FOUND = ("uncertainty", "hal")
-#: Stops whose frame is not kept although nothing broke.
-CLIMBED = ("energy_rise",)
 
 
 @dataclass(frozen=True)
