@@ -83,7 +83,8 @@ def test_non_finite_values_are_a_blow_up(evaluated):
 
 
 def test_negative_thresholds_are_refused():
-    for name in ("max_uncertainty", "max_hal_ratio", "min_distance", "max_force", "hal_eps"):
+    names = ("max_uncertainty", "max_hal_ratio", "min_distance", "max_force", "hal_eps")
+    for name in (*names, "min_distance_ratio", "max_energy_rise"):
         with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
             WatchdogConfig(**{name: -1.0})
 
