@@ -15,6 +15,9 @@ by ``alanine_test_set.py`` and cached in ``--cache``): frames over the whole Ram
 (``rama``) and from GFN2-xTB MD at 300, 600 and 1200 K (``md``). Coverage of CV space (phi,
 psi) is that of :mod:`uq_bias.campaign.explored`: row k is model k, trained on the frames
 labelled before iteration k, picked from the frames the walkers kept before iteration k.
+*Explored* coverage counts the kept frames in which the molecule is in one piece (every bond of
+the start structure under 1.5 x the covalent radii sum); *all* counts the broken ones too (a
+hot walker that has lost a hydrogen fills the plane with dihedrals of no conformation).
 
 Prints a table per iteration and the pass/miss of the target at equal labels (the last row):
 biased covers >= 2x the Ramachandran area of plain 300 K and >= 0.9x the hot one, and has the
@@ -44,7 +47,7 @@ import alanine_test_set  # noqa: E402
 
 TARGET_VS_PLAIN, TARGET_VS_HOT = 2.0, 0.9
 #: Size fields that only the biased campaign uses (the plain campaigns are shared across them).
-BIAS_ONLY = ("tau_rel", "window", "h_weight", "energy_rise", "distance_ratio")
+BIAS_ONLY = ("tau_rel", "window", "h_weight", "energy_rise", "distance_ratio", "project", "fade")
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,10 @@ class Size:
     #: or two atoms come closer than ``distance_ratio`` times their covalent radii sum; 0: off.
     energy_rise: float = 0.1
     distance_ratio: float = 0.6
+    #: The bias acts along dihedrals only ("torsions") or along the full gradient ("none"), and
+    #: fades out between fade[0] and fade[1] eV/atom above the walker's lowest energy.
+    project: str = "none"
+    fade: tuple[float, float] | None = None
 
     @property
     def budget(self) -> int:
@@ -78,13 +85,32 @@ class Size:
 #: Sized for 2 CPU cores (72 min with --jobs 3 on a busy machine): a small MACE, 16 initial +
 #: 5 x 16 = 96 labels, 2 walkers x 2000 steps (1 ps) per iteration, each walker going on from
 #: where it stopped (start "last"); every iteration trains from scratch (fine_tune False), so
-#: the comparison does not hang on how well fine-tuning restarts.
-DEFAULT = Size("small", 5.0, 16, 16, 5, 2, 2000, 10, 60, 0.25, 100, start="last")
+#: the comparison does not hang on how well fine-tuning restarts. The bias acts along the
+#: dihedrals (tau_rel 0.1) and fades out 0.04 to 0.07 eV/atom above the walker's lowest energy.
+DEFAULT = Size(
+    "small",
+    5.0,
+    16,
+    16,
+    5,
+    2,
+    2000,
+    10,
+    60,
+    0.1,
+    100,
+    start="last",
+    project="torsions",
+    fade=(0.04, 0.07),
+)
 QUICK = Size("tiny", 4.0, 8, 8, 2, 2, 300, 10, 30, 1.0, 20)
 
 
 def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed: int) -> dict:
     bias = {"tau_rel": size.tau_rel, "window": size.window} if biased else {"tau": 0.0}
+    if biased:
+        bias["project"] = size.project
+        bias["fade"] = None if size.fade is None else list(size.fade)
     if biased and size.h_weight != 1.0:
         bias["weights"] = {"H": size.h_weight}
     watchdog = {}
@@ -128,6 +154,8 @@ def folder_name(name: str, biased: bool, size: Size) -> str:
     parts = [name] + ([f"taurel{size.tau_rel:g}", f"w{size.window}"] if biased else [])
     parts += [f"H{size.h_weight:g}"] if biased and size.h_weight != 1.0 else []
     parts += [f"rise{size.energy_rise:g}", f"ratio{size.distance_ratio:g}"] if biased else []
+    parts += [size.project] if biased and size.project != "none" else []
+    parts += [f"fade{size.fade[0]:g}-{size.fade[1]:g}"] if biased and size.fade else []
     return "_".join(parts + ([f"start-{size.start}"] if size.start != "structures" else []))
 
 
@@ -185,12 +213,14 @@ def rows_of(folder: Path, test_frames: list, test_path: Path) -> list[dict]:
     from uq_bias.campaign.cvs import backbone_cvs
     from uq_bias.campaign.explored import coverage_by_iteration
     from uq_bias.campaign.state import CampaignState
+    from uq_bias.campaign.systems import builtin
 
     state = CampaignState(folder)
     tests = test_metrics(folder, test_frames, test_path)
     cvs = backbone_cvs(test_frames[0])
+    start = builtin("alanine_dipeptide")[0]
     rows = []
-    for c in coverage_by_iteration(state, cvs, sorted(tests)):
+    for c in coverage_by_iteration(state, cvs, sorted(tests), start):
         t = tests[c.iteration]
         rows.append(
             {
@@ -211,16 +241,17 @@ def fmt(x, spec: str = ".3f") -> str:
 
 def table(results: dict) -> list[str]:
     lines = [
-        "| campaign | seed | iteration | labels | coverage explored | coverage labelled | "
-        "rama E RMSE (meV/atom) | rama F RMSE (eV/A) | md E RMSE (meV/atom) | "
-        "md F RMSE (eV/A) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| campaign | seed | iteration | labels | explored frames | broken | coverage explored "
+        "| all | coverage labelled | rama E RMSE (meV/atom) | rama F RMSE (eV/A) | "
+        "md E RMSE (meV/atom) | md F RMSE (eV/A) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (name, seed), rows in results.items():
         for r in rows:
             lines.append(
                 f"| {name} | {seed} | {r['iteration']} | {r['n_labelled']} | "
-                f"{fmt(r['explored'])} | {fmt(r['labelled'])} | "
+                f"{r['n_explored']} | {r['n_broken']} | {fmt(r['explored'])} | "
+                f"{fmt(r['explored_all'])} | {fmt(r['labelled'])} | "
                 f"{1000 * r['rama_energy_rmse']:.1f} | {r['rama_forces_rmse']:.3f} | "
                 f"{1000 * r['md_energy_rmse']:.1f} | {r['md_forces_rmse']:.3f} |"
             )
@@ -239,6 +270,7 @@ def verdict(results: dict, names: list[str]) -> list[str]:
     biased, plain, hot = names
     labels = {n: final(results, n, "n_labelled") for n in names}
     cov = {n: final(results, n, "explored") for n in names}
+    every = {n: final(results, n, "explored_all") for n in names}
     lab = {n: final(results, n, "labelled") for n in names}
     rmse = {n: final(results, n, "rama_forces_rmse") for n in names}
     r_plain, r_hot = cov[biased] / cov[plain], cov[biased] / cov[hot]
@@ -251,7 +283,11 @@ def verdict(results: dict, names: list[str]) -> list[str]:
     head = "At equal labels" if same else "NOT at equal labels (a campaign ran out of candidates)"
     return [
         f"{head} ({', '.join(f'{n}: {labels[n]:.0f}' for n in names)}), means over seeds:",
-        f"- coverage of explored frames: {', '.join(f'{n} {cov[n]:.3f}' for n in names)}",
+        f"- coverage of explored frames (molecule in one piece): "
+        f"{', '.join(f'{n} {cov[n]:.3f}' for n in names)}",
+        f"- coverage of all explored frames (broken ones too): "
+        f"{', '.join(f'{n} {every[n]:.3f}' for n in names)}; biased / plain 300 K "
+        f"{every[biased] / every[plain]:.2f}, biased / {hot} {every[biased] / every[hot]:.2f}",
         f"- coverage of labelled frames: {', '.join(f'{n} {lab[n]:.3f}' for n in names)}",
         f"- {mark(r_plain >= TARGET_VS_PLAIN)}: biased / plain 300 K explored coverage = "
         f"{r_plain:.2f} (target >= {TARGET_VS_PLAIN})",
@@ -352,6 +388,17 @@ def main(argv=None) -> int:
         help="biased walkers: min distance / covalent radii sum (0.6; 0 off)",
     )
     p.add_argument(
+        "--project", choices=["none", "torsions"], help="biased walkers: bias projection"
+    )
+    p.add_argument(
+        "--fade",
+        type=float,
+        nargs=2,
+        metavar=("A", "B"),
+        help="biased walkers: fade the bias out from A to B eV/atom above the lowest energy; "
+        "0 0: never",
+    )
+    p.add_argument(
         "--only", choices=["biased", "plain", "hot"], nargs="+", help="run only these campaigns"
     )
     args = p.parse_args(argv)
@@ -362,6 +409,9 @@ def main(argv=None) -> int:
     overrides["h_weight"] = args.h_weight
     overrides["energy_rise"] = args.energy_rise
     overrides["distance_ratio"] = args.distance_ratio
+    overrides["project"] = args.project
+    if args.fade is not None:
+        overrides["fade"] = tuple(args.fade) if args.fade[1] > 0 else None
     size = Size(**{**asdict(size), **{k: v for k, v in overrides.items() if v is not None}})
     shared = {k: v for k, v in asdict(size).items() if k not in BIAS_ONLY}
     key = hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]

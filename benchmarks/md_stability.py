@@ -15,8 +15,8 @@ checked, and it has blown up (and is stopped) when
 * a position or force is not finite, a force exceeds 50 eV/A or two atoms are closer than
   0.5 A (the thresholds of :class:`uq_bias.dynamics.WatchdogConfig`); or
 * a bond of the start structure's graph is broken: atoms i, j bonded at the start (closer than
-  the sum of ASE's natural cutoffs, i.e. covalent radii) are now more than ``stretch`` (1.5)
-  times that sum apart, e.g. a C-H bond stretched beyond 1.6 A.
+  1.2 times the sum of their covalent radii, :class:`uq_bias.bonds.BondGraph`) are now more
+  than ``stretch`` (1.5) times that sum apart, e.g. a C-H bond stretched beyond 1.6 A.
 """
 
 from __future__ import annotations
@@ -47,14 +47,11 @@ class Survival:
 
 
 def start_bonds(atoms: Atoms) -> tuple[np.ndarray, np.ndarray]:
-    """(pairs (B, 2), limits (B,) A): bonded pairs of ``atoms`` and the sum of their radii."""
-    from ase.neighborlist import natural_cutoffs
+    """(pairs (B, 2), r_i + r_j (B,) A): the covalent bonds of ``atoms``."""
+    from uq_bias.bonds import BondGraph
 
-    radii = np.array(natural_cutoffs(atoms))
-    d = atoms.get_all_distances()
-    limit = radii[:, None] + radii[None, :]
-    i, j = np.nonzero(np.triu(d < limit, k=1))
-    return np.stack([i, j], axis=1), limit[i, j]
+    graph = BondGraph.of(atoms)
+    return graph.pairs, graph.radii_sum
 
 
 def blow_up(x: np.ndarray, f: np.ndarray, pairs, limits, stretch: float) -> str | None:

@@ -393,3 +393,78 @@ def test_closed_form_needs_an_ensemble(gradient_model, cu8):
     cu8.calc = Calculator(gradient_model, bias=BiasConfig(tau=1.0, gradient="closed_form"))
     with pytest.raises(ValueError, match="needs an ensemble"):
         cu8.get_forces()
+
+
+@pytest.mark.parametrize("split", [True, False])
+def test_fade_scales_the_bias_by_the_energy_rise(gradient_model, methanol, split):
+    """With fade [a, b] the bias terms are s(dE) times those of the same tau without fade:
+    dE the unbiased energy per atom above the lowest seen so far (from the unfaded
+    calculator), s the half cosine written out here. The rise is forced by stretching a bond."""
+    tau, stretches = 0.7, (0.3, 0.2, 0.15, 0.1, 0.05, 0.0, 0.3)
+    full = Calculator(gradient_model, bias=BiasConfig(tau=tau))
+    frames, runs = [], []
+    for stretch in stretches:
+        atoms = methanol.copy()
+        atoms.positions[1] = methanol.positions[1] * (1 + stretch)
+        atoms.calc = full
+        atoms.get_forces()
+        frames.append(atoms)
+        runs.append(dict(full.results))
+    per_atom = np.array([r[keys.UNBIASED_ENERGY] / len(methanol) for r in runs])
+    rise = per_atom - np.minimum.accumulate(per_atom)
+    a, b = 0.2 * rise.max(), 0.8 * rise.max()  # the stretches span full strength and the fade
+    s = 0.5 * (1 + np.cos(np.pi * np.clip((rise - a) / (b - a), 0.0, 1.0)))
+    assert s.min() < 0.1 and s.max() == 1.0 and ((s > 0.1) & (s < 0.9)).any()
+    faded = Calculator(gradient_model, bias=BiasConfig(tau=tau, fade=[a, b], split=split))
+    for atoms, r, s_k in zip(frames, runs, s):
+        atoms.calc = faded
+        energy = r[keys.UNBIASED_ENERGY] - s_k * tau * r[keys.ENERGY_UNCERTAINTY]
+        np.testing.assert_allclose(atoms.get_potential_energy(), energy, rtol=1e-9)
+        expected = r[keys.UNBIASED_FORCES] + s_k * r[keys.BIAS_FORCES]
+        np.testing.assert_allclose(atoms.get_forces(), expected, rtol=1e-7, atol=1e-9)
+        assert faded.results[keys.BIAS_STRENGTH] == pytest.approx(s_k * tau, rel=1e-9)
+
+
+@pytest.mark.parametrize("fade", [[0.1], [0.2, 0.1], [-0.1, 0.1], [0.0, float("nan")]])
+def test_a_bad_fade_is_refused(fade):
+    with pytest.raises(ValueError, match="fade must be \\[a, b\\] with 0 <= a < b"):
+        BiasConfig(tau_rel=0.2, fade=fade)
+
+
+def test_torsional_projection_keeps_the_bias_work_along_a_dihedral(gradient_model, methanol):
+    """project='torsions': the bias force does no work on any bond length or angle (finite
+    differences of ASE distances along it), and along the turn of the O-H about C-O it does the
+    same work as the full bias force."""
+    from tests.test_bonds import torsion_motion
+    from uq_bias.bonds import BondGraph
+
+    tau = 0.5
+    projected = Calculator(gradient_model, bias=BiasConfig(tau=tau, project="torsions"))
+    full = Calculator(gradient_model, bias=BiasConfig(tau=tau))
+    atoms = methanol.copy()
+    atoms.calc = projected
+    atoms.get_forces()
+    f_proj = projected.results[keys.BIAS_FORCES]
+    atoms.calc = full
+    atoms.get_forces()
+    f_full = full.results[keys.BIAS_FORCES]
+    pairs = BondGraph.of(methanol).rigid_pairs()
+    moved = methanol.copy()
+    moved.positions += 1e-5 * f_proj / np.abs(f_proj).max()
+    change = [moved.get_distance(a, b) - methanol.get_distance(a, b) for a, b in pairs]
+    assert np.abs(change).max() < 1e-9
+    c, o = [int(np.flatnonzero(methanol.numbers == z)[0]) for z in (6, 8)]
+    turn = torsion_motion(methanol, c, o)
+    assert np.abs(turn).max() > 0.1
+    np.testing.assert_allclose(np.sum(f_proj * turn), np.sum(f_full * turn), rtol=1e-6)
+    assert np.linalg.norm(f_proj) < 0.9 * np.linalg.norm(f_full)
+
+
+def test_torsional_projection_refuses_crystals_and_single_pass(gradient_model, cu8):
+    cu8.calc = Calculator(gradient_model, bias=BiasConfig(tau=0.5, project="torsions"))
+    with pytest.raises(ValueError, match="is for molecules"):
+        cu8.get_forces()
+    with pytest.raises(ValueError, match="needs split=True"):
+        BiasConfig(tau=0.5, project="torsions", split=False)
+    with pytest.raises(ValueError, match="unknown project 'dihedrals'"):
+        BiasConfig(tau=0.5, project="dihedrals")

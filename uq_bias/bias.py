@@ -23,6 +23,29 @@ tau = 0 until the window is full, unless it was seeded (:meth:`RelativeStrength.
 with :func:`estimate_window` over labelled frames) or restored from an earlier walker
 (:meth:`RelativeStrength.state` / :meth:`RelativeStrength.from_state`).
 
+Torsional projection (``project = "torsions"``, molecules only; off by default): dU/dr is
+replaced by its part that keeps every bond length and bond angle (:func:`uq_bias.bonds.
+project_rigid`, with the bonds of the configuration itself). The uncertainty of a model
+trained near one conformation grows fastest along stiff bond and angle coordinates, so the
+plain gradient mostly shakes bonds, which the walker then pays for in energy; what it should
+explore, the conformations, lies along the dihedrals. The projected bias is no gradient of
+any energy (like unequal weights) and needs ``split=True``; tau_rel then sets the projected
+bias force against the full physical force, so a smaller tau_rel (0.1) does the same work.
+
+Energy fade (``fade = [a, b]``, eV/atom; off by default): the bias switches itself off as the
+walker climbs. With dE the walker's unbiased energy per atom above the lowest it has had,
+
+    s(dE) = 1                                   dE <= a
+          = (1 + cos(pi (dE - a) / (b - a))) / 2   a < dE < b
+          = 0                                   dE >= b
+
+and tau is replaced by s tau in E_b, F_b and sigma_b. The uncertainty gradient points up the
+surface as often as along it; a bias that never lets go drives a walker into strained or
+clashing geometry the potential is never used in. With the fade the walker is pushed while it
+is within a thermal energy range of where it has been, coasts when it is not, and the
+thermostat brings it back down. s is taken as a constant of each step (the forces are
+-d/dr (E - s tau U) at fixed s), so the biased dynamics does not conserve E_b.
+
 How the gradients are obtained (:class:`Bias`): for an ensemble with member forces, the closed
 form dU/dr = -U sum_k dE_k F_k / sum_k dE_k^2 (free: the members' forces are there anyway); for
 any other model (gradient features), two backward passes over one graph, -dE/dr (the model's
@@ -71,6 +94,8 @@ from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
 
 GradientMode = Literal["auto", "autograd", "closed_form"]
 GRADIENT_MODES = get_args(GradientMode)
+Projection = Literal["none", "torsions"]
+PROJECTIONS = get_args(Projection)
 #: tau_rel of a BiasConfig given neither tau nor tau_rel.
 DEFAULT_TAU_REL = 0.2
 
@@ -100,6 +125,17 @@ class BiasConfig:
         "auto",
         "How dU/dr is obtained: closed_form (ensembles: -dU/dr = U sum_k dE_k F_k / sum_k dE_k^2), "
         "autograd, or auto (closed form when the model gives member forces).",
+    )
+    project: Projection = option(
+        "none",
+        "torsions: keep only the part of the bias force that leaves bond lengths and angles "
+        "unchanged (molecules; needs split: true); none: the full uncertainty gradient.",
+    )
+    fade: list[float] | None = option(
+        None,
+        "[a, b]: fade the bias out as the walker's unbiased energy rises from a to b above the "
+        "lowest it has had (full strength below a, none above b); null: never fade.",
+        unit="eV/atom",
     )
     split: bool = option(
         True,
@@ -136,6 +172,23 @@ class BiasConfig:
             raise ValueError(
                 f"BiasConfig: split_every must be an integer >= 1, got {self.split_every!r}"
             )
+        if self.project not in PROJECTIONS:
+            raise ValueError(
+                f"BiasConfig: unknown project {self.project!r}; choose one of {PROJECTIONS}"
+            )
+        if self.project != "none" and not self.split:
+            raise ValueError(
+                "BiasConfig: project='torsions' makes the bias force no gradient of an energy, "
+                "so it needs split=True (the bias force on its own on every step)"
+            )
+        if self.fade is not None:
+            fade = list(self.fade)
+            ok = len(fade) == 2 and all(np.isfinite(x) for x in fade)
+            if not (ok and 0 <= fade[0] < fade[1]):
+                raise ValueError(
+                    f"BiasConfig: fade must be [a, b] with 0 <= a < b (eV/atom above the "
+                    f"walker's lowest energy), got {self.fade!r}"
+                )
         for element, weight in self.weights.items():
             _atomic_number(element)
             if not (np.isfinite(weight) and weight >= 0):
@@ -178,6 +231,16 @@ def weight_table(
             )
         table[z] = float(weight)
     return table
+
+
+def fade_factor(rise: torch.Tensor, start: float, end: float) -> torch.Tensor:
+    """s(dE) of the module docstring: 1 up to ``start``, a half cosine down to 0 at ``end``.
+
+    Args:
+        rise: (S,) dE, the unbiased energy per atom above the walker's lowest, eV/atom.
+    """
+    x = ((rise - start) / (end - start)).clamp(0.0, 1.0)
+    return 0.5 * (1.0 + torch.cos(math.pi * x))
 
 
 def structure_mean(values: torch.Tensor, batch: torch.Tensor, n_structures: int) -> torch.Tensor:
@@ -451,6 +514,8 @@ class Bias:
             every = 1 if config.split else config.split_every
             window = math.ceil(config.window / every)
             self.strengths = [RelativeStrength(config.tau_rel, window) for _ in range(walkers)]
+        #: each walker's lowest unbiased energy so far, eV/atom (with ``config.fade``)
+        self.lowest: list[float] | None = None if config.fade is None else [math.inf] * walkers
         self._last_key: bytes | None = None
         self._configurations = 0
 
@@ -470,6 +535,8 @@ class Bias:
         the graphs that follow hold those walkers only."""
         if self.strengths is not None:
             self.strengths = [self.strengths[k] for k in walkers]
+        if self.lowest is not None:
+            self.lowest = [self.lowest[k] for k in walkers]
 
     def _gradients(self, out: UncertaintyOutput, graph: Graph, stress: bool):
         """(F, dU/dr, sigma, (1/V) dU/deps) for ``out`` (forces and stress filled)."""
@@ -496,6 +563,27 @@ class Bias:
         du_dr, du_deps = uncertainty_gradients(out.energy_uncertainty, graph, stress=stress)
         return out.forces, du_dr, out.stress if stress else None, du_deps
 
+    def _project(self, du_dr: torch.Tensor, graph: Graph) -> torch.Tensor:
+        """dU/dr of each structure projected per ``config.project`` (module docstring)."""
+        if self.config.project == "none":
+            return du_dr
+        if bool(graph.pbc.any()):
+            raise ValueError(
+                "BiasConfig(project='torsions') is for molecules: the structure is periodic, "
+                "where bonds have no fixed graph; use project='none'"
+            )
+        from uq_bias.bonds import BondGraph, project_rigid
+
+        out = du_dr.clone()
+        numbers = graph.atomic_numbers.cpu().numpy()
+        for s in range(graph.n_structures):
+            index = torch.nonzero(graph.batch == s).flatten()
+            x = graph.positions.detach()[index].to(torch.float64)
+            atoms = Atoms(numbers[index.cpu().numpy()], x.cpu().numpy())
+            pairs = torch.as_tensor(BondGraph.of(atoms).rigid_pairs(), device=x.device)
+            out[index] = project_rigid(du_dr[index].detach(), x, pairs)
+        return out
+
     def evaluate(
         self, model: UncertaintyModel, graph: Graph, stress: bool
     ) -> tuple[UncertaintyOutput, BiasTerms]:
@@ -512,17 +600,30 @@ class Bias:
             return self._single_pass(model(graph), graph, stress)
         out = model(graph, forces=True, stress=stress)
         forces, du_dr, sigma, du_deps = map(_float64, self._gradients(out, graph, stress))
+        du_dr = self._project(du_dr, graph)
         atom_weight = self.table.to(forces)[graph.atomic_numbers]
-        tau = self._strength(graph, key, forces, du_dr, atom_weight)
+        tau = self._strength(graph, key, forces, du_dr, atom_weight) * self._fade(out, graph)
         return out, biased_terms(out, du_dr, du_deps, tau, atom_weight, graph.batch)
 
     def _check_walkers(self, graph: Graph) -> None:
-        if self.strengths is not None and graph.n_structures != len(self.strengths):
-            raise ValueError(
-                f"a relative bias strength (tau_rel) follows one walker per structure: this bias "
-                f"follows {len(self.strengths)} walker(s), the graph has {graph.n_structures} "
-                "structures"
-            )
+        for what, state in (("strength (tau_rel)", self.strengths), ("fade", self.lowest)):
+            if state is not None and graph.n_structures != len(state):
+                raise ValueError(
+                    f"a bias {what} follows one walker per structure: this bias follows "
+                    f"{len(state)} walker(s), the graph has {graph.n_structures} structures"
+                )
+
+    def _fade(self, out: UncertaintyOutput, graph: Graph) -> torch.Tensor:
+        """(S,) the fade factor s of each walker (1 without ``fade``), after taking this
+        configuration's unbiased energy into the walker's lowest."""
+        n = graph.n_structures
+        if self.lowest is None:
+            return torch.ones(n, dtype=torch.float64, device=out.energy.device)
+        counts = torch.bincount(graph.batch, minlength=n).to(torch.float64)
+        per_atom = out.energy.detach().to(torch.float64) / counts
+        self.lowest = [min(low, e) for low, e in zip(self.lowest, per_atom.tolist())]
+        rise = per_atom - per_atom.new_tensor(self.lowest)
+        return fade_factor(rise, *self.config.fade)
 
     def _count(self, graph: Graph) -> bytes | None:
         """Count distinct configurations (repeated calls at one MD step count once)."""
@@ -549,7 +650,7 @@ class Bias:
     def _single_pass(self, out: UncertaintyOutput, graph: Graph, stress: bool):
         """F_b and sigma_b from one backward pass over E_b = E - tau w_S U (weights all equal;
         tau the current strength of each walker)."""
-        tau = self._current(graph, out.energy)
+        tau = self._current(graph, out.energy) * self._fade(out, graph).to(out.energy)
         atom_weight = self.table.to(out.energy)[graph.atomic_numbers]
         bias_energy = -tau * structure_mean(atom_weight, graph.batch, graph.n_structures)
         bias_energy = bias_energy * out.energy_uncertainty
@@ -591,6 +692,7 @@ class Bias:
         stress = bool(graph.strain.requires_grad)
         out = model(graph, forces=True, stress=stress)
         forces, du_dr, _, _ = self._gradients(out, graph, stress)
+        du_dr = self._project(_float64(du_dr), graph)
         return window_sample(forces, du_dr, self.table.to(forces)[graph.atomic_numbers])
 
 

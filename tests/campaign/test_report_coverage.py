@@ -74,9 +74,11 @@ def test_campaign_reports_cv_coverage_and_test_metrics(tmp_path, capsys):
     ]
     labelled = state.labelled()
     report = result.report.read_text()
+    whole = [a for a in walkers if in_one_piece(a, builtin("alanine_dipeptide")[0])]
+    explored = f"{recount(whole, quads):.3f}" if whole else "-"
     row = (
         f"| 3 | {len(labelled)} | {recount(labelled, quads):.3f} | {len(walkers)} | "
-        f"{recount(walkers, quads):.3f} |"
+        f"{len(walkers) - len(whole)} | {explored} | {recount(walkers, quads):.3f} |"
     )
     assert row in report
     stop = read_json(state.iteration_dir(1) / "walkers" / "w00.json")
@@ -88,6 +90,19 @@ def test_campaign_reports_cv_coverage_and_test_metrics(tmp_path, capsys):
     metrics = read_json(state.iteration_dir(3) / "metrics.json")
     assert metrics["test"]["n_frames"] == len(read_frames(test_frames))
     assert "## Test set" in report and (result.report.parent / "learning_curve.png").is_file()
+
+
+def in_one_piece(atoms, start) -> bool:
+    """Every pair bonded in ``start`` (closer than 1.2 x the covalent radii sum) within 1.5 x
+    that sum in ``atoms``, by all-pairs numpy distances."""
+    from ase.data import covalent_radii
+
+    r = covalent_radii[start.numbers]
+    limit = r[:, None] + r[None, :]
+    d0 = np.linalg.norm(start.positions[:, None] - start.positions[None], axis=-1)
+    d = np.linalg.norm(atoms.positions[:, None] - atoms.positions[None], axis=-1)
+    bonded = (d0 < 1.2 * limit) & ~np.eye(len(start), dtype=bool)
+    return bool(np.all(d[bonded] <= 1.5 * limit[bonded]))
 
 
 def read_frames_from_md(folder):

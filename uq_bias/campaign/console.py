@@ -6,14 +6,17 @@
 
 (on one line). Labels are those in the data after the iteration; the errors are those of
 iteration k's model (validation split; ``data.test`` when set); coverage is that of
-:mod:`uq_bias.campaign.explored` after the iteration (all frames the walkers kept so far, all
-labelled frames); each walker gives its stop reason, the MD step it stopped at and its last
-bias strength tau; stage times are those of the stages run by this call (``timings.json``).
+:mod:`uq_bias.campaign.explored` after the iteration (the frames the walkers kept so far in
+which the molecule is in one piece, all labelled frames); each walker gives its stop reason,
+the MD step it stopped at and its last bias strength tau; stage times are those of the stages
+run by this call (``timings.json``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from ase import Atoms
 
 from uq_bias.campaign.cvs import CollectiveVariable
 from uq_bias.campaign.explored import coverage_by_iteration
@@ -46,15 +49,21 @@ def _walker_text(walkers: list[dict]) -> str:
     return "walkers " + ", ".join(parts)
 
 
-def iteration_line(state: CampaignState, k: int, cvs: Sequence[CollectiveVariable]) -> str:
-    """The console line of iteration ``k`` (see the module docstring)."""
+def iteration_line(
+    state: CampaignState,
+    k: int,
+    cvs: Sequence[CollectiveVariable],
+    reference: Atoms | None = None,
+) -> str:
+    """The console line of iteration ``k`` (see the module docstring); ``reference``: the
+    structure whose bonds an intact explored frame keeps."""
     folder = state.iteration_dir(k)
     metrics = read_json(folder / "metrics.json", {})
     parts = [f"iteration {k}", f"{len(state.labelled())} labels"]
     for split in ("valid", "test"):
         if split in metrics:
             parts.append(f"{split} F RMSE {metrics[split]['forces_rmse']:.3g} eV/A")
-    rows = coverage_by_iteration(state, cvs, [k + 1])
+    rows = coverage_by_iteration(state, cvs, [k + 1], reference)
     if rows:
         explored = "-" if rows[0].explored is None else f"{rows[0].explored:.3f}"
         parts.append(f"CV coverage explored {explored}, labelled {rows[0].labelled:.3f}")

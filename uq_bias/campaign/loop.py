@@ -152,7 +152,7 @@ def _stage(ctx: stages.Context, k: int, name: str, fn: Callable | None = None) -
 def _summary(ctx: stages.Context, k: int) -> None:
     """The console line of iteration ``k`` (:mod:`uq_bias.campaign.console`)."""
     chosen = explored.campaign_cvs(ctx.config, ctx.structures)
-    ctx.say(console.iteration_line(ctx.state, k, chosen))
+    ctx.say(console.iteration_line(ctx.state, k, chosen, ctx.structures[0]))
 
 
 def _check_inputs(config: cfg.CampaignConfig) -> list:

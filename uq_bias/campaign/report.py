@@ -200,8 +200,12 @@ def _calibration_table(rows: list[dict], state: CampaignState) -> list[str]:
 def _coverage_section(state, config, rows, cvs, out: Path) -> list[str]:
     """Coverage of CV space per iteration, its plot and the CV map."""
     from uq_bias.campaign.explored import coverage_by_iteration, cv_values
+    from uq_bias.campaign.stages import start_structures
 
-    table = coverage_by_iteration(state, cvs, [r["iteration"] for r in rows])
+    if not cvs:
+        return []
+    reference = start_structures(config)[0]
+    table = coverage_by_iteration(state, cvs, [r["iteration"] for r in rows], reference)
     if not table:
         return []
     names = ", ".join(f"{cv.name} ({cv.kind} of atoms {list(cv.atoms)})" for cv in cvs)
@@ -213,16 +217,19 @@ def _coverage_section(state, config, rows, cvs, out: Path) -> list[str]:
         "k's model: *labelled* are the frames it was trained and validated on (labelled before "
         "iteration k), *explored* the frames the walkers kept before iteration k: one every "
         f"`exploration.sample_every` = {config.exploration.sample_every} MD steps plus the "
-        "frame a walker stopped on, not every MD step.",
+        "frame a walker stopped on, not every MD step. *Broken* explored frames are those in "
+        "which a bond of the first start structure is over 1.5 times the sum of covalent radii "
+        "long (the molecule has come apart); *coverage of explored* leaves them out, *all* "
+        "counts them.",
         "",
-        "| iteration | labelled frames | coverage of labelled | explored frames | "
-        "coverage of explored |",
-        "| --- | --- | --- | --- | --- |",
+        "| iteration | labelled frames | coverage of labelled | explored frames | broken | "
+        "coverage of explored | all |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in table:
-        explored = "-" if c.explored is None else f"{c.explored:.3f}"
         lines.append(
-            f"| {c.iteration} | {c.n_labelled} | {c.labelled:.3f} | {c.n_explored} | {explored} |"
+            f"| {c.iteration} | {c.n_labelled} | {c.labelled:.3f} | {c.n_explored} | "
+            f"{c.n_broken} | {_number(c.explored)} | {_number(c.explored_all)} |"
         )
     lines.append("")
     if config.report.plots:
@@ -230,6 +237,10 @@ def _coverage_section(state, config, rows, cvs, out: Path) -> list[str]:
         plot_cv_map(*cv_values(state, cvs, table[-1].iteration), cvs, out / "cv_map.png")
         lines += ["![coverage against labels](coverage.png)", "", "![CV map](cv_map.png)", ""]
     return lines
+
+
+def _number(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
 
 
 def _test_section(rows: list[dict], config: cfg.CampaignConfig, out: Path) -> list[str]:
