@@ -76,6 +76,10 @@ class Size:
     #: fades out between fade[0] and fade[1] eV/atom above the walker's lowest energy.
     project: str = "none"
     fade: tuple[float, float] | None = None
+    #: Every walker (biased or not) stops, as a blow-up, when a bond of its first frame is
+    #: longer than this times the covalent radii sum, and starts again from the start
+    #: structure; 0: off (a hot walker then goes on with a molecule in pieces).
+    bond_stretch: float = 1.5
 
     @property
     def budget(self) -> int:
@@ -113,7 +117,7 @@ def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed:
         bias["fade"] = None if size.fade is None else list(size.fade)
     if biased and size.h_weight != 1.0:
         bias["weights"] = {"H": size.h_weight}
-    watchdog = {}
+    watchdog = {"max_bond_stretch": size.bond_stretch} if size.bond_stretch else {}
     if biased and size.energy_rise:
         watchdog["max_energy_rise"] = size.energy_rise
     if biased and size.distance_ratio:
@@ -388,6 +392,11 @@ def main(argv=None) -> int:
         help="biased walkers: min distance / covalent radii sum (0.6; 0 off)",
     )
     p.add_argument(
+        "--bond-stretch",
+        type=float,
+        help="all walkers: max bond length / covalent radii sum (1.5; 0 off)",
+    )
+    p.add_argument(
         "--project", choices=["none", "torsions"], help="biased walkers: bias projection"
     )
     p.add_argument(
@@ -410,6 +419,7 @@ def main(argv=None) -> int:
     overrides["energy_rise"] = args.energy_rise
     overrides["distance_ratio"] = args.distance_ratio
     overrides["project"] = args.project
+    overrides["bond_stretch"] = args.bond_stretch
     if args.fade is not None:
         overrides["fade"] = tuple(args.fade) if args.fade[1] > 0 else None
     size = Size(**{**asdict(size), **{k: v for k, v in overrides.items() if v is not None}})

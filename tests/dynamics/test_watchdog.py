@@ -84,7 +84,7 @@ def test_non_finite_values_are_a_blow_up(evaluated):
 
 def test_negative_thresholds_are_refused():
     names = ("max_uncertainty", "max_hal_ratio", "min_distance", "max_force", "hal_eps")
-    for name in (*names, "min_distance_ratio", "max_energy_rise"):
+    for name in (*names, "min_distance_ratio", "max_bond_stretch", "max_energy_rise"):
         with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
             WatchdogConfig(**{name: -1.0})
 
@@ -131,3 +131,37 @@ def test_energy_rise_is_measured_from_the_lowest_energy_seen(evaluated):
     assert step(-0.41 * n, biased=-5.0 * n) is None  # 0.09 eV/atom above the lowest
     assert step(-0.39 * n, biased=-5.0 * n) == "energy_rise"  # 0.11 above
     assert Watchdog(WatchdogConfig())(atoms, dict(results, energy=1e6)).reason is None
+
+
+def test_bond_stretch_compares_with_the_walkers_first_frame(evaluated):
+    """A hydrogen pulled from its carbon along the bond: a blow-up past max_bond_stretch times
+    the covalent radii sum (from ASE's table), not before; a crystal is never checked."""
+    from ase.build import molecule
+    from ase.data import covalent_radii
+
+    start = molecule("CH3CH2OH")
+    d = start.get_all_distances()
+    hs, cs = np.flatnonzero(start.numbers == 1), np.flatnonzero(start.numbers == 6)
+    k = np.argmin(d[np.ix_(hs, cs)])
+    h, c = int(hs[k // len(cs)]), int(cs[k % len(cs)])  # the shortest C-H bond
+    limit = covalent_radii[1] + covalent_radii[6]
+    bond = start.positions[h] - start.positions[c]
+    assert np.linalg.norm(bond) < 1.2 * limit
+
+    def pulled(scale):
+        atoms = start.copy()
+        atoms.positions[h] = start.positions[c] + scale * limit * bond / np.linalg.norm(bond)
+        return atoms
+
+    results = {keys.ENERGY: 0.0, keys.FORCES: np.zeros((len(start), 3))}
+    watchdog = Watchdog(WatchdogConfig(min_distance=None, max_bond_stretch=1.5))
+    assert watchdog(start, results).reason is None
+    assert watchdog(pulled(1.45), results).reason is None
+    verdict = watchdog(pulled(1.55), results)
+    assert verdict.reason == "bond_stretch" and f"bond {min(c, h)}-{max(c, h)}" in verdict.message
+    crystal, crystal_results = evaluated
+    far = crystal.copy()
+    far.positions[0] += [0.0, 0.0, 1.0]
+    check = Watchdog(WatchdogConfig(min_distance=None, max_bond_stretch=1.0))
+    assert check(crystal, crystal_results).reason is None
+    assert check(far, crystal_results).reason is None

@@ -8,6 +8,10 @@ Checks, after every MD step, in this order (the first that fires gives the stop 
 * ``min_distance``: two atoms closer than ``min_distance`` (A), periodic images included;
 * ``min_distance_ratio``: atoms i, j closer than ``min_distance_ratio`` (r_i + r_j), r the
   covalent radii of :data:`ase.data.covalent_radii` (a bond collapsing: C-H at 0.7 is 0.75 A);
+* ``bond_stretch``: a bond of the walker's first frame (atoms closer than 1.2 (r_i + r_j))
+  longer than ``max_bond_stretch`` (r_i + r_j): the molecule has come apart (a hot walker
+  boiling off a hydrogen). Molecules only: a periodic first frame has no fixed graph, and the
+  check is skipped;
 * ``energy_rise``: the model's unbiased energy per atom more than ``max_energy_rise`` (eV/atom)
   above the lowest the walker has seen: the walker has been pushed up the surface where no
   thermal trajectory at its temperature goes (the bias did the climbing);
@@ -16,10 +20,11 @@ Checks, after every MD step, in this order (the first that fires gives the stop 
 * ``hal``: max_i u_i / (|F_i| + eps) > ``max_hal_ratio`` (HAL's relative criterion, F_i the
   unbiased force, eps = ``hal_eps`` in eV/A).
 
-The first four are blow-ups (the frame is broken and not kept); ``energy_rise`` frames are not
+The first five are blow-ups (the frame is broken and not kept); ``energy_rise`` frames are not
 kept either (labels that far up the surface teach nothing about the region the potential is
 used in); the last two mean the walker found what it was looking for (the frame is kept as a
-candidate). ``energy_rise`` is the one stateful check: a :class:`Watchdog` follows one walker.
+candidate). ``bond_stretch`` and ``energy_rise`` remember the walker's first frame and lowest
+energy: a :class:`Watchdog` follows one walker.
 """
 
 from __future__ import annotations
@@ -32,7 +37,14 @@ from ase import Atoms
 from uq_bias import keys
 from uq_bias.options import option
 
-BLOW_UPS = ("non_finite", "max_force", "min_distance", "min_distance_ratio", "error")
+BLOW_UPS = (
+    "non_finite",
+    "max_force",
+    "min_distance",
+    "min_distance_ratio",
+    "bond_stretch",
+    "error",
+)
 FOUND = ("uncertainty", "hal")
 
 
@@ -66,6 +78,11 @@ class WatchdogConfig:
         "Stop (blow-up) when atoms i, j come closer than this times the sum of their covalent "
         "radii (ASE's covalent_radii), e.g. 0.7: a C-H bond at 0.75 A.",
     )
+    max_bond_stretch: float | None = option(
+        None,
+        "Stop (blow-up) when a bond of the walker's first frame is longer than this times the "
+        "sum of covalent radii, e.g. 1.5: C-H at 1.6 A (molecules; skipped for periodic cells).",
+    )
     max_energy_rise: float | None = option(
         None,
         "Stop when the model's unbiased energy per atom rises more than this above the lowest "
@@ -82,6 +99,7 @@ class WatchdogConfig:
             "max_force",
             "hal_eps",
             "min_distance_ratio",
+            "max_bond_stretch",
             "max_energy_rise",
         ):
             value = getattr(self, name)
@@ -154,6 +172,25 @@ class Watchdog:
     def __init__(self, config: WatchdogConfig):
         self.config = config
         self.lowest_energy = float("inf")  # eV/atom, of the frames seen so far
+        self.bonds = None  # BondGraph of the first frame (max_bond_stretch, molecules)
+
+    def _broken(self, atoms: Atoms) -> str | None:
+        """The bond-stretch check; takes the bond graph from the first frame it sees."""
+        limit = self.config.max_bond_stretch
+        if limit is None or atoms.pbc.any():
+            return None
+        if self.bonds is None:
+            from uq_bias.bonds import BondGraph
+
+            self.bonds = BondGraph.of(atoms)
+        stretch = self.bonds.stretch(atoms)
+        if not stretch.size or stretch.max() <= limit:
+            return None
+        i, j = self.bonds.pairs[int(np.argmax(stretch))]
+        return (
+            f"bond {i}-{j} at {stretch.max():.3g} times its covalent radii sum > "
+            f"max_bond_stretch {limit}"
+        )
 
     def _climbed(self, atoms: Atoms, results: dict) -> str | None:
         """The energy-rise check; updates the lowest energy per atom seen."""
@@ -195,6 +232,9 @@ class Watchdog:
                     f"min_distance_ratio {cfg.min_distance_ratio}"
                 )
                 return Verdict("min_distance_ratio", text, u_max)
+        broken = self._broken(atoms)
+        if broken:
+            return Verdict("bond_stretch", broken, u_max)
         climbed = self._climbed(atoms, results)
         if climbed:
             return Verdict("energy_rise", climbed, u_max)
