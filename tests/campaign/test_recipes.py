@@ -28,7 +28,7 @@ def test_recipe_is_valid(path):
 def test_biased_and_unbiased_alanine_differ_only_in_the_bias():
     biased = cfg.to_dict(cfg.load(RECIPES / "alanine_dipeptide_biased.yaml"))
     unbiased = cfg.to_dict(cfg.load(RECIPES / "alanine_dipeptide_unbiased.yaml"))
-    assert biased["exploration"]["bias"]["tau_rel"] == 0.25
+    assert biased["exploration"]["bias"]["tau_rel"] > 0
     assert unbiased["exploration"]["bias"]["tau"] == 0.0  # plain MD
     biased["exploration"]["bias"] = unbiased["exploration"]["bias"]
     biased.pop("folder"), unbiased.pop("folder")
