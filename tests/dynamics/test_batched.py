@@ -162,8 +162,9 @@ def test_without_friction_it_is_ase_velocity_verlet(morse):
         BiasConfig(tau=2.0),
         BiasConfig(tau_rel=0.5, window=3),
         BiasConfig(tau_rel=0.5, window=4, split=False, split_every=2),
+        BiasConfig(tau_rel=0.5, window=3, fade=[0.0, 2e-4]),
     ],
-    ids=["absolute", "relative", "relative-split-every-2"],
+    ids=["absolute", "relative", "relative-split-every-2", "relative-fade"],
 )
 @pytest.mark.parametrize("chunks", [False, True], ids=["one-call", "chunks"])
 def test_batched_biased_forces_equal_the_ase_calculator(morse_uq, bias, chunks):
