@@ -269,6 +269,33 @@ def final(results: dict, name: str, key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def nearest(results: dict, name: str, key: str, labels: float) -> float:
+    """Mean over seeds of ``key`` in the row of ``name`` whose label count is nearest
+    ``labels`` (the earlier row on a tie)."""
+    values = []
+    for (n, _), rows in results.items():
+        if n != name or not rows:
+            continue
+        row = min(rows, key=lambda r: (abs(r["n_labelled"] - labels), r["n_labelled"]))
+        if row[key] is not None:
+            values.append(row[key])
+    return float(np.mean(values)) if values else float("nan")
+
+
+def common_labels(results: dict, names: list[str]) -> list[str]:
+    """When the campaigns end at different label counts: the force RMSE on ``rama`` of each
+    campaign's model nearest the smallest final count (label counts printed beside it)."""
+    common = min(final(results, n, "n_labelled") for n in names)
+    rmse = {n: nearest(results, n, "rama_forces_rmse", common) for n in names}
+    got = {n: nearest(results, n, "n_labelled", common) for n in names}
+    best = min(rmse, key=rmse.get)
+    return [
+        f"- nearest {common:.0f} labels ({', '.join(f'{n} {got[n]:.0f}' for n in names)}): "
+        f"force RMSE on the Ramachandran test frames "
+        f"{', '.join(f'{n} {rmse[n]:.3f}' for n in names)} eV/A (lowest: {best})"
+    ]
+
+
 def verdict(results: dict, names: list[str]) -> list[str]:
     """Pass/miss of the target at equal labels (last rows, means over seeds)."""
     biased, plain, hot = names
@@ -284,7 +311,11 @@ def verdict(results: dict, names: list[str]) -> list[str]:
         return "PASS" if ok else "MISS"
 
     same = len({labels[n] for n in names}) == 1
-    head = "At equal labels" if same else "NOT at equal labels (a campaign ran out of candidates)"
+    head = (
+        "At equal labels"
+        if same
+        else "NOT at equal labels (walkers that stopped early kept too few candidates)"
+    )
     return [
         f"{head} ({', '.join(f'{n}: {labels[n]:.0f}' for n in names)}), means over seeds:",
         f"- coverage of explored frames (molecule in one piece): "
@@ -299,7 +330,7 @@ def verdict(results: dict, names: list[str]) -> list[str]:
         f"(target >= {TARGET_VS_HOT})",
         f"- {mark(best == biased)}: force RMSE on the Ramachandran test frames "
         f"{', '.join(f'{n} {rmse[n]:.3f}' for n in names)} eV/A (lowest: {best})",
-    ]
+    ] + ([] if same else common_labels(results, names))
 
 
 def plot(results: dict, names: list[str], path: Path, caption: str) -> None:
