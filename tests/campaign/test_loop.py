@@ -228,6 +228,14 @@ def test_npt_for_a_molecule_fails_before_any_work(tmp_path):
     assert not (tmp_path / "campaign").exists()
 
 
+def test_torsional_bias_for_a_crystal_fails_before_any_work(tmp_path):
+    bias = {"tau_rel": 0.1, "project": "torsions"}
+    path = write_campaign(tmp_path, cu8(), exploration={"bias": bias})
+    with pytest.raises(ConfigError, match="exploration.bias.project': torsions is for molecules"):
+        run(path, progress=None)
+    assert not (tmp_path / "campaign").exists()
+
+
 def test_stop_rules(tmp_path):
     from uq_bias.campaign import from_dict
     from uq_bias.campaign.loop import stop_reason

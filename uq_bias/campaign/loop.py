@@ -163,6 +163,11 @@ def _check_inputs(config: cfg.CampaignConfig) -> list:
             "config key 'exploration.ensemble': npt needs start structures periodic in all three "
             f"directions, and {config.data.structures!r} has a non-periodic one; use nvt"
         )
+    if config.exploration.bias.project != "none" and any(a.pbc.any() for a in structures):
+        raise cfg.ConfigError(
+            f"config key 'exploration.bias.project': {config.exploration.bias.project} is for "
+            f"molecules, and {config.data.structures!r} has a periodic structure; use none"
+        )
     oracle = config.oracle
     OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()
     for atoms in structures:
