@@ -128,11 +128,14 @@ def _other(tp, default):
         return default + "x"
     if origin is dict:
         return {"H": 0.5} if typing.get_args(tp)[1] is float else {"a": 1}
+    if origin is list and typing.get_args(tp) == (float,):
+        return [0.25, 0.75] if default != [0.25, 0.75] else [0.5, 1.0]
     if origin in (typing.Union, __import__("types").UnionType):
         for arg in typing.get_args(tp):
             if arg is type(None):
                 continue
-            value = _other(arg, default if isinstance(default, arg) else _zero(arg))
+            kind = typing.get_origin(arg) or arg
+            value = _other(arg, default if isinstance(default, kind) else _zero(arg))
             if value is not None and value != default:
                 return value
     return None
