@@ -80,6 +80,11 @@ class Size:
     #: longer than this times the covalent radii sum, and starts again from the start
     #: structure; 0: off (a hot walker then goes on with a molecule in pieces).
     bond_stretch: float = 1.5
+    #: Every walker that blows up (or, biased, climbs too high) starts again from the start
+    #: structure for its steps left, up to this many times, so that each campaign gets its
+    #: candidates (without, walkers stopped at step 9 kept nothing and campaigns ended short of
+    #: the label budget).
+    restarts: int = 5
 
     @property
     def budget(self) -> int:
@@ -144,6 +149,7 @@ def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed:
             "bias": bias,
             "watchdog": watchdog,
             "start": size.start,
+            "restarts": size.restarts,
         },
         "selection": {"method": "maxdet", "batch_size": size.batch},
         "stop": {"iterations": size.iterations, "label_budget": size.budget},
@@ -428,6 +434,9 @@ def main(argv=None) -> int:
         help="all walkers: max bond length / covalent radii sum (1.5; 0 off)",
     )
     p.add_argument(
+        "--restarts", type=int, help="all walkers: restarts after a blow-up per walk (5)"
+    )
+    p.add_argument(
         "--project", choices=["none", "torsions"], help="biased walkers: bias projection"
     )
     p.add_argument(
@@ -451,6 +460,7 @@ def main(argv=None) -> int:
     overrides["distance_ratio"] = args.distance_ratio
     overrides["project"] = args.project
     overrides["bond_stretch"] = args.bond_stretch
+    overrides["restarts"] = args.restarts
     if args.fade is not None:
         overrides["fade"] = tuple(args.fade) if args.fade[1] > 0 else None
     size = Size(**{**asdict(size), **{k: v for k, v in overrides.items() if v is not None}})

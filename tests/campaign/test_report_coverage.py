@@ -82,7 +82,8 @@ def test_campaign_reports_cv_coverage_and_test_metrics(tmp_path, capsys):
     )
     assert row in report
     stop = read_json(state.iteration_dir(1) / "walkers" / "w00.json")
-    assert f"| 1 | 0 | {stop['stop_reason']} | {stop['stop_step']} |" in report
+    again = ", ".join(r["reason"] for r in stop["restarts"]) or "-"
+    assert f"| 1 | 0 | {again} | {stop['stop_reason']} | {stop['stop_step']} |" in report
     for png in ("coverage.png", "cv_map.png"):
         assert (result.report.parent / png).stat().st_size > 0 and png in report
     if not has_test:

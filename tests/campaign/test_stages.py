@@ -85,27 +85,64 @@ def test_walkers_start_from_structures_or_latest_labels(tmp_path):
             assert a.calc is None
 
 
-def test_walkers_continue_from_their_last_frame_unless_they_blew_up(tmp_path):
-    """start: last. Walker 0 completed iteration 1 and goes on from its last kept frame; walker
-    1 blew up and starts again from the start structure; iteration 1 starts from the start."""
+def test_walkers_continue_from_their_lowest_recent_frame_unless_they_blew_up(tmp_path):
+    """start: last. Walker 0 completed iteration 1 on a climb (its frames rising in energy)
+    and goes on from its kept frame lowest in energy under iteration 2's model (energies from
+    the ASE calculator on that model); walker 1 blew up and starts again from the start
+    structure; iteration 1 starts from the start structure."""
+    from uq_bias.calculator import Calculator
+    from uq_bias.campaign import uq
+    from uq_bias.campaign.stages import uncertainty_dir
+    from uq_bias.training import build_mace, save_model
+    from uq_bias.uncertainty import Ensemble
+
     state = CampaignState(tmp_path)
     starts = [bulk("Cu", cubic=True)]
-    walked = cu_labelled(4)
-    folder = state.iteration_dir(1) / "walkers"
-    folder.mkdir(parents=True)
-    for i, reason in enumerate(("completed", "min_distance")):
-        write_frames(folder / f"w{i:02d}.extxyz", walked[2 * i : 2 * i + 2])
-        write_json(folder / f"w{i:02d}.json", {"stop_reason": reason})
     config = from_dict(
         {"data": {"structures": "x.xyz"}, "exploration": {"walkers": 2, "start": "last"}},
         tmp_path,
     )
     ctx = Context(state, config, None, starts)
-    for k, expected in ((1, starts), (2, [walked[1], starts[0]])):
+    paths = [str(tmp_path / f"m{j}.model") for j in range(2)]
+    for j, path in enumerate(paths):
+        save_model(build_mace([29], cutoff=3.5, seed=j), path)
+    uq.save(Ensemble(paths), uncertainty_dir(ctx, 2))
+
+    def energy(atoms):
+        atoms = atoms.copy()
+        atoms.calc = Calculator(uq.load(uncertainty_dir(ctx, 2)))
+        return atoms.get_potential_energy()
+
+    walk = sorted(cu_labelled(5), key=energy)  # a climb: the lowest first
+    folder = state.iteration_dir(1) / "walkers"
+    folder.mkdir(parents=True)
+    for i, (reason, kept) in enumerate((("completed", walk), ("min_distance", walk[:2]))):
+        write_frames(folder / f"w{i:02d}.extxyz", kept)
+        write_json(folder / f"w{i:02d}.json", {"stop_reason": reason})
+    for k, expected in ((1, starts), (2, [walk[0], starts[0]])):
         got = walker_starts(ctx, k)
         assert len(got) == len(expected)
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a.positions, b.positions, atol=1e-8)
+
+
+def test_walkers_start_again_from_their_start_structure(tmp_path):
+    """exploration.restarts: a walker that goes on from its last frame starts again, after a
+    blow-up, from its start structure (walker i from structure i mod n), not from that frame."""
+    from uq_bias.campaign.stages import restart_where
+    from uq_bias.dynamics import WalkerSpec
+
+    state = CampaignState(tmp_path)
+    starts = [bulk("Cu", cubic=True), bulk("Cu", cubic=True, a=3.7)]
+    walked = cu_labelled(3)
+    exploration = {"walkers": 3, "start": "last", "restarts": 2, "bias": {"tau": 0.5}}
+    config = from_dict({"data": {"structures": "x.xyz"}, "exploration": exploration}, tmp_path)
+    ctx = Context(state, config, None, starts)
+    for i in range(3):
+        spec = WalkerSpec(i, walked[i], calculator=None, config=None)
+        again = restart_where(ctx, 2, spec)
+        assert again.start is walked[i] and again.restart_start is starts[i % 2]
+        assert again.restart_bias_state is None  # an absolute tau has no window
 
 
 def _label_initial(tmp_path, structures, **data):
@@ -233,7 +270,7 @@ def test_every_watchdog_and_md_option_reaches_the_walkers(tmp_path):
     }
     md = {"timestep": 0.25, "temperature": 500.0, "ensemble": "npt", "pressure": 1.5}
     md |= {"friction": 0.02, "tdamp": 50.0, "pdamp": 500.0, "npt_cell": "isotropic"}
-    md |= {"sample_every": 3, "steps": 77}
+    md |= {"sample_every": 3, "steps": 77, "restarts": 4}
     exploration = {**md, "watchdog": watchdog}
     config = from_dict({"data": {"structures": "x.xyz"}, "exploration": exploration}, tmp_path)
     got = narrow(config.exploration, ExploreConfig)

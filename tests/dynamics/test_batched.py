@@ -74,6 +74,12 @@ def _cluster(seed: int) -> Atoms:
     return atoms
 
 
+def _unbiased_forces(model, atoms: Atoms) -> np.ndarray:
+    atoms = atoms.copy()
+    atoms.calc = Calculator(model)
+    return atoms.get_forces()
+
+
 def _edges(model, frames) -> int:
     return sum(model.graph(a).edge_index.shape[1] for a in frames)
 
@@ -248,6 +254,49 @@ def test_a_stopped_walker_stops_alone(morse_uq, tmp_path, chunks):
             atol=1e-7,
         )
     assert back[-1].info["walker"] == 2
+
+
+def test_a_blown_up_walker_starts_again_in_a_next_batch(morse_uq):
+    """restarts 1: walker 1 (a compressed cell) comes closer than a min_distance limit the
+    others stay above and starts again, alone, from its start for the steps it has left: its
+    frames from there equal a one-walker batch run by hand from that start with the stream
+    (seed, 1, 1) and steps counted on from the stop; walkers 0 and 2 follow the trajectories
+    of a run without the limit."""
+    from uq_bias.dynamics.watchdog import min_pair_distance
+
+    starts = [_cell(8), _cell(9, a=3.35), _cell(10)]
+    bias = BiasConfig(tau_rel=0.3, window=2)
+    calc = Calculator(morse_uq, bias=bias)
+    config = ExploreConfig(
+        steps=30, timestep=2.0, sample_every=1, watchdog=QUIET, progress=False, seed=5
+    )
+    probe = explore(calc, starts, config, walkers=3, engine="batched")
+    d = [np.array([min_pair_distance(a, 3.0) for a in w.frames]) for w in probe.walkers]
+    d0 = [min_pair_distance(a, 3.0) for a in starts]
+    limit = min(d[0].min(), d[2].min(), d0[0], d0[2], d[1][:2].min(), d0[1]) * (1 - 1e-9)
+    assert d[1][2:].min() < limit, "walker 1 must pass the limit at step 3 or later"
+    watchdog = WatchdogConfig(min_distance=limit, max_force=None)
+    config = replace(config, watchdog=watchdog, restarts=1)
+    runs = explore(calc, starts, config, walkers=3, engine="batched")
+    first = int(np.argmax(d[1] < limit)) + 1
+    assert [r["reason"] for r in runs.walkers[1].restarts] == ["min_distance"]
+    assert runs.walkers[1].restarts[0]["step"] == first
+    for k in (0, 2):
+        assert runs.walkers[k].restarts == [] and runs.walkers[k].stop_reason == "completed"
+        for ours, alone in zip(runs.walkers[k].frames, probe.walkers[k].frames, strict=True):
+            np.testing.assert_allclose(ours.positions, alone.positions, atol=1e-10)
+
+    spec = walker_specs(calc, starts, replace(config, restarts=0), walkers=3)[1]
+    by_hand = run_batched(morse_uq, bias, [replace(spec, segment=1, first_step=first)])[0]
+    again = [a for a in runs.walkers[1].frames if a.info["step"] > first]
+    assert [a.info["step"] for a in again] == [a.info["step"] for a in by_hand.frames]
+    assert again and again[0].info["step"] == first + 1
+    for ours, reference in zip(again, by_hand.frames, strict=True):
+        np.testing.assert_allclose(ours.positions, reference.positions, atol=1e-10)
+    assert (runs.walkers[1].stop_reason, runs.walkers[1].stop_step) == (
+        by_hand.stop_reason,
+        by_hand.stop_step,
+    )
 
 
 def test_batched_engine_bad_input(morse_uq):

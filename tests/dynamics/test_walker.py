@@ -115,12 +115,14 @@ def test_frames_carry_their_results(nvt_runs, fitted_ensemble, start):
 
 
 def test_uncertainty_threshold_stops_at_the_first_crossing(fitted_ensemble, start, nvt_runs):
+    """The walker stops at the first step past the threshold and keeps that frame; restarts
+    left do not start it again (it found what it looked for)."""
     reference = nvt_runs[0.0].frames
     u = np.array([f.arrays[keys.FORCES_UNCERTAINTY].max() for f in reference])
     u_start = _start_results(fitted_ensemble, start)[keys.FORCES_UNCERTAINTY].max()
     threshold, first = _threshold(u_start, u, 0.6)
     watchdog = WatchdogConfig(max_uncertainty=threshold)
-    config = ExploreConfig(steps=40, sample_every=7, watchdog=watchdog, **FAST)
+    config = ExploreConfig(steps=40, sample_every=7, watchdog=watchdog, restarts=3, **FAST)
     walker = explore(_calc(fitted_ensemble, 0.0), start, config).walkers[0]
     assert (walker.stop_reason, walker.stop_step) == ("uncertainty", first)
     steps = [f.info["step"] for f in walker.frames]
@@ -176,6 +178,61 @@ def test_max_force_stops(fitted_ensemble, lattice, lattice_run):
     walker = explore(_calc(fitted_ensemble, 1.5), lattice, config).walkers[0]
     assert (walker.stop_reason, walker.stop_step) == ("max_force", first)
     assert [f.info["step"] for f in walker.frames] == list(range(10, first, 10))
+
+
+def test_a_blown_up_walker_starts_again_for_its_steps_left(fitted_ensemble, lattice, tmp_path):
+    """restarts 1: after the max_force stop at step s (as in test_max_force_stops) the walker
+    starts again from its start with the stream (seed, 0, 1) for the 40 - s steps it has left.
+    Its frames from there equal a run of ASE's own Langevin set up by hand (fresh velocities
+    from that stream), steps counted on from s; it stops where that run first crosses the
+    limit, if it does; the trajectory file holds both segments."""
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import Stationary, thermalize_momenta
+
+    limit = _max_force_limit(fitted_ensemble, lattice)
+    watchdog = WatchdogConfig(max_force=limit)
+    config = ExploreConfig(steps=40, sample_every=1, restarts=1, watchdog=watchdog, **FAST)
+    trajectory = tmp_path / "t.extxyz"
+    walker = explore(_calc(fitted_ensemble, 1.5), lattice, config, trajectory=trajectory)
+    walker = walker.walkers[0]
+    first = walker.restarts[0]["step"]
+    assert walker.restarts[0]["reason"] == "max_force"
+
+    atoms = lattice.copy()
+    atoms.calc = _calc(fitted_ensemble, 1.5)
+    rng = np.random.default_rng([FAST["seed"], 0, 1])
+    thermalize_momenta(atoms, 300.0, rng=rng)
+    Stationary(atoms)
+    dynamics = Langevin(
+        atoms, 2.0 * units.fs, temperature_K=300.0, friction=0.01 / units.fs, fixcm=False, rng=rng
+    )
+    reference, stop = [], ("completed", 40)
+    for step in range(1, 40 - first + 1):
+        dynamics.run(1)
+        unbiased = atoms.calc.results["unbiased_forces"]
+        if np.linalg.norm(unbiased, axis=1).max() > limit:
+            stop = ("max_force", first + step)
+            break
+        reference.append(atoms.positions.copy())
+    assert (walker.stop_reason, walker.stop_step) == stop
+    again = [f for f in walker.frames if f.info["step"] > first]
+    assert [f.info["step"] for f in again] == list(range(first + 1, first + 1 + len(reference)))
+    for frame, positions in zip(again, reference, strict=True):
+        np.testing.assert_allclose(frame.positions, positions, atol=1e-8)
+    back = read(trajectory, ":")
+    assert [f.info["step"] for f in back] == [f.info["step"] for f in walker.frames]
+    assert len(walker.frames) == first - 1 + len(reference)
+
+
+def _max_force_limit(ensemble, lattice) -> float:
+    """A max_force limit that the biased run from the lattice crosses, about half way."""
+    run = explore(_calc(ensemble, 1.5), lattice, ExploreConfig(steps=40, sample_every=1, **FAST))
+    f_max = [np.linalg.norm(f.arrays["unbiased_forces"], axis=1).max() for f in run.frames]
+    start_atoms = lattice.copy()
+    start_atoms.calc = Calculator(ensemble)
+    f_start = np.linalg.norm(start_atoms.get_forces(), axis=1).max()
+    return _threshold(f_start, np.array(f_max), 0.5)[0]
 
 
 def test_strong_bias_is_not_a_blow_up(fitted_ensemble, lattice):

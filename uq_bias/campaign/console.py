@@ -26,9 +26,9 @@ TIMINGS = "timings.json"
 
 
 def walker_summaries(state: CampaignState, k: int) -> list[dict]:
-    """Per walker of iteration k: stop reason, stop step and final tau (None when unbiased or
-    unknown): the walker's JSON ``tau`` if recorded, else the ``bias_strength`` of its last
-    kept frame."""
+    """Per walker of iteration k: stop reason, stop step, final tau (None when unbiased or
+    unknown: the walker's JSON ``tau`` if recorded, else the ``bias_strength`` of its last kept
+    frame) and the reasons of the stops it started again after."""
     folder = state.root / "iterations" / f"{k:03d}" / "walkers"
     out = []
     for path in sorted(folder.glob("w*.json")) if folder.is_dir() else []:
@@ -37,7 +37,9 @@ def walker_summaries(state: CampaignState, k: int) -> list[dict]:
         if tau is None:
             frames = read_frames(path.with_suffix(".extxyz"))
             tau = frames[-1].info.get("bias_strength") if frames else None
-        out.append({"reason": info.get("stop_reason"), "step": info.get("stop_step"), "tau": tau})
+        restarts = [r["reason"] for r in info.get("restarts", [])]
+        summary = {"reason": info.get("stop_reason"), "step": info.get("stop_step"), "tau": tau}
+        out.append(summary | {"restarts": restarts})
     return out
 
 
@@ -45,7 +47,8 @@ def _walker_text(walkers: list[dict]) -> str:
     parts = []
     for w in walkers:
         tau = "" if w["tau"] is None else f" tau {float(w['tau']):.3g}"
-        parts.append(f"{w['reason']}@{w['step']}{tau}")
+        after = "".join(f"{reason}, then " for reason in w.get("restarts", []))
+        parts.append(f"{after}{w['reason']}@{w['step']}{tau}")
     return "walkers " + ", ".join(parts)
 
 

@@ -313,19 +313,22 @@ def _bias(bias) -> str:
 
 
 def _walker_section(state: CampaignState, rows: list[dict]) -> list[str]:
-    """Per iteration and walker: why it stopped, at which MD step, and its last tau."""
+    """Per iteration and walker: the stops it started again after, why it stopped, at which
+    MD step, and its last tau."""
     from uq_bias.campaign.console import walker_summaries
 
     lines = [
         "## Walkers",
         "",
-        "| iteration | walker | stop | step | final tau |",
-        "| --- | --- | --- | --- | --- |",
+        "| iteration | walker | started again after | stop | step | final tau |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         for j, w in enumerate(walker_summaries(state, r["iteration"])):
             tau = "-" if w["tau"] is None else f"{float(w['tau']):.3g}"
-            lines.append(f"| {r['iteration']} | {j} | {w['reason']} | {w['step']} | {tau} |")
+            again = ", ".join(w["restarts"]) or "-"
+            cells = [r["iteration"], j, again, w["reason"], w["step"], tau]
+            lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return lines + [""] if len(lines) > 4 else []
 
 

@@ -363,9 +363,9 @@ def continued_frames(ctx: Context, k: int, i: int) -> list[Atoms]:
 
 def walker_starts(ctx: Context, k: int) -> list[Atoms]:
     """Where the walkers of iteration ``k`` start (``exploration.start``): the start structures,
-    the latest labelled frames, or (``last``) each walker's last kept frame of iteration k - 1,
-    so that walker i is one trajectory across iterations, its model retrained under it; a
-    walker that blew up or kept nothing starts again from its start structure."""
+    the latest labelled frames, or (``last``) where each walker's walk of iteration k - 1 ended
+    (:func:`resume_frame`), so that walker i explores on from there under its retrained model;
+    a walker that blew up or kept nothing starts again from its start structure."""
     e = ctx.config.exploration
     if e.start == "labelled":
         frames = ctx.state.labelled()[-e.walkers :]
@@ -375,8 +375,23 @@ def walker_starts(ctx: Context, k: int) -> list[Atoms]:
     starts = []
     for i in range(e.walkers):
         frames = continued_frames(ctx, k, i)
-        starts.append(frames[-1] if frames else ctx.structures[i % len(ctx.structures)])
+        starts.append(
+            resume_frame(ctx, k, frames) if frames else ctx.structures[i % len(ctx.structures)]
+        )
     return starts
+
+
+def resume_frame(ctx: Context, k: int, frames: list[Atoms]) -> Atoms:
+    """Of a continued walker's last :data:`REBASE_FRAMES` kept frames, the one with the lowest
+    energy under iteration k's model. Not simply the last: a walk that ended on an energy rise
+    ended at the top of its climb, and the retrained model knows better than the old one how
+    high that is (measured on alanine dipeptide: <|F|> of 4.4 eV/A under the new model over a
+    biased walker's last 16 frames, against about 1 at 300 K; walkers going on from the last
+    frame blew up within 9 and 21 steps)."""
+    recent = frames[-REBASE_FRAMES:]
+    model = load_uncertainty(ctx, k)
+    energies = model(model.graph(recent)).energy.detach().cpu().numpy()
+    return recent[int(np.argmin(energies))]
 
 
 #: Kept frames at the end of a continued walker's last walk that seed its next window.
@@ -438,6 +453,21 @@ def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
     return states
 
 
+def restart_where(ctx: Context, k: int, spec):
+    """``spec`` with where its walker starts again after a blow-up (``exploration.restarts``):
+    its start structure, with the window of :func:`bias_seed`, whatever it went on from (a
+    continued walker's frame is far up the surface under the new model; starting there again
+    is how it blew up)."""
+    if not ctx.config.exploration.restarts:
+        return spec
+    state = None
+    if ctx.config.exploration.bias.tau_rel is not None:
+        seed = bias_seed(ctx, k)
+        state = {"forces": [seed["force_mean"]], "bias": [seed["bias_mean"]]}
+    structure = ctx.structures[spec.index % len(ctx.structures)]
+    return replace(spec, restart_start=structure, restart_bias_state=state)
+
+
 def explore(ctx: Context, k: int) -> None:
     """Biased MD from every walker; each walker's frames are saved as it finishes."""
     from uq_bias.dynamics import (
@@ -458,6 +488,7 @@ def explore(ctx: Context, k: int) -> None:
     specs = walker_specs(
         recipe, walker_starts(ctx, k), explore_config, walkers=e.walkers, bias_states=states
     )
+    specs = [restart_where(ctx, k, spec) for spec in specs]
     folder = ctx.dir(k) / "walkers"
     folder.mkdir(exist_ok=True)
 
@@ -474,6 +505,7 @@ def explore(ctx: Context, k: int) -> None:
                 "message": result.message,
                 "max_uncertainty": float(result.max_uncertainty),
                 "n_frames": len(result.frames),
+                "restarts": result.restarts,
                 "bias_state": result.bias_state,
             },
         )

@@ -6,9 +6,11 @@ on the split steps of a relative bias) give every walker's biased forces on the 
 What stays per walker: its start, its random stream (numpy, seed sequence (seed, k): the same
 stream and initial velocities as the ASE path), its relative-bias window, the watchdog's verdict
 (a walker that stops leaves the batch, the others go on), its candidate frames and its
-extended-XYZ trajectory. Outputs are :class:`~uq_bias.dynamics.walker.WalkerResult` objects, as
-on the ASE path. Non-finite positions stop their walker alone ("non_finite"); an exception from
-the model stops every walker still running ("error", with the message).
+extended-XYZ trajectory. Walkers that blow up with ``ExploreConfig.restarts`` left start again
+together in a next batch, each for the steps it has left. Outputs are
+:class:`~uq_bias.dynamics.walker.WalkerResult` objects, as on the ASE path. Non-finite
+positions stop their walker alone ("non_finite"); an exception from the model stops every
+walker still running ("error", with the message).
 
 Integrator: Langevin BAOAB (:mod:`uq_bias.dynamics.langevin`), NVT only; NPT runs on the ASE
 path (MTK barostat). Positions are not wrapped into the cell (as in ASE).
@@ -33,7 +35,9 @@ from uq_bias.dynamics.walker import (
     _rng,
     _stop,
     _Writer,
+    joined,
     observe,
+    restarted,
 )
 from uq_bias.dynamics.watchdog import Verdict, Watchdog
 
@@ -59,14 +63,15 @@ def _start(spec: WalkerSpec) -> _Walker:
 
     atoms = spec.start.copy()
     atoms.calc = None
-    rng = _rng(spec.config, spec.index)
+    rng = _rng(spec)
     if spec.config.temperature > 0:
         thermalize_momenta(atoms, spec.config.temperature, rng=rng)
         Stationary(atoms)
     steps, trajectory = spec.config.steps, spec.trajectory
     result = WalkerResult(spec.index, [], "completed", steps, trajectory=trajectory)
     watchdog = Watchdog(spec.config.watchdog)
-    return _Walker(spec, atoms, rng, _Writer(spec.trajectory), result, watchdog)
+    writer = _Writer(spec.trajectory, append=spec.segment > 0)
+    return _Walker(spec, atoms, rng, writer, result, watchdog)
 
 
 class BatchedForces:
@@ -196,8 +201,9 @@ class _Batch:
     def keep(self, positions: list[int]) -> None:
         """Keep the walkers at ``positions`` of the batch (their atoms, in that order)."""
         offsets = np.concatenate([[0], np.cumsum(self.counts)])
-        index = np.concatenate([np.arange(offsets[k], offsets[k + 1]) for k in positions])
-        index = torch.as_tensor(index, device=self.device)
+        ranges = [np.arange(offsets[k], offsets[k + 1]) for k in positions]
+        index = np.concatenate(ranges or [[]])
+        index = torch.as_tensor(index, dtype=torch.long, device=self.device)
         self.walkers = [self.walkers[k] for k in positions]
         self.counts = [self.counts[k] for k in positions]
         for name in ("positions", "momenta", "masses", "forces"):
@@ -228,6 +234,20 @@ def run_batched(model, bias: BiasConfig | None, specs: Sequence[WalkerSpec]) -> 
     target = resolve_device(config.device)
     if target is not None:
         model = model.to(target)
+    results = _run_round(model, bias, specs)
+    todo = list(range(len(specs)))
+    while True:
+        todo = [i for i in todo if restarted(specs[i], results[i]) is not None]
+        if not todo:
+            return results
+        again = _run_round(model, bias, [restarted(specs[i], results[i]) for i in todo])
+        for i, result in zip(todo, again):
+            results[i] = joined(results[i], result)
+
+
+def _run_round(model, bias: BiasConfig | None, specs: Sequence[WalkerSpec]) -> list[WalkerResult]:
+    """One batch of walker segments, each up to its stop."""
+    config = specs[0].config
     walkers = [_start(spec) for spec in specs]
     try:
         device = next(model.parameters()).device
@@ -257,9 +277,10 @@ def _run(forces: BatchedForces, batch: _Batch, config) -> None:
     dt = config.timestep * units.fs
     friction, kT = config.friction / units.fs, units.kB * config.temperature
     total = len(batch.walkers)
-    with tqdm(total=config.steps, desc=f"{total} walkers", disable=not config.progress) as bar:
+    steps = max(config.steps - w.spec.first_step for w in batch.walkers)
+    with tqdm(total=steps, desc=f"{total} walkers", disable=not config.progress) as bar:
         _evaluate(forces, batch, 0)
-        for step in range(1, config.steps + 1):
+        for step in range(1, steps + 1):
             if not batch.walkers:
                 return
             r, p = langevin.baoa(
@@ -274,6 +295,7 @@ def _run(forces: BatchedForces, batch: _Batch, config) -> None:
             )
             batch.positions, batch.momenta = r, p
             _evaluate(forces, batch, step, dt)
+            _complete(forces, batch, step, config.steps)
             bar.update(1)
             bar.set_postfix_str(f"{len(batch.walkers)}/{total} running")
 
@@ -306,6 +328,13 @@ def _evaluate(forces: BatchedForces, batch: _Batch, step: int, dt: float | None 
         _drop(forces, batch, stopped, step, record=False)
 
 
+def _complete(forces: BatchedForces, batch: _Batch, step: int, steps: int) -> None:
+    """Restarted walkers that have run their last step leave the batch ("completed")."""
+    done = [k for k, w in enumerate(batch.walkers) if w.spec.first_step + step >= steps]
+    if done:
+        _drop(forces, batch, dict.fromkeys(done), step, record=False)
+
+
 def _broken(batch: _Batch) -> dict[int, Verdict]:
     """Walkers whose positions or momenta are no longer finite (the step blew up)."""
     finite = torch.isfinite(batch.positions).all(1) & torch.isfinite(batch.momenta).all(1)
@@ -323,7 +352,7 @@ def _drop(
     """Stop the walkers in ``stopped`` (position in batch -> verdict); the rest go on."""
     for k, verdict in stopped.items():
         if record:
-            _stop(batch.walkers[k].result, verdict, step)
+            _stop(batch.walkers[k].result, verdict, batch.walkers[k].spec.first_step + step)
         batch.walkers[k].result.bias_state = forces.state(k)
     keep = [k for k in range(len(batch.walkers)) if k not in stopped]
     batch.keep(keep)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -28,7 +28,7 @@ from ase.calculators.calculator import Calculator as ASECalculator
 
 from uq_bias import keys
 from uq_bias.device import check_device_name
-from uq_bias.dynamics.watchdog import FOUND, Verdict, Watchdog, WatchdogConfig
+from uq_bias.dynamics.watchdog import FOUND, RESTARTABLE, Verdict, Watchdog, WatchdogConfig
 from uq_bias.options import option
 
 Ensemble = Literal["nvt", "npt"]
@@ -60,6 +60,12 @@ class ExploreConfig:
     )
     sample_every: int = option(10, "Keep a candidate frame every this many steps.")
     watchdog: WatchdogConfig = option(WatchdogConfig(), "When a walker stops.")
+    restarts: int = option(
+        0,
+        "After a blow-up or an energy rise, a walker starts again (from WalkerSpec.restart_start, "
+        "else its start; fresh velocities) for the steps it has left, at most this many times; "
+        "0: it stops there.",
+    )
     seed: int = option(0, "Base seed; walker k uses the seed sequence (seed, k).")
     progress: bool = option(True, "Show a progress bar.")
     engine: Engine = option(
@@ -84,6 +90,10 @@ class ExploreConfig:
             value = getattr(self, name)
             if not (isinstance(value, int) and value >= 1):
                 raise ValueError(f"ExploreConfig: {name} must be an integer >= 1, got {value!r}")
+        if not (isinstance(self.restarts, int) and self.restarts >= 0):
+            raise ValueError(
+                f"ExploreConfig: restarts must be an integer >= 0, got {self.restarts!r}"
+            )
         for name in ("timestep", "friction", "tdamp", "pdamp"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
@@ -127,6 +137,14 @@ class WalkerSpec:
             :meth:`uq_bias.bias.RelativeStrength.state` (e.g. the previous walker's
             ``WalkerResult.bias_state``, or a seeded one), so the bias acts from step 1.
             None: the calculator's own window (tau = 0 until it is full).
+        restart_start: where the walker starts again after a blow-up (``config.restarts``);
+            None: ``start``. A walker that goes on from a frame far up the surface should start
+            again from somewhere safe.
+        restart_bias_state: the window it starts again from; None: ``bias_state``.
+        segment: how many times the walker has started again before this run (0: a new
+            walker); its random stream is the seed sequence (seed, index, segment).
+        first_step: MD steps the walker ran before this segment; it runs
+            ``config.steps - first_step`` more, and its frames' ``step`` goes on from here.
     """
 
     index: int
@@ -135,6 +153,10 @@ class WalkerSpec:
     config: ExploreConfig
     trajectory: Path | None = None
     bias_state: dict | None = None
+    restart_start: Atoms | None = None
+    restart_bias_state: dict | None = None
+    segment: int = 0
+    first_step: int = 0
 
 
 @dataclass
@@ -147,7 +169,8 @@ class WalkerResult:
             an uncertainty threshold), with the results in ``info`` / ``arrays``.
         stop_reason: "completed", "uncertainty", "hal", "non_finite", "max_force",
             "min_distance", "min_distance_ratio", "energy_rise" or "error".
-        stop_step: the MD step at which the walker stopped (``steps`` when completed).
+        stop_step: the MD step at which the walker stopped (``steps`` when completed), counted
+            over all its segments.
         message: a human-readable detail of the stop.
         max_uncertainty: the largest max_i u_i seen over all steps (eV/A; NaN without
             uncertainties).
@@ -155,6 +178,8 @@ class WalkerResult:
         trajectory: the extended-XYZ file written, or None.
         bias_state: the relative-bias window when the walker stopped
             (:meth:`uq_bias.bias.RelativeStrength.state`), or None without a relative bias.
+        restarts: one dict per time the walker started again, the stop before it: reason, step
+            (counted from the walker's first step) and message.
     """
 
     index: int
@@ -166,6 +191,40 @@ class WalkerResult:
     max_energy_uncertainty: float = float("nan")
     trajectory: Path | None = None
     bias_state: dict | None = None
+    restarts: list[dict] = field(default_factory=list)
+
+
+def restarted(spec: WalkerSpec, result: WalkerResult) -> WalkerSpec | None:
+    """The walker's next segment after ``result`` (all it ran so far, from ``spec``'s first
+    segment), or None when it is done: it completed or found a frame, has used its
+    ``config.restarts``, or has fewer than ``sample_every`` steps left (nothing to keep)."""
+    config = spec.config
+    left = config.steps - result.stop_step
+    if (
+        result.stop_reason not in RESTARTABLE
+        or len(result.restarts) >= config.restarts
+        or left < config.sample_every
+    ):
+        return None
+    return replace(
+        spec,
+        start=spec.start if spec.restart_start is None else spec.restart_start,
+        bias_state=spec.bias_state if spec.restart_bias_state is None else spec.restart_bias_state,
+        segment=len(result.restarts) + 1,
+        first_step=result.stop_step,
+    )
+
+
+def joined(before: WalkerResult, after: WalkerResult) -> WalkerResult:
+    """One walker's result from its run so far (``before``) and the segment that followed."""
+    stop = {"reason": before.stop_reason, "step": before.stop_step, "message": before.message}
+    after.frames = before.frames + after.frames
+    after.restarts = [*before.restarts, stop]
+    after.max_uncertainty = float(np.fmax(before.max_uncertainty, after.max_uncertainty))
+    after.max_energy_uncertainty = float(
+        np.fmax(before.max_energy_uncertainty, after.max_energy_uncertainty)
+    )
+    return after
 
 
 def relative_strength(calculator: ASECalculator):
@@ -185,8 +244,10 @@ def _restore_bias(calculator: ASECalculator, state: dict | None) -> None:
     calculator.bias.relative = RelativeStrength.from_state(state, relative.tau_rel, relative.window)
 
 
-def _rng(config: ExploreConfig, index: int) -> np.random.Generator:
-    return np.random.default_rng([config.seed, index])
+def _rng(spec: WalkerSpec) -> np.random.Generator:
+    """The walker's random stream: seed sequence (seed, index), then (seed, index, segment)."""
+    entropy = [spec.config.seed, spec.index] + ([spec.segment] if spec.segment else [])
+    return np.random.default_rng(entropy)
 
 
 def make_dynamics(atoms: Atoms, config: ExploreConfig, rng: np.random.Generator):
@@ -240,12 +301,13 @@ def snapshot(atoms: Atoms, results: dict, index: int, step: int) -> Atoms:
 class _Writer:
     """Appends frames to an extended-XYZ file as they come (flushed after each frame)."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, append: bool = False):
         self.path = path
         self.handle = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.handle = open(path, "w")  # a fresh trajectory per run  # noqa: SIM115
+            # a fresh trajectory per walker; a restarted segment goes on in its walker's file
+            self.handle = open(path, "a" if append else "w")  # noqa: SIM115
 
     def write(self, frame: Atoms) -> None:
         if self.handle is not None:
@@ -263,8 +325,8 @@ def _progress(spec: WalkerSpec):
     from tqdm.auto import tqdm
 
     return tqdm(
-        total=spec.config.steps,
-        desc=f"walker {spec.index}",
+        total=spec.config.steps - spec.first_step,
+        desc=f"walker {spec.index}" + (f" (restart {spec.segment})" if spec.segment else ""),
         disable=not spec.config.progress,
         leave=True,
         unit="step",
@@ -272,20 +334,29 @@ def _progress(spec: WalkerSpec):
 
 
 def run_walker(spec: WalkerSpec) -> WalkerResult:
-    """Run one walker to its stop (see :class:`WalkerResult`)."""
+    """Run one walker to its stop (see :class:`WalkerResult`), starting it again after a
+    blow-up while ``config.restarts`` allows (:func:`restarted`)."""
+    result = _run_segment(spec)
+    while (next_spec := restarted(spec, result)) is not None:
+        result = joined(result, _run_segment(next_spec))
+    return result
+
+
+def _run_segment(spec: WalkerSpec) -> WalkerResult:
+    """One segment of a walker: fresh calculator, velocities and watchdog, up to its stop."""
     from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
     config = spec.config
     atoms = spec.start.copy()
     atoms.calc = spec.calculator()
     _restore_bias(atoms.calc, spec.bias_state)
-    rng = _rng(config, spec.index)
+    rng = _rng(spec)
     if config.temperature > 0:
         thermalize_momenta(atoms, config.temperature, rng=rng)
         Stationary(atoms)
     dynamics = make_dynamics(atoms, config, rng)
     watchdog = Watchdog(config.watchdog)
-    writer = _Writer(spec.trajectory)
+    writer = _Writer(spec.trajectory, append=spec.segment > 0)
     result = WalkerResult(spec.index, [], "completed", config.steps, trajectory=spec.trajectory)
     try:
         with _progress(spec) as bar:
@@ -299,7 +370,7 @@ def run_walker(spec: WalkerSpec) -> WalkerResult:
 
 
 def _loop(spec, atoms, dynamics, watchdog, writer, result: WalkerResult, bar) -> None:
-    steps = dynamics.irun(spec.config.steps)
+    steps = dynamics.irun(spec.config.steps - spec.first_step)
     step = 0
     while True:
         try:
@@ -309,7 +380,8 @@ def _loop(spec, atoms, dynamics, watchdog, writer, result: WalkerResult, bar) ->
         except (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError) as err:
             broken = not np.isfinite(atoms.positions).all()  # the step itself blew up
             text = f"{type(err).__name__} from the calculator: {err}"
-            _stop(result, Verdict("non_finite" if broken else "error", text), step + 1)
+            verdict = Verdict("non_finite" if broken else "error", text)
+            _stop(result, verdict, spec.first_step + step + 1)
             return
         step = dynamics.nsteps
         verdict = observe(spec, atoms, atoms.calc.results, step, watchdog, writer, result)
@@ -328,20 +400,21 @@ def observe(
     writer: _Writer,
     result: WalkerResult,
 ) -> Verdict:
-    """After MD step ``step`` of walker ``spec.index``: the watchdog's verdict on ``atoms`` and
-    its ``results``, the running maxima, a candidate frame kept (in ``result.frames`` and the
-    trajectory; every ``sample_every`` steps, or the frame that tripped an uncertainty check)
-    and the stop."""
+    """After MD step ``step`` of walker ``spec.index``'s segment: the watchdog's verdict on
+    ``atoms`` and its ``results``, the running maxima, a candidate frame kept (in
+    ``result.frames`` and the trajectory; every ``sample_every`` steps, or the frame that
+    tripped an uncertainty check) and the stop. Frames and stops count steps from the walker's
+    first segment (``spec.first_step + step``)."""
     verdict = watchdog(atoms, results)
     result.max_uncertainty = float(np.fmax(result.max_uncertainty, verdict.max_uncertainty))
     energy_u = results.get(keys.ENERGY_UNCERTAINTY, float("nan"))
     result.max_energy_uncertainty = float(np.fmax(result.max_energy_uncertainty, energy_u))
     every = spec.config.sample_every
     if verdict.reason in FOUND or (verdict.reason is None and step and step % every == 0):
-        result.frames.append(snapshot(atoms, results, spec.index, step))
+        result.frames.append(snapshot(atoms, results, spec.index, spec.first_step + step))
         writer.write(result.frames[-1])
     if verdict.reason is not None:
-        _stop(result, verdict, step)
+        _stop(result, verdict, spec.first_step + step)
     return verdict
 
 

@@ -46,6 +46,9 @@ BLOW_UPS = (
     "error",
 )
 FOUND = ("uncertainty", "hal")
+#: Stops after which a walker with restarts left starts again (``ExploreConfig.restarts``): the
+#: blow-ups and the energy rise. The others mean it completed or found what it looked for.
+RESTARTABLE = (*BLOW_UPS, "energy_rise")
 
 
 @dataclass(frozen=True)
