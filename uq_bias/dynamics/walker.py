@@ -62,9 +62,9 @@ class ExploreConfig:
     watchdog: WatchdogConfig = option(WatchdogConfig(), "When a walker stops.")
     restarts: int = option(
         0,
-        "After a blow-up or an energy rise, a walker starts again (from WalkerSpec.restart_start, "
-        "else its start; fresh velocities) for the steps it has left, at most this many times; "
-        "0: it stops there.",
+        "After a blow-up or an energy rise, a walker starts again with fresh velocities for the "
+        "steps it has left, at most this many times: from its start (in a campaign, its start "
+        "structure, also with start: last); 0: it stops there.",
     )
     seed: int = option(0, "Base seed; walker k uses the seed sequence (seed, k).")
     progress: bool = option(True, "Show a progress bar.")
