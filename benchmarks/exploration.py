@@ -219,7 +219,9 @@ def test_metrics(folder: Path, test_frames: list, test_path: Path) -> dict:
 
 
 def rows_of(folder: Path, test_frames: list, test_path: Path) -> list[dict]:
-    """One dict per iteration: labels, coverage explored/labelled, test metrics."""
+    """One dict per iteration: labels, coverage explored/labelled, test metrics, and how far up
+    the surface the labels lie: the median GFN2-xTB energy of the frames model k was trained
+    on above the lowest test frame (eV/atom)."""
     from uq_bias.campaign.cvs import backbone_cvs
     from uq_bias.campaign.explored import coverage_by_iteration
     from uq_bias.campaign.state import CampaignState
@@ -227,6 +229,8 @@ def rows_of(folder: Path, test_frames: list, test_path: Path) -> list[dict]:
 
     state = CampaignState(folder)
     tests = test_metrics(folder, test_frames, test_path)
+    lowest = min(a.get_potential_energy() / len(a) for a in test_frames)
+    heights = [a.get_potential_energy() / len(a) - lowest for a in state.labelled()]
     cvs = backbone_cvs(test_frames[0])
     start = builtin("alanine_dipeptide")[0]
     rows = []
@@ -240,6 +244,7 @@ def rows_of(folder: Path, test_frames: list, test_path: Path) -> list[dict]:
                 "md_forces_rmse": t["md"]["forces_rmse"],
                 "md_energy_rmse": t["md"]["energy_rmse_per_atom"],
                 "rama_atom_coverage": t["rama"]["atom_coverage"],
+                "label_height": float(np.median(heights[: c.n_labelled])),
             }
         )
     return rows
@@ -253,8 +258,8 @@ def table(results: dict) -> list[str]:
     lines = [
         "| campaign | seed | iteration | labels | explored frames | broken | coverage explored "
         "| all | coverage labelled | rama E RMSE (meV/atom) | rama F RMSE (eV/A) | "
-        "md E RMSE (meV/atom) | md F RMSE (eV/A) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "md E RMSE (meV/atom) | md F RMSE (eV/A) | labels' median height (meV/atom) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for (name, seed), rows in results.items():
         for r in rows:
@@ -263,7 +268,8 @@ def table(results: dict) -> list[str]:
                 f"{r['n_explored']} | {r['n_broken']} | {fmt(r['explored'])} | "
                 f"{fmt(r['explored_all'])} | {fmt(r['labelled'])} | "
                 f"{1000 * r['rama_energy_rmse']:.1f} | {r['rama_forces_rmse']:.3f} | "
-                f"{1000 * r['md_energy_rmse']:.1f} | {r['md_forces_rmse']:.3f} |"
+                f"{1000 * r['md_energy_rmse']:.1f} | {r['md_forces_rmse']:.3f} | "
+                f"{1000 * r['label_height']:.0f} |"
             )
     return lines
 
