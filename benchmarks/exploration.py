@@ -383,8 +383,8 @@ def plot(results: dict, names: list[str], path: Path, caption: str) -> None:
 
 
 def stability(folders: dict, args, start) -> list[str]:
-    """Survival of plain MD with each campaign's final model at 300 K and 600 K."""
-    from md_stability import survival
+    """Survival of plain MD with each campaign's final model at 300 K and 600 K; the models
+    run ``--jobs`` at a time (processes)."""
 
     steps = int(round(args.stability_ps * 1000 / 0.5))
     lines = [
@@ -394,17 +394,31 @@ def stability(folders: dict, args, start) -> list[str]:
         "| campaign | seed | T (K) | survived | failures (run, step, reason) |",
         "| --- | --- | --- | --- | --- |",
     ]
-    for (name, seed), folder in folders.items():
-        models = sorted(Path(folder).glob("iterations/*/model/member_0.model"))
-        outcomes = survival(str(models[-1]), start, (300.0, 600.0), args.stability_runs, steps)
-        for s in outcomes:
-            fails = "; ".join(f"{r}, {k}, {why}" for r, k, why in s.failures) or "-"
-            lines.append(
-                f"| {name} | {seed} | {s.temperature:g} | {s.runs - len(s.failures)}/{s.runs} "
-                f"({s.fraction:.2f}) | {fails} |"
-            )
-            print(lines[-1], flush=True)
+    models = [
+        str(sorted(Path(folder).glob("iterations/*/model/member_0.model"))[-1])
+        for folder in folders.values()
+    ]
+    jobs = [(m, start, (300.0, 600.0), args.stability_runs, steps) for m in models]
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        outcomes = pool.map(_survival, jobs)
+        for (name, seed), model_outcomes in zip(folders, outcomes):
+            for s in model_outcomes:
+                fails = "; ".join(f"{r}, {k}, {why}" for r, k, why in s.failures) or "-"
+                lines.append(
+                    f"| {name} | {seed} | {s.temperature:g} | {s.runs - len(s.failures)}/{s.runs} "
+                    f"({s.fraction:.2f}) | {fails} |"
+                )
+                print(lines[-1], flush=True)
     return lines
+
+
+def _survival(job: tuple):
+    """md_stability.survival on one model, in a worker process (one thread)."""
+    import torch
+    from md_stability import survival
+
+    torch.set_num_threads(1)
+    return survival(*job)
 
 
 def main(argv=None) -> int:
