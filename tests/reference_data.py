@@ -31,3 +31,15 @@ def rattled_cu_frames(n: int, seed: int = 0, amplitude: float = 0.08, size=(2, 2
         atoms.positions += rng.normal(scale=amplitude, size=atoms.positions.shape)
         frames.append(label(atoms, EMT()))
     return frames
+
+
+def side_of_bond(atoms, i: int, j: int, bond: float = 1.7) -> np.ndarray:
+    """Indices of the atoms on j's side of the bond i-j: the connected component holding j
+    (scipy) of the graph of atoms closer than ``bond`` A, with the bond i-j cut."""
+    from scipy.sparse.csgraph import connected_components
+
+    near = atoms.get_all_distances() < bond
+    np.fill_diagonal(near, False)
+    near[i, j] = near[j, i] = False
+    _, component = connected_components(near, directed=False)
+    return np.flatnonzero(component == component[j])

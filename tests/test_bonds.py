@@ -9,6 +9,7 @@ import pytest
 from ase.build import bulk
 from ase.data import covalent_radii
 from ase.neighborlist import neighbor_list
+from reference_data import side_of_bond
 
 from uq_bias.bonds import BondGraph
 from uq_bias.campaign.systems import builtin
@@ -59,13 +60,7 @@ def test_a_frame_of_another_size_is_refused(dipeptide):
 def torsion_motion(atoms, i, j):
     """(N, 3) the displacement of turning the side of bond i-j that holds j about the bond
     axis (unit angular speed): it keeps every bond length and angle."""
-    near = atoms.get_all_distances() < 1.7
-    side, todo = {j}, [j]
-    while todo:
-        for k in np.flatnonzero(near[todo.pop()]):
-            if k != i and k not in side:
-                side.add(int(k))
-                todo.append(int(k))
+    side = side_of_bond(atoms, i, j)
     axis = atoms.positions[j] - atoms.positions[i]
     axis /= np.linalg.norm(axis)
     motion = np.zeros_like(atoms.positions)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from ase.calculators.singlepoint import SinglePointCalculator
+from reference_data import side_of_bond
 
 from uq_bias.campaign import cvs as cvlib
 from uq_bias.campaign.explored import coverage_by_iteration, intact
@@ -16,16 +17,9 @@ from .test_coverage import brute_force
 
 def twisted(start, quad, angle):
     """``start`` with the dihedral ``quad`` set to ``angle`` degrees, turning the whole side of
-    the molecule beyond the central bond (found by a walk over atoms closer than 1.7 A)."""
-    near = start.get_all_distances() < 1.7
-    side, todo = {quad[2]}, [quad[2]]
-    while todo:
-        for j in np.flatnonzero(near[todo.pop()]):
-            if j != quad[1] and j not in side:
-                side.add(int(j))
-                todo.append(int(j))
+    the molecule beyond the central bond."""
     atoms = start.copy()
-    atoms.set_dihedral(*quad, angle, indices=sorted(side))
+    atoms.set_dihedral(*quad, angle, indices=side_of_bond(start, quad[1], quad[2]))
     return atoms
 
 
