@@ -89,7 +89,8 @@ def test_walkers_continue_from_their_lowest_recent_frame_unless_they_blew_up(tmp
     """start: last. Walker 0 completed iteration 1 on a climb (its frames rising in energy)
     and goes on from its kept frame lowest in energy under iteration 2's model (energies from
     the ASE calculator on that model); walker 1 blew up and starts again from the start
-    structure; iteration 1 starts from the start structure."""
+    structure; walker 2 started again within its walk, and only its frames since count;
+    iteration 1 starts from the start structure."""
     from uq_bias.calculator import Calculator
     from uq_bias.campaign import uq
     from uq_bias.campaign.stages import uncertainty_dir
@@ -99,7 +100,7 @@ def test_walkers_continue_from_their_lowest_recent_frame_unless_they_blew_up(tmp
     state = CampaignState(tmp_path)
     starts = [bulk("Cu", cubic=True)]
     config = from_dict(
-        {"data": {"structures": "x.xyz"}, "exploration": {"walkers": 2, "start": "last"}},
+        {"data": {"structures": "x.xyz"}, "exploration": {"walkers": 3, "start": "last"}},
         tmp_path,
     )
     ctx = Context(state, config, None, starts)
@@ -119,30 +120,73 @@ def test_walkers_continue_from_their_lowest_recent_frame_unless_they_blew_up(tmp
     for i, (reason, kept) in enumerate((("completed", walk), ("min_distance", walk[:2]))):
         write_frames(folder / f"w{i:02d}.extxyz", kept)
         write_json(folder / f"w{i:02d}.json", {"stop_reason": reason})
-    for k, expected in ((1, starts), (2, [walk[0], starts[0]])):
+    restarted = [a.copy() for a in (walk[0], walk[3], walk[4])]
+    for a, step in zip(restarted, (10, 40, 50)):
+        a.info["step"] = step
+    write_frames(folder / "w02.extxyz", restarted)
+    summary = {"stop_reason": "completed", "restarts": [{"reason": "max_force", "step": 30}]}
+    write_json(folder / "w02.json", summary)
+    for k, expected in ((1, starts), (2, [walk[0], starts[0], walk[3]])):
         got = walker_starts(ctx, k)
         assert len(got) == len(expected)
         for a, b in zip(got, expected):
             np.testing.assert_allclose(a.positions, b.positions, atol=1e-8)
 
 
+def _restarts(tmp_path, exploration, starts, walked, model=None):
+    """The specs of the explore stage of iteration 2 (walker i from walked[i]) after
+    :func:`restart_where`; ``model``: an uncertainty model saved as iteration 2's."""
+    from uq_bias.campaign import uq
+    from uq_bias.campaign.stages import restart_where, uncertainty_dir
+    from uq_bias.dynamics import WalkerSpec
+
+    config = from_dict({"data": {"structures": "x.xyz"}, "exploration": exploration}, tmp_path)
+    ctx = Context(CampaignState(tmp_path), config, None, starts)
+    if model is not None:
+        uq.save(model, uncertainty_dir(ctx, 2))
+    specs = [WalkerSpec(i, a, calculator=None, config=None) for i, a in enumerate(walked)]
+    return restart_where(ctx, 2, specs)
+
+
 def test_walkers_start_again_from_their_start_structure(tmp_path):
     """exploration.restarts: a walker that goes on from its last frame starts again, after a
     blow-up, from its start structure (walker i from structure i mod n), not from that frame."""
-    from uq_bias.campaign.stages import restart_where
-    from uq_bias.dynamics import WalkerSpec
-
-    state = CampaignState(tmp_path)
     starts = [bulk("Cu", cubic=True), bulk("Cu", cubic=True, a=3.7)]
     walked = cu_labelled(3)
     exploration = {"walkers": 3, "start": "last", "restarts": 2, "bias": {"tau": 0.5}}
-    config = from_dict({"data": {"structures": "x.xyz"}, "exploration": exploration}, tmp_path)
-    ctx = Context(state, config, None, starts)
-    for i in range(3):
-        spec = WalkerSpec(i, walked[i], calculator=None, config=None)
-        again = restart_where(ctx, 2, spec)
+    for i, again in enumerate(_restarts(tmp_path, exploration, starts, walked)):
         assert again.start is walked[i] and again.restart_start is starts[i % 2]
         assert again.restart_bias_state is None  # an absolute tau has no window
+
+
+def test_a_restart_window_is_measured_on_the_start_structures(tmp_path):
+    """start: labelled with tau_rel: walkers start from labelled frames, but one that starts
+    again starts from its start structure, and its window's <|F|> is the mean |F_i| there
+    (from the ASE calculator on the same model), not over the labelled frames."""
+    from uq_bias.calculator import Calculator
+    from uq_bias.training import build_mace, save_model
+    from uq_bias.uncertainty import Ensemble
+
+    paths = [str(tmp_path / f"m{j}.model") for j in range(2)]
+    for j, path in enumerate(paths):
+        save_model(build_mace([29], cutoff=3.5, seed=j), path)
+    model = Ensemble(paths)
+    starts = [bulk("Cu", cubic=True) * (2, 1, 1)]
+    starts[0].rattle(0.05, seed=1)
+    walked = cu_labelled(2)
+    exploration = {"walkers": 2, "start": "labelled", "restarts": 1, "bias": {"tau_rel": 0.2}}
+    specs = _restarts(tmp_path / "c", exploration, starts, walked, model)
+
+    def mean_force(atoms):
+        atoms = atoms.copy()
+        atoms.calc = Calculator(model)
+        return np.linalg.norm(atoms.get_forces(), axis=1).mean()
+
+    for spec in specs:
+        assert spec.restart_start is starts[0]
+        got = spec.restart_bias_state["forces"][0]
+        assert got == pytest.approx(mean_force(starts[0]), rel=1e-6)
+        assert got != pytest.approx(np.mean([mean_force(a) for a in walked]), rel=1e-2)
 
 
 def _label_initial(tmp_path, structures, **data):

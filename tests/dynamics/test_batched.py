@@ -74,12 +74,6 @@ def _cluster(seed: int) -> Atoms:
     return atoms
 
 
-def _unbiased_forces(model, atoms: Atoms) -> np.ndarray:
-    atoms = atoms.copy()
-    atoms.calc = Calculator(model)
-    return atoms.get_forces()
-
-
 def _edges(model, frames) -> int:
     return sum(model.graph(a).edge_index.shape[1] for a in frames)
 

@@ -349,7 +349,8 @@ def evaluate(ctx: Context, k: int) -> None:
 
 def continued_frames(ctx: Context, k: int, i: int) -> list[Atoms]:
     """Walker i's kept frames of iteration k - 1 (no results) when it goes on from them in
-    iteration k (``exploration.start: last``, k > 1, kept frames and no blow-up), else []."""
+    iteration k (``exploration.start: last``, k > 1, kept frames and no blow-up), else []. Of a
+    walker that started again within its walk, the frames since it last did."""
     from uq_bias.dynamics.watchdog import BLOW_UPS
 
     if ctx.config.exploration.start != "last" or k <= 1:
@@ -358,7 +359,9 @@ def continued_frames(ctx: Context, k: int, i: int) -> list[Atoms]:
     path, summary = folder / f"w{i:02d}.extxyz", read_json(folder / f"w{i:02d}.json", {})
     if not path.is_file() or summary.get("stop_reason") in BLOW_UPS:
         return []
-    return [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in read_frames(path)]
+    since = max((r["step"] for r in summary.get("restarts", [])), default=0)
+    frames = [a for a in read_frames(path) if a.info.get("step", since + 1) > since]
+    return [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
 
 
 def walker_starts(ctx: Context, k: int) -> list[Atoms]:
@@ -372,24 +375,25 @@ def walker_starts(ctx: Context, k: int) -> list[Atoms]:
         return [Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc) for a in frames]
     if e.start == "structures" or k <= 1:
         return ctx.structures
-    starts = []
+    starts, model = [], None
     for i in range(e.walkers):
         frames = continued_frames(ctx, k, i)
-        starts.append(
-            resume_frame(ctx, k, frames) if frames else ctx.structures[i % len(ctx.structures)]
-        )
+        if not frames:
+            starts.append(ctx.structures[i % len(ctx.structures)])
+            continue
+        model = model or load_uncertainty(ctx, k)  # once for all walkers
+        starts.append(resume_frame(model, frames))
     return starts
 
 
-def resume_frame(ctx: Context, k: int, frames: list[Atoms]) -> Atoms:
+def resume_frame(model, frames: list[Atoms]) -> Atoms:
     """Of a continued walker's last :data:`REBASE_FRAMES` kept frames, the one with the lowest
-    energy under iteration k's model. Not simply the last: a walk that ended on an energy rise
+    energy under ``model``, iteration k's. Not simply the last: a walk that ended on an energy rise
     ended at the top of its climb, and the retrained model knows better than the old one how
     high that is (measured on alanine dipeptide: <|F|> of 4.4 eV/A under the new model over a
     biased walker's last 16 frames, against about 1 at 300 K; walkers going on from the last
     frame blew up within 9 and 21 steps)."""
     recent = frames[-REBASE_FRAMES:]
-    model = load_uncertainty(ctx, k)
     energies = model(model.graph(recent)).energy.detach().cpu().numpy()
     return recent[int(np.argmin(energies))]
 
@@ -453,19 +457,28 @@ def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
     return states
 
 
-def restart_where(ctx: Context, k: int, spec):
-    """``spec`` with where its walker starts again after a blow-up (``exploration.restarts``):
-    its start structure, with the window of :func:`bias_seed`, whatever it went on from (a
-    continued walker's frame is far up the surface under the new model; starting there again
-    is how it blew up)."""
-    if not ctx.config.exploration.restarts:
-        return spec
+def restart_where(ctx: Context, k: int, specs: list) -> list:
+    """``specs`` with where each walker starts again after a blow-up (``exploration.restarts``):
+    its start structure, with the window measured there, whatever it went on from (a continued
+    walker's frame is far up the surface under the new model; starting there again is how it
+    blew up)."""
+    from uq_bias.bias import estimate_window
+
+    e = ctx.config.exploration
+    if not e.restarts:
+        return specs
     state = None
-    if ctx.config.exploration.bias.tau_rel is not None:
-        seed = bias_seed(ctx, k)
+    if e.bias.tau_rel is not None and e.start != "labelled":
+        seed = bias_seed(ctx, k)  # measured over the start structures
         state = {"forces": [seed["force_mean"]], "bias": [seed["bias_mean"]]}
-    structure = ctx.structures[spec.index % len(ctx.structures)]
-    return replace(spec, restart_start=structure, restart_bias_state=state)
+    elif e.bias.tau_rel is not None:  # bias_seed is over the labelled frames the walkers start from
+        force_mean, bias_mean = estimate_window(load_uncertainty(ctx, k), ctx.structures, e.bias)
+        state = {"forces": [force_mean], "bias": [bias_mean]}
+    structures = ctx.structures
+    return [
+        replace(s, restart_start=structures[s.index % len(structures)], restart_bias_state=state)
+        for s in specs
+    ]
 
 
 def explore(ctx: Context, k: int) -> None:
@@ -488,7 +501,7 @@ def explore(ctx: Context, k: int) -> None:
     specs = walker_specs(
         recipe, walker_starts(ctx, k), explore_config, walkers=e.walkers, bias_states=states
     )
-    specs = [restart_where(ctx, k, spec) for spec in specs]
+    specs = restart_where(ctx, k, specs)
     folder = ctx.dir(k) / "walkers"
     folder.mkdir(exist_ok=True)
 

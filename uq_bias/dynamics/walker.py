@@ -62,9 +62,10 @@ class ExploreConfig:
     watchdog: WatchdogConfig = option(WatchdogConfig(), "When a walker stops.")
     restarts: int = option(
         0,
-        "After a blow-up or an energy rise, a walker starts again with fresh velocities for the "
-        "steps it has left, at most this many times: from its start (in a campaign, its start "
-        "structure, also with start: last); 0: it stops there.",
+        "After a blow-up (not an exception from the calculator) or an energy rise, a walker "
+        "starts again with fresh velocities for the steps it has left, at most this many times: "
+        "from its start (in a campaign, its start structure, also with start: last); 0: it "
+        "stops there.",
     )
     seed: int = option(0, "Base seed; walker k uses the seed sequence (seed, k).")
     progress: bool = option(True, "Show a progress bar.")
@@ -211,7 +212,7 @@ def restarted(spec: WalkerSpec, result: WalkerResult) -> WalkerSpec | None:
         spec,
         start=spec.start if spec.restart_start is None else spec.restart_start,
         bias_state=spec.bias_state if spec.restart_bias_state is None else spec.restart_bias_state,
-        segment=len(result.restarts) + 1,
+        segment=spec.segment + len(result.restarts) + 1,
         first_step=result.stop_step,
     )
 

@@ -47,8 +47,9 @@ BLOW_UPS = (
 )
 FOUND = ("uncertainty", "hal")
 #: Stops after which a walker with restarts left starts again (``ExploreConfig.restarts``): the
-#: blow-ups and the energy rise. The others mean it completed or found what it looked for.
-RESTARTABLE = (*BLOW_UPS, "energy_rise")
+#: blow-ups and the energy rise. Not an exception from the calculator ("error"), which would
+#: come again; the others mean it completed or found what it looked for.
+RESTARTABLE = (*(r for r in BLOW_UPS if r != "error"), "energy_rise")
 
 
 @dataclass(frozen=True)
