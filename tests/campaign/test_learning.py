@@ -143,9 +143,9 @@ def test_relative_bias_acts_from_the_first_step(campaign):
 
 def test_continued_walker_window_is_measured_under_the_new_model(campaign):
     """Were the campaign run with start: last, walker w of iteration 2 would go on from its
-    last frame of iteration 1, and its window is <|F|> and <|dU/dr|> of iteration 2's model
-    (autograd here) over its kept frames of iteration 1, not the window it ended with (model
-    1's)."""
+    kept frame of iteration 1 lowest in energy under iteration 2's model, and its window is
+    <|F|> and <|dU/dr|> of that model (autograd here) over those frames, not the window it
+    ended with (model 1's)."""
     from dataclasses import replace
 
     import torch
@@ -163,15 +163,18 @@ def test_continued_walker_window_is_measured_under_the_new_model(campaign):
     model = unc.load(state.iteration_dir(2) / "uncertainty")
     for w, window in enumerate(states):
         walked = read_frames(state.iteration_dir(1) / "walkers" / f"w{w:02d}.extxyz")
-        np.testing.assert_allclose(starts[w].positions, walked[-1].positions, atol=1e-10)
-        forces, bias = [], []
+        assert 1 < len(walked) <= 16  # all of them are the walker's recent frames
+        forces, bias, energies = [], [], []
         for atoms in walked:
             graph = model.graph(atoms).requires_grad_(positions=True)
             out = model(graph)
+            energies.append(float(out.energy))
             (de_dr,) = torch.autograd.grad(out.energy.sum(), graph.positions, retain_graph=True)
             forces.append(float(de_dr.double().norm(dim=1).mean()))
             (du_dr,) = torch.autograd.grad(out.energy_uncertainty.sum(), graph.positions)
             bias.append(float(du_dr.double().norm(dim=1).mean()))
+        lowest = walked[int(np.argmin(energies))]
+        np.testing.assert_allclose(starts[w].positions, lowest.positions, atol=1e-10)
         np.testing.assert_allclose(window["forces"], [np.mean(forces)], rtol=1e-8)
         np.testing.assert_allclose(window["bias"], [np.mean(bias)], rtol=1e-8)
         ended = read_json(state.iteration_dir(1) / "walkers" / f"w{w:02d}.json")["bias_state"]
