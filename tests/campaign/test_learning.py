@@ -168,7 +168,7 @@ def test_continued_walker_window_is_measured_under_the_new_model(campaign):
         for atoms in walked:
             graph = model.graph(atoms).requires_grad_(positions=True)
             out = model(graph)
-            energies.append(float(out.energy))
+            energies.append(float(out.energy.detach()))
             (de_dr,) = torch.autograd.grad(out.energy.sum(), graph.positions, retain_graph=True)
             forces.append(float(de_dr.double().norm(dim=1).mean()))
             (du_dr,) = torch.autograd.grad(out.energy_uncertainty.sum(), graph.positions)
