@@ -47,7 +47,16 @@ import alanine_test_set  # noqa: E402
 
 TARGET_VS_PLAIN, TARGET_VS_HOT = 2.0, 0.9
 #: Size fields that only the biased campaign uses (the plain campaigns are shared across them).
-BIAS_ONLY = ("tau_rel", "window", "h_weight", "energy_rise", "distance_ratio", "project", "fade")
+BIAS_ONLY = (
+    "tau_rel",
+    "window",
+    "h_weight",
+    "energy_rise",
+    "energy_drop",
+    "distance_ratio",
+    "project",
+    "fade",
+)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,9 @@ class Size:
     #: Biased walkers stop when the model's energy rises this much above their lowest (eV/atom)
     #: or two atoms come closer than ``distance_ratio`` times their covalent radii sum; 0: off.
     energy_rise: float = 0.1
+    #: Biased walkers stop when the model's energy falls this much below their first frame
+    #: (eV/atom): the bias has steered them into a spurious low of the model; 0: off.
+    energy_drop: float = 0.0
     distance_ratio: float = 0.6
     #: The bias acts along dihedrals only ("torsions") or along the full gradient ("none"), and
     #: fades out between fade[0] and fade[1] eV/atom above the walker's lowest energy.
@@ -125,6 +137,8 @@ def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed:
     watchdog = {"max_bond_stretch": size.bond_stretch} if size.bond_stretch else {}
     if biased and size.energy_rise:
         watchdog["max_energy_rise"] = size.energy_rise
+    if biased and size.energy_drop:
+        watchdog["max_energy_drop"] = size.energy_drop
     if biased and size.distance_ratio:
         watchdog["min_distance_ratio"] = size.distance_ratio
     return {
@@ -164,6 +178,7 @@ def folder_name(name: str, biased: bool, size: Size) -> str:
     parts = [name] + ([f"taurel{size.tau_rel:g}", f"w{size.window}"] if biased else [])
     parts += [f"H{size.h_weight:g}"] if biased and size.h_weight != 1.0 else []
     parts += [f"rise{size.energy_rise:g}", f"ratio{size.distance_ratio:g}"] if biased else []
+    parts += [f"drop{size.energy_drop:g}"] if biased and size.energy_drop else []
     parts += [size.project] if biased and size.project != "none" else []
     parts += [f"fade{size.fade[0]:g}-{size.fade[1]:g}"] if biased and size.fade else []
     return "_".join(parts + ([f"start-{size.start}"] if size.start != "structures" else []))
@@ -444,6 +459,11 @@ def main(argv=None) -> int:
         "--energy-rise", type=float, help="biased walkers: max energy rise, eV/atom (0.1; 0 off)"
     )
     p.add_argument(
+        "--energy-drop",
+        type=float,
+        help="biased walkers: max energy drop below the first frame, eV/atom (0: off)",
+    )
+    p.add_argument(
         "--distance-ratio",
         type=float,
         help="biased walkers: min distance / covalent radii sum (0.6; 0 off)",
@@ -477,6 +497,7 @@ def main(argv=None) -> int:
     overrides = {"tau_rel": args.tau_rel, "window": args.window, "start": args.start}
     overrides["h_weight"] = args.h_weight
     overrides["energy_rise"] = args.energy_rise
+    overrides["energy_drop"] = args.energy_drop
     overrides["distance_ratio"] = args.distance_ratio
     overrides["project"] = args.project
     overrides["bond_stretch"] = args.bond_stretch

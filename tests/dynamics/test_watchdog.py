@@ -10,7 +10,13 @@ from ase.neighborlist import neighbor_list
 from uq_bias import keys
 from uq_bias.bias import BiasConfig
 from uq_bias.calculator import Calculator
-from uq_bias.dynamics.watchdog import Watchdog, WatchdogConfig, hal_ratio, min_pair_distance
+from uq_bias.dynamics.watchdog import (
+    RESTARTABLE,
+    Watchdog,
+    WatchdogConfig,
+    hal_ratio,
+    min_pair_distance,
+)
 
 
 @pytest.fixture
@@ -84,7 +90,13 @@ def test_non_finite_values_are_a_blow_up(evaluated):
 
 def test_negative_thresholds_are_refused():
     names = ("max_uncertainty", "max_hal_ratio", "min_distance", "max_force", "hal_eps")
-    for name in (*names, "min_distance_ratio", "max_bond_stretch", "max_energy_rise"):
+    for name in (
+        *names,
+        "min_distance_ratio",
+        "max_bond_stretch",
+        "max_energy_rise",
+        "max_energy_drop",
+    ):
         with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
             WatchdogConfig(**{name: -1.0})
 
@@ -131,6 +143,26 @@ def test_energy_rise_is_measured_from_the_lowest_energy_seen(evaluated):
     assert step(-0.41 * n, biased=-5.0 * n) is None  # 0.09 eV/atom above the lowest
     assert step(-0.39 * n, biased=-5.0 * n) == "energy_rise"  # 0.11 above
     assert Watchdog(WatchdogConfig())(atoms, dict(results, energy=1e6)).reason is None
+
+
+def test_energy_drop_is_measured_from_the_first_frame(evaluated):
+    """Unbiased energies (eV) fed in turn: the drop per atom counts from the first frame, not
+    from a running maximum; the biased energy is not the one watched; the stop is one a walker
+    starts again after."""
+    atoms, results = evaluated
+    n = len(atoms)
+    watchdog = Watchdog(WatchdogConfig(max_energy_drop=0.05))
+
+    def step(unbiased: float, biased: float | None = None):
+        frame = dict(results, **{keys.UNBIASED_ENERGY: unbiased})
+        frame[keys.ENERGY] = unbiased if biased is None else biased
+        return watchdog(atoms, frame).reason
+
+    assert step(-1.0 * n) is None  # first frame: -1.0 eV/atom
+    assert step(-0.9 * n) is None  # higher: a rise is not a drop
+    assert step(-1.04 * n, biased=-9.0 * n) is None  # 0.04 below the first
+    assert step(-1.06 * n) == "energy_drop"  # 0.06 below the first
+    assert "energy_drop" in RESTARTABLE
 
 
 def test_bond_stretch_compares_with_the_walkers_first_frame(evaluated):

@@ -169,8 +169,8 @@ class WalkerResult:
         frames: candidate frames kept (every ``sample_every`` steps, plus the frame that tripped
             an uncertainty threshold), with the results in ``info`` / ``arrays``.
         stop_reason: "completed", "uncertainty", "hal", "non_finite", "max_force",
-            "min_distance", "min_distance_ratio", "bond_stretch", "energy_rise" or "error" (of
-            its last segment when it started again).
+            "min_distance", "min_distance_ratio", "bond_stretch", "energy_rise", "energy_drop" or
+            "error" (of its last segment when it started again).
         stop_step: the MD step at which the walker stopped (``steps`` when completed), counted
             over all its segments.
         message: a human-readable detail of the stop.

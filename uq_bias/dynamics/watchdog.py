@@ -15,16 +15,21 @@ Checks, after every MD step, in this order (the first that fires gives the stop 
 * ``energy_rise``: the model's unbiased energy per atom more than ``max_energy_rise`` (eV/atom)
   above the lowest the walker has seen: the walker has been pushed up the surface where no
   thermal trajectory at its temperature goes (the bias did the climbing);
+* ``energy_drop``: the model's unbiased energy per atom more than ``max_energy_drop`` (eV/atom)
+  below the walker's first frame: a thermal trajectory started near equilibrium does not fall
+  far below where it started, so the model has a spurious low (a hole) there, which the bias,
+  rewarding uncertainty, steers into;
 * ``uncertainty``: max_i u_i > ``max_uncertainty`` (eV/A), u_i the calibrated per-atom force
   uncertainty;
 * ``hal``: max_i u_i / (|F_i| + eps) > ``max_hal_ratio`` (HAL's relative criterion, F_i the
   unbiased force, eps = ``hal_eps`` in eV/A).
 
-The first five are blow-ups (the frame is broken and not kept); ``energy_rise`` frames are not
-kept either (labels that far up the surface teach nothing about the region the potential is
-used in); the last two mean the walker found what it was looking for (the frame is kept as a
-candidate). ``bond_stretch`` and ``energy_rise`` remember the walker's first frame and lowest
-energy: a :class:`Watchdog` follows one walker.
+The first five are blow-ups (the frame is broken and not kept); ``energy_rise`` and
+``energy_drop`` frames are not kept either (labels that far up the true surface teach nothing
+about the region the potential is used in); the last two mean the walker found what it was
+looking for (the frame is kept as a candidate). ``bond_stretch``, ``energy_rise`` and
+``energy_drop`` remember the walker's first frame, its energy and the lowest energy: a
+:class:`Watchdog` follows one walker.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ FOUND = ("uncertainty", "hal")
 #: Stops after which a walker with restarts left starts again (``ExploreConfig.restarts``): the
 #: blow-ups and the energy rise. Not an exception from the calculator ("error"), which would
 #: come again; the others mean it completed or found what it looked for.
-RESTARTABLE = (*(r for r in BLOW_UPS if r != "error"), "energy_rise")
+RESTARTABLE = (*(r for r in BLOW_UPS if r != "error"), "energy_rise", "energy_drop")
 
 
 @dataclass(frozen=True)
@@ -94,6 +99,14 @@ class WatchdogConfig:
         "about 1.5 kT = 0.04 eV/atom.",
         unit="eV/atom",
     )
+    max_energy_drop: float | None = option(
+        None,
+        "Stop when the model's unbiased energy per atom falls more than this below the walker's "
+        "first frame (the frame is not kept): a fall that far means a spurious low of the model "
+        "(a hole), which the bias steers into; e.g. 0.05 for a molecule started near equilibrium "
+        "at 300 K.",
+        unit="eV/atom",
+    )
 
     def __post_init__(self):
         for name in (
@@ -105,6 +118,7 @@ class WatchdogConfig:
             "min_distance_ratio",
             "max_bond_stretch",
             "max_energy_rise",
+            "max_energy_drop",
         ):
             value = getattr(self, name)
             if value is None and name != "hal_eps":
@@ -176,6 +190,7 @@ class Watchdog:
     def __init__(self, config: WatchdogConfig):
         self.config = config
         self.lowest_energy = float("inf")  # eV/atom, of the frames seen so far
+        self.first_energy = None  # eV/atom, of the first frame (max_energy_drop)
         self.bonds = None  # BondGraph of the first frame (max_bond_stretch, molecules)
 
     def _broken(self, atoms: Atoms) -> str | None:
@@ -196,19 +211,23 @@ class Watchdog:
             f"max_bond_stretch {limit}"
         )
 
-    def _climbed(self, atoms: Atoms, results: dict) -> str | None:
-        """The energy-rise check; updates the lowest energy per atom seen."""
+    def _energy_limit(self, atoms: Atoms, results: dict) -> tuple[str, str] | None:
+        """The energy-rise and energy-drop checks; update the first and lowest energy per atom."""
         energy = results.get(keys.UNBIASED_ENERGY, results.get(keys.ENERGY))
-        if energy is None or self.config.max_energy_rise is None:
+        rise_limit, drop_limit = self.config.max_energy_rise, self.config.max_energy_drop
+        if energy is None or (rise_limit is None and drop_limit is None):
             return None
         per_atom = float(energy) / len(atoms)
+        if self.first_energy is None:
+            self.first_energy = per_atom
         self.lowest_energy = min(self.lowest_energy, per_atom)
-        rise = per_atom - self.lowest_energy
-        if rise > self.config.max_energy_rise:
-            return (
-                f"unbiased energy {rise:.3g} eV/atom above the walker's lowest > "
-                f"max_energy_rise {self.config.max_energy_rise}"
-            )
+        rise, drop = per_atom - self.lowest_energy, self.first_energy - per_atom
+        if rise_limit is not None and rise > rise_limit:
+            text = f"unbiased energy {rise:.3g} eV/atom above the walker's lowest > max_energy_rise"
+            return "energy_rise", f"{text} {rise_limit}"
+        if drop_limit is not None and drop > drop_limit:
+            text = f"unbiased energy {drop:.3g} eV/atom below the walker's first > max_energy_drop"
+            return "energy_drop", f"{text} {drop_limit}"
         return None
 
     def __call__(self, atoms: Atoms, results: dict) -> Verdict:
@@ -239,9 +258,9 @@ class Watchdog:
         broken = self._broken(atoms)
         if broken:
             return Verdict("bond_stretch", broken, u_max)
-        climbed = self._climbed(atoms, results)
-        if climbed:
-            return Verdict("energy_rise", climbed, u_max)
+        limit = self._energy_limit(atoms, results)
+        if limit:
+            return Verdict(*limit, u_max)
         if u is None:
             return Verdict(None, "", u_max)
         if cfg.max_uncertainty is not None and u_max > cfg.max_uncertainty:
