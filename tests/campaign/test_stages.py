@@ -90,7 +90,8 @@ def test_walkers_continue_from_their_lowest_recent_frame_unless_they_blew_up(tmp
     and goes on from its kept frame lowest in energy under iteration 2's model (energies from
     the ASE calculator on that model); walker 1 blew up and starts again from the start
     structure; walker 2 started again within its walk, and only its frames since count;
-    iteration 1 starts from the start structure."""
+    walker 3 ended falling into a spurious low of the model and starts again from the start
+    structure; iteration 1 starts from the start structure."""
     from uq_bias.calculator import Calculator
     from uq_bias.campaign import uq
     from uq_bias.campaign.stages import uncertainty_dir
@@ -100,7 +101,7 @@ def test_walkers_continue_from_their_lowest_recent_frame_unless_they_blew_up(tmp
     state = CampaignState(tmp_path)
     starts = [bulk("Cu", cubic=True)]
     config = from_dict(
-        {"data": {"structures": "x.xyz"}, "exploration": {"walkers": 3, "start": "last"}},
+        {"data": {"structures": "x.xyz"}, "exploration": {"walkers": 4, "start": "last"}},
         tmp_path,
     )
     ctx = Context(state, config, None, starts)
@@ -126,7 +127,9 @@ def test_walkers_continue_from_their_lowest_recent_frame_unless_they_blew_up(tmp
     write_frames(folder / "w02.extxyz", restarted)
     summary = {"stop_reason": "completed", "restarts": [{"reason": "max_force", "step": 30}]}
     write_json(folder / "w02.json", summary)
-    for k, expected in ((1, starts), (2, [walk[0], starts[0], walk[3]])):
+    write_frames(folder / "w03.extxyz", walk)
+    write_json(folder / "w03.json", {"stop_reason": "energy_drop"})
+    for k, expected in ((1, starts), (2, [walk[0], starts[0], walk[3], starts[0]])):
         got = walker_starts(ctx, k)
         assert len(got) == len(expected)
         for a, b in zip(got, expected):

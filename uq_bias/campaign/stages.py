@@ -349,15 +349,16 @@ def evaluate(ctx: Context, k: int) -> None:
 
 def continued_frames(ctx: Context, k: int, i: int) -> list[Atoms]:
     """Walker i's kept frames of iteration k - 1 (no results) when it goes on from them in
-    iteration k (``exploration.start: last``, k > 1, kept frames and no blow-up), else []. Of a
-    walker that started again within its walk, the frames since it last did."""
+    iteration k (``exploration.start: last``, k > 1, kept frames, and its walk did not end in a
+    blow-up or in a spurious low of the model, ``energy_drop``), else []. Of a walker that
+    started again within its walk, the frames since it last did."""
     from uq_bias.dynamics.watchdog import BLOW_UPS
 
     if ctx.config.exploration.start != "last" or k <= 1:
         return []
     folder = ctx.state.iteration_dir(k - 1) / "walkers"
     path, summary = folder / f"w{i:02d}.extxyz", read_json(folder / f"w{i:02d}.json", {})
-    if not path.is_file() or summary.get("stop_reason") in BLOW_UPS:
+    if not path.is_file() or summary.get("stop_reason") in (*BLOW_UPS, "energy_drop"):
         return []
     since = max((r["step"] for r in summary.get("restarts", [])), default=0)
     frames = [a for a in read_frames(path) if a.info.get("step", since + 1) > since]
@@ -368,7 +369,8 @@ def walker_starts(ctx: Context, k: int) -> list[Atoms]:
     """Where the walkers of iteration ``k`` start (``exploration.start``): the start structures,
     the latest labelled frames, or (``last``) where each walker's walk of iteration k - 1 ended
     (:func:`resume_frame`), so that walker i explores on from there under its retrained model;
-    a walker that blew up or kept nothing starts again from its start structure."""
+    a walker that blew up, fell into a hole or kept nothing starts again from its start
+    structure."""
     e = ctx.config.exploration
     if e.start == "labelled":
         frames = ctx.state.labelled()[-e.walkers :]
