@@ -53,6 +53,7 @@ BIAS_ONLY = (
     "h_weight",
     "energy_rise",
     "energy_drop",
+    "max_uncertainty",
     "distance_ratio",
     "project",
     "fade",
@@ -83,6 +84,10 @@ class Size:
     #: Biased walkers stop when the model's energy falls this much below their first frame
     #: (eV/atom): the bias has steered them into a spurious low of the model; 0: off.
     energy_drop: float = 0.0
+    #: Biased walkers stop (HAL, Zaverkin et al.) when a calibrated atom force uncertainty
+    #: exceeds this (eV/A); the frame is kept and the walker goes on from its lowest recent
+    #: frame in the next iteration; 0: off.
+    max_uncertainty: float = 0.0
     distance_ratio: float = 0.6
     #: The bias acts along dihedrals only ("torsions") or along the full gradient ("none"), and
     #: fades out between fade[0] and fade[1] eV/atom above the walker's lowest energy.
@@ -107,7 +112,9 @@ class Size:
 #: 5 x 16 = 96 labels, 2 walkers x 2000 steps (1 ps) per iteration, each walker going on from
 #: where it stopped (start "last"); every iteration trains from scratch (fine_tune False), so
 #: the comparison does not hang on how well fine-tuning restarts. The bias acts along the
-#: dihedrals (tau_rel 0.1) and fades out 0.04 to 0.07 eV/atom above the walker's lowest energy.
+#: dihedrals (tau_rel 0.1) and fades out 0.04 to 0.07 eV/atom above the walker's lowest energy;
+#: a biased walker whose model energy falls 0.05 eV/atom below its first frame (into a spurious
+#: low of the model, where the bias drove it) stops and starts again.
 DEFAULT = Size(
     "small",
     5.0,
@@ -123,6 +130,7 @@ DEFAULT = Size(
     start="last",
     project="torsions",
     fade=(0.04, 0.07),
+    energy_drop=0.05,
 )
 QUICK = Size("tiny", 4.0, 8, 8, 2, 2, 300, 10, 30, 1.0, 20)
 
@@ -139,6 +147,8 @@ def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed:
         watchdog["max_energy_rise"] = size.energy_rise
     if biased and size.energy_drop:
         watchdog["max_energy_drop"] = size.energy_drop
+    if biased and size.max_uncertainty:
+        watchdog["max_uncertainty"] = size.max_uncertainty
     if biased and size.distance_ratio:
         watchdog["min_distance_ratio"] = size.distance_ratio
     return {
@@ -179,6 +189,7 @@ def folder_name(name: str, biased: bool, size: Size) -> str:
     parts += [f"H{size.h_weight:g}"] if biased and size.h_weight != 1.0 else []
     parts += [f"rise{size.energy_rise:g}", f"ratio{size.distance_ratio:g}"] if biased else []
     parts += [f"drop{size.energy_drop:g}"] if biased and size.energy_drop else []
+    parts += [f"umax{size.max_uncertainty:g}"] if biased and size.max_uncertainty else []
     parts += [size.project] if biased and size.project != "none" else []
     parts += [f"fade{size.fade[0]:g}-{size.fade[1]:g}"] if biased and size.fade else []
     return "_".join(parts + ([f"start-{size.start}"] if size.start != "structures" else []))
@@ -461,7 +472,12 @@ def main(argv=None) -> int:
     p.add_argument(
         "--energy-drop",
         type=float,
-        help="biased walkers: max energy drop below the first frame, eV/atom (0: off)",
+        help="biased walkers: max energy drop below the first frame, eV/atom (0.05; 0 off)",
+    )
+    p.add_argument(
+        "--max-uncertainty",
+        type=float,
+        help="biased walkers: stop at a calibrated atom uncertainty above this, eV/A (0 off)",
     )
     p.add_argument(
         "--distance-ratio",
@@ -498,6 +514,7 @@ def main(argv=None) -> int:
     overrides["h_weight"] = args.h_weight
     overrides["energy_rise"] = args.energy_rise
     overrides["energy_drop"] = args.energy_drop
+    overrides["max_uncertainty"] = args.max_uncertainty
     overrides["distance_ratio"] = args.distance_ratio
     overrides["project"] = args.project
     overrides["bond_stretch"] = args.bond_stretch
@@ -538,7 +555,8 @@ def main(argv=None) -> int:
     size_text = (
         f"{size.preset} MACE, {size.initial} initial + {size.iterations} x {size.batch} labels, "
         f"{size.walkers} walkers x {size.steps} steps (0.5 fs) from {size.start}, tau_rel "
-        f"{size.tau_rel}, window {size.window}, energy rise {size.energy_rise} eV/atom, "
+        f"{size.tau_rel}, window {size.window}, energy rise {size.energy_rise} / drop "
+        f"{size.energy_drop} eV/atom, "
         f"distance ratio {size.distance_ratio}, seeds {args.seeds}"
     )
     caption = f"{command}\n{size_text}; test: {n_rama} held-out GFN2-xTB frames over (phi, psi)"
