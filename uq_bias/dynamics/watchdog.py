@@ -52,8 +52,8 @@ BLOW_UPS = (
 )
 FOUND = ("uncertainty", "hal")
 #: Stops after which a walker with restarts left starts again (``ExploreConfig.restarts``): the
-#: blow-ups and the energy rise. Not an exception from the calculator ("error"), which would
-#: come again; the others mean it completed or found what it looked for.
+#: blow-ups, the energy rise and the energy drop. Not an exception from the calculator
+#: ("error"), which would come again; the others mean it completed or found what it looked for.
 RESTARTABLE = (*(r for r in BLOW_UPS if r != "error"), "energy_rise", "energy_drop")
 
 
