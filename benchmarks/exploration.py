@@ -379,7 +379,7 @@ def plot(results: dict, names: list[str], path: Path, caption: str) -> None:
 
     from uq_bias.atomic import atomic_path
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
     for colour, name in zip(("C3", "C0", "C1"), names):
         seeds = [rows for (n, _), rows in results.items() if n == name and rows]
         for j, rows in enumerate(seeds):
@@ -400,7 +400,7 @@ def plot(results: dict, names: list[str], path: Path, caption: str) -> None:
     ax1.set_ylabel("coverage of (phi, psi) space")
     ax1.legend(fontsize=7)
     ax2.set_xlabel("labelled frames")
-    ax2.set_ylabel("force RMSE on Ramachandran test frames (eV/A)")
+    ax2.set_ylabel("force RMSE on the rama test frames (eV/A)")
     ax2.legend(fontsize=7)
     fig.suptitle(caption, fontsize=8)
     with atomic_path(path) as tmp:
