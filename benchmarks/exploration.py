@@ -1,7 +1,7 @@
 """Does uncertainty-biased MD buy a better potential per label? Alanine dipeptide, GFN2-xTB.
 
     python benchmarks/exploration.py [--quick] [--seeds 0 1 2] [--hot 1200] [--no-stability]
-                                     [--out DIR] [--cache ~/.cache/uq_bias] [--jobs 1]
+                                     [--out DIR] [--cache ~/.cache/uq_bias] [--jobs 3]
 
 Three active-learning campaigns (``uq_bias.campaign.run``) that differ only in how they explore:
 
@@ -454,7 +454,12 @@ def main(argv=None) -> int:
     p.add_argument("--hot", type=float, default=1200.0, help="temperature of hot plain MD, K")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "exploration")
     p.add_argument("--cache", type=Path, default=alanine_test_set.DEFAULT_CACHE)
-    p.add_argument("--jobs", type=int, default=1, help="campaigns run at once (processes)")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=3,
+        help="campaigns (and stability models) run at once, processes; 3: a seed's three together",
+    )
     p.add_argument("--no-stability", action="store_true", help="skip the MD-stability runs")
     p.add_argument("--stability-runs", type=int, help="runs per temperature (8; --quick 4)")
     p.add_argument("--stability-ps", type=float, help="length of each run, ps (2; --quick 0.25)")
