@@ -352,13 +352,13 @@ def continued_frames(ctx: Context, k: int, i: int) -> list[Atoms]:
     iteration k (``exploration.start: last``, k > 1, kept frames, and its walk did not end in a
     blow-up or in a spurious low of the model, ``energy_drop``), else []. Of a walker that
     started again within its walk, the frames since it last did."""
-    from uq_bias.dynamics.watchdog import BLOW_UPS
+    from uq_bias.dynamics.watchdog import NO_CONTINUE
 
     if ctx.config.exploration.start != "last" or k <= 1:
         return []
     folder = ctx.state.iteration_dir(k - 1) / "walkers"
     path, summary = folder / f"w{i:02d}.extxyz", read_json(folder / f"w{i:02d}.json", {})
-    if not path.is_file() or summary.get("stop_reason") in (*BLOW_UPS, "energy_drop"):
+    if not path.is_file() or summary.get("stop_reason") in NO_CONTINUE:
         return []
     since = max((r["step"] for r in summary.get("restarts", [])), default=0)
     frames = [a for a in read_frames(path) if a.info.get("step", since + 1) > since]

@@ -55,6 +55,9 @@ FOUND = ("uncertainty", "hal")
 #: blow-ups, the energy rise and the energy drop. Not an exception from the calculator
 #: ("error"), which would come again; the others mean it completed or found what it looked for.
 RESTARTABLE = (*(r for r in BLOW_UPS if r != "error"), "energy_rise", "energy_drop")
+#: Stops after which a walk's last frames are no place to go on from (``start: last``): the
+#: blow-ups (broken frames) and the energy drop (the fall into a spurious low of the model).
+NO_CONTINUE = (*BLOW_UPS, "energy_drop")
 
 
 @dataclass(frozen=True)
