@@ -9,7 +9,7 @@ import torch
 
 from uq_bias.models.mace import MACEAdapter
 from uq_bias.training.build import build_mace
-from uq_bias.uncertainty import Ensemble, GradientFeatureUncertainty, load
+from uq_bias.uncertainty import Ensemble, GradientFeatureUncertainty, load, save
 from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
 from uq_bias.uncertainty.calibration import calibrate
 from uq_bias.uncertainty.io import CONFIG_FILE, STATE_FILE
@@ -32,7 +32,7 @@ def outputs(model, frames):
 def test_gradient_round_trip(cu_model, small_cu_frames, tmp_path, options):
     model = GradientFeatureUncertainty(cu_model, **options).fit(small_cu_frames[:5])
     calibrate(model, small_cu_frames[5:7], per_element=True)
-    model.save(tmp_path)
+    save(model, tmp_path)
     state = torch.load(tmp_path / STATE_FILE, weights_only=True)
     assert all(isinstance(value, torch.Tensor) for value in state.values())
     assert json.loads((tmp_path / CONFIG_FILE).read_text())["options"]["sketch_dim"] > 0
@@ -49,14 +49,14 @@ def test_ensemble_round_trip_from_model_files(cu_members, small_cu_frames, tmp_p
         torch.save(member, paths[-1])
     ensemble = Ensemble(paths)
     calibrate(ensemble, small_cu_frames[:3])
-    ensemble.save(tmp_path / "unc")
+    save(ensemble, tmp_path / "unc")
     loaded = load(tmp_path / "unc")  # members from the recorded paths
     for a, b in zip(outputs(ensemble, small_cu_frames[3:5]), outputs(loaded, small_cu_frames[3:5])):
         assert torch.equal(a, b)
 
 
 def test_loading_for_another_model_fails(cu_model, small_cu_frames, tmp_path):
-    GradientFeatureUncertainty(cu_model).fit(small_cu_frames[:3]).save(tmp_path)
+    save(GradientFeatureUncertainty(cu_model).fit(small_cu_frames[:3]), tmp_path)
     with pytest.raises(ValueError, match="weights checksum differs"):
         load(tmp_path, model=build_mace([13, 29], cutoff=4.0, seed=9))
     with pytest.raises(ValueError, match="cutoff: saved 4.0, given 5.0"):
@@ -68,7 +68,7 @@ def test_loading_for_another_model_fails(cu_model, small_cu_frames, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a saved uncertainty model"):
         load(tmp_path / "nothing", model=cu_model)
     with pytest.raises(ValueError, match="not fitted"):
-        GradientFeatureUncertainty(MACEAdapter(cu_model)).save(tmp_path / "unfitted")
+        save(GradientFeatureUncertainty(MACEAdapter(cu_model)), tmp_path / "unfitted")
 
 
 def test_folder_moved_with_its_model_file_still_loads(cu_model, small_cu_frames, tmp_path):
@@ -76,7 +76,7 @@ def test_folder_moved_with_its_model_file_still_loads(cu_model, small_cu_frames,
     (campaign / "unc").mkdir(parents=True)
     torch.save(cu_model, campaign / "model.model")
     model = GradientFeatureUncertainty(str(campaign / "model.model")).fit(small_cu_frames[:5])
-    model.save(campaign / "unc")
+    save(model, campaign / "unc")
     moved = campaign.rename(tmp_path / "moved")  # the old absolute path no longer exists
     loaded = load(moved / "unc")
     assert loaded.wrapped_paths == [str(moved / "unc" / ".." / "model.model")]
@@ -127,7 +127,7 @@ def test_a_third_model_saves_and_loads_through_the_registry(cu_model, small_cu_f
     adapter = MACEAdapter(cu_model)
     toy = NodeEnergyUncertainty(adapter, power=2.0)
     toy.scale.fill_(0.3)
-    toy.save(tmp_path / "toy")
+    save(toy, tmp_path / "toy")
     assert json.loads((tmp_path / "toy" / CONFIG_FILE).read_text())["kind"] == "test_node_energy"
     loaded = load(tmp_path / "toy", model=adapter)
     assert type(loaded) is NodeEnergyUncertainty and loaded.power == 2.0

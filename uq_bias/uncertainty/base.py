@@ -19,7 +19,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -153,9 +152,3 @@ class UncertaintyModel(torch.nn.Module, ABC):
 
     def check_saveable(self) -> None:
         """Raise ValueError if the model is not ready to be saved (e.g. not fitted)."""
-
-    def save(self, path: str | Path) -> Path:
-        """Save to the folder ``path`` (see :mod:`uq_bias.uncertainty.io`)."""
-        from uq_bias.uncertainty.io import save
-
-        return save(self, path)

@@ -116,7 +116,7 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     if missing:
         raise FileNotFoundError(
             f"{str(path)!r} is not a saved uncertainty model: missing {missing} (write one with "
-            "model.save(path) or `uq-bias calibrate`)"
+            "uq_bias.uncertainty.save(model, path) or `uq-bias calibrate`)"
         )
     config = json.loads(files[0].read_text())
     if config.get("format_version") != FORMAT_VERSION:

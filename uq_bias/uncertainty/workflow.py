@@ -15,6 +15,7 @@ from ase import Atoms
 from uq_bias.uncertainty.base import UncertaintyModel
 from uq_bias.uncertainty.calibration import CalibrationOptions
 from uq_bias.uncertainty.gradient import UncertaintyOptions
+from uq_bias.uncertainty.io import save
 
 REPORT_FILE = "calibration.json"
 PLOT_FILE = "reliability.png"
@@ -74,7 +75,7 @@ def fit_and_calibrate(
         model, valid_frames, **dataclasses.asdict(calibration or CalibrationOptions())
     )
     out = Path(out)
-    model.save(out)
+    save(model, out)
     write_json(report, out / REPORT_FILE)
     write_plot(report, out / PLOT_FILE)
     return model, report
