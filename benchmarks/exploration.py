@@ -3,6 +3,8 @@
     python benchmarks/exploration.py [--quick] [--seeds 0 1 2] [--hot 1200] [--no-stability]
                                      [--out DIR] [--cache ~/.cache/uq_bias] [--jobs 3]
 
+The alanine-dipeptide case of the benchmark harness (``benchmarks/harness``): this file
+declares the campaigns, the test set and the targets; the harness runs, scores and reports.
 Three active-learning campaigns (``uq_bias.campaign.run``) that differ only in how they explore:
 
 * ``biased-300K``: uncertainty-biased MD at 300 K (relative strength tau_rel, window);
@@ -19,7 +21,8 @@ labelled before iteration k, picked from the frames the walkers kept before iter
 the start structure under 1.5 x the covalent radii sum); *all* counts the broken ones too (a
 hot walker that has lost a hydrogen fills the plane with dihedrals of no conformation).
 
-Prints a table per iteration and the pass/miss of the target at equal labels (the last row):
+Prints one line per finished campaign iteration (ending with the new model's test force RMSE),
+then a table per iteration and the pass/miss of the target at equal labels (the last row):
 biased covers >= 2x the Ramachandran area of plain 300 K and >= 0.9x the hot one, and has the
 lowest force RMSE on the ``rama`` frames. Writes ``exploration.png`` (coverage and test force
 RMSE against labels), ``table.md`` and ``results.json`` to ``--out``. With stability on (the

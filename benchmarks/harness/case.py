@@ -69,6 +69,8 @@ class TestSet:
         about: words after the first subset's frame count in the figure caption.
     """
 
+    __test__ = False  # not a pytest class, whatever its name
+
     name: str
     spec: Any
     make: Callable

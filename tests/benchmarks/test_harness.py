@@ -204,7 +204,10 @@ def test_verdict_at_equal_labels():
 def test_verdict_at_unequal_labels_compares_the_models_nearest_a_common_count():
     target = Lowest("rama_forces_rmse", "b", "force RMSE on rama", "eV/A")
     lines = verdict(results_of(b_labels=20), make_case((target,)))
-    assert lines[0].startswith("NOT at equal labels (b: 20, p: 24, h: 24)")
+    assert lines[0] == (
+        "NOT at equal labels (walkers that stopped early kept too few candidates) "
+        "(b: 20, p: 24, h: 24), means over seeds:"
+    )
     assert lines[-1] == (
         "- nearest 20 labels (b 20, p 16, h 16): force RMSE on rama b 0.300, p 0.500, h 0.500 "
         "eV/A (lowest: b)"
