@@ -247,3 +247,22 @@ def test_stress_is_scored_only_on_periodic_frames_with_a_reference_stress():
     bare = cell.copy()
     bare.calc = SinglePointCalculator(bare, energy=0.0, forces=np.zeros((1, 3)))
     assert not has_stress([bare])
+
+
+def test_stress_scored_on_a_real_model_matches_its_ase_calculator(gradient_model, cu8_frames):
+    """The stress RMSE of :func:`harness.scoring.score` against the same model's stress taken
+    through the ASE calculator (another path, ASE's sign and Voigt order) and EMT's labels."""
+    from harness.scoring import score
+
+    from uq_bias import Calculator
+
+    frames = list(cu8_frames[:3])
+    errors = []
+    for atoms in frames:
+        copy = atoms.copy()
+        copy.calc = Calculator(gradient_model)
+        errors.append(copy.get_stress(voigt=False) - atoms.get_stress(voigt=False))
+    expected = math.sqrt(np.mean(np.square(errors)))
+    assert expected > 1e-4  # an untrained model: the check has something to compare
+    assert score(gradient_model, frames)["stress_rmse"] == pytest.approx(expected, rel=1e-6)
+    assert "stress_rmse" not in score(gradient_model, frames_of(Spec(frames=1)))
