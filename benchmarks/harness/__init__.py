@@ -10,6 +10,24 @@ model, prints the table and the verdict and draws the figure; :func:`finish` wri
 warnings off every benchmark's console. ``benchmarks/exploration.py`` is the alanine-dipeptide
 case; another system is a new small script that declares its case.
 
+A new system is a case file of a few declarations (sketch; see ``exploration.py``)::
+
+    case = Case(
+        "npt",                                   # figure: npt.png
+        base={...},                              # the campaign config the variants share
+        variants=(Variant("biased-300K", "biased", "biased", {"bias": {"tau_rel": 0.1}}),
+                  Variant("plain-300K", "plain", "plain", {"bias": {"tau": 0.0}})),
+        test_set=TestSet("mil53_test", Spec(), make, (Subset("md", "md"),)),
+        targets=(Ratio("explored", "biased-300K", "plain-300K", 2.0, "explored coverage"),
+                 Lowest("md_forces_rmse", "biased-300K", "force RMSE on the MD frames", "eV/A")),
+        cvs=(...),                               # CollectiveVariable s of coverage
+    )
+    options = RunOptions(seeds=(0,), out=out, command=command_line(...), describe="...")
+    outcome = benchmark(case, options)           # None with options.only
+    finish(case, options, outcome, {"size": ...})
+
+Periodic test frames with a reference stress get a stress RMSE column of their own.
+
 Why here and not in ``uq_bias``: the harness is a measuring instrument of the project, not
 a step of fitting a potential. It judges the package's exploration against targets the project
 sets, leans on scripts that make reference data (xTB test sets, MD stability) and on matplotlib
