@@ -13,15 +13,13 @@ Every frame carries ``info["subset"]``:
   ``thermalise_steps`` Langevin steps at ``thermalise_temperature`` with the dihedrals still
   held. Labels are xTB's unconstrained energy and forces of the final geometry.
 
-The cache file's name carries a hash of the :class:`TestSetSpec`, so changing a setting makes a
-new file and never mixes sets. A grid point whose xTB calculation fails is skipped and counted.
+The cache file's name carries the content hash of the :class:`TestSetSpec`
+(:mod:`harness.testsets`), so changing a setting makes a new file and never mixes sets. A grid
+point whose xTB calculation fails is skipped and counted.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +27,9 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.singlepoint import SinglePointCalculator
+from harness import testsets
 
-DEFAULT_CACHE = Path("~/.cache/uq_bias").expanduser()
+DEFAULT_CACHE = testsets.DEFAULT_CACHE
 
 
 @dataclass(frozen=True)
@@ -48,10 +47,11 @@ class TestSetSpec:
     seed: int = 0
 
     def key(self) -> str:
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return hashlib.sha1(text.encode()).hexdigest()[:10]
+        return testsets.content_key(self)
 
 
+#: Stem of the cache file: ``<cache>/alanine_dipeptide_test_<spec key>.extxyz``.
+NAME = "alanine_dipeptide_test"
 QUICK = TestSetSpec(md_frames=10, equilibrate=200, grid=6, relax_steps=20, thermalise_steps=20)
 
 
@@ -186,13 +186,4 @@ def make(spec: TestSetSpec, say=print) -> list[Atoms]:
 
 def load_or_make(spec: TestSetSpec, cache: Path = DEFAULT_CACHE, say=print) -> tuple[list, Path]:
     """The cached test set of ``spec`` (made and written atomically on first use), and its path."""
-    from uq_bias.campaign.state import read_frames, write_frames
-
-    path = Path(cache).expanduser() / f"alanine_dipeptide_test_{spec.key()}.extxyz"
-    if path.is_file():
-        return read_frames(path), path
-    say(f"test set: generating {path} (once)")
-    frames = make(spec, say)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_frames(path, frames)
-    return read_frames(path), path
+    return testsets.load_or_make(NAME, spec, make, cache, say)

@@ -27,6 +27,7 @@ import time
 import numpy as np
 import torch
 from ase.build import bulk
+from harness.quiet import quiet
 
 from uq_bias import Calculator
 from uq_bias.campaign.systems import ALANINE_DIPEPTIDE_SMILES, from_smiles
@@ -144,6 +145,7 @@ ROWS = ("plain", "uncertainty", "bias", "relative")
 
 
 def main(argv=None) -> None:
+    quiet()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
     parser.add_argument("--repeats", type=int, default=30)

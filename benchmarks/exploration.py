@@ -3,6 +3,8 @@
     python benchmarks/exploration.py [--quick] [--seeds 0 1 2] [--hot 1200] [--no-stability]
                                      [--out DIR] [--cache ~/.cache/uq_bias] [--jobs 3]
 
+The alanine-dipeptide case of the benchmark harness (``benchmarks/harness``): this file
+declares the campaigns, the test set and the targets; the harness runs, scores and reports.
 Three active-learning campaigns (``uq_bias.campaign.run``) that differ only in how they explore:
 
 * ``biased-300K``: uncertainty-biased MD at 300 K (relative strength tau_rel, window);
@@ -19,7 +21,8 @@ labelled before iteration k, picked from the frames the walkers kept before iter
 the start structure under 1.5 x the covalent radii sum); *all* counts the broken ones too (a
 hot walker that has lost a hydrogen fills the plane with dihedrals of no conformation).
 
-Prints a table per iteration and the pass/miss of the target at equal labels (the last row):
+Prints one line per finished campaign iteration (ending with the new model's test force RMSE),
+then a table per iteration and the pass/miss of the target at equal labels (the last row):
 biased covers >= 2x the Ramachandran area of plain 300 K and >= 0.9x the hot one, and has the
 lowest force RMSE on the ``rama`` frames. Writes ``exploration.png`` (coverage and test force
 RMSE against labels), ``table.md`` and ``results.json`` to ``--out``. With stability on (the
@@ -34,16 +37,26 @@ import argparse
 import hashlib
 import json
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import alanine_test_set  # noqa: E402
+from harness import (  # noqa: E402
+    Case,
+    Lowest,
+    Ratio,
+    RunOptions,
+    Subset,
+    TestSet,
+    Variant,
+    benchmark,
+    finish,
+    quiet,
+)
+from harness.report import command_line  # noqa: E402
 
 TARGET_VS_PLAIN, TARGET_VS_HOT = 2.0, 0.9
 #: Size fields that only the biased campaign uses (the plain campaigns are shared across them).
@@ -135,7 +148,36 @@ DEFAULT = Size(
 QUICK = Size("tiny", 4.0, 8, 8, 2, 2, 300, 10, 30, 1.0, 20)
 
 
-def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed: int) -> dict:
+def base_config(size: Size) -> dict:
+    """The campaign config the three campaigns share (all but their own exploration keys)."""
+    return {
+        "data": {
+            "structures": "builtin:alanine_dipeptide",
+            "initial_frames": size.initial,
+            "rattle": 0.08,
+        },
+        "oracle": {"kind": "gfn2-xtb"},
+        "model": {"preset": size.preset, "cutoff": size.cutoff, "fine_tune": size.fine_tune},
+        "training": {"max_epochs": size.max_epochs, "batch_size": 4, "lr": 0.01},
+        "uncertainty": {"method": "posterior"},
+        "calibration": {"method": "conformal", "alpha": 0.1},
+        "exploration": {
+            "walkers": size.walkers,
+            "steps": size.steps,
+            "timestep": 0.5,
+            "sample_every": size.sample_every,
+            "start": size.start,
+            "restarts": size.restarts,
+        },
+        "selection": {"method": "maxdet", "batch_size": size.batch},
+        "stop": {"iterations": size.iterations, "label_budget": size.budget},
+        "executor": {"kind": "inprocess"},
+        "report": {"plots": True},
+    }
+
+
+def exploration(temperature: float, biased: bool, size: Size) -> dict:
+    """The exploration keys of one campaign: temperature, bias and watchdog."""
     bias = {"tau_rel": size.tau_rel, "window": size.window} if biased else {"tau": 0.0}
     if biased:
         bias["project"] = size.project
@@ -151,35 +193,7 @@ def campaign_dict(name: str, temperature: float, biased: bool, size: Size, seed:
         watchdog["max_uncertainty"] = size.max_uncertainty
     if biased and size.distance_ratio:
         watchdog["min_distance_ratio"] = size.distance_ratio
-    return {
-        "folder": folder_name(name, biased, size),
-        "seed": seed,
-        "data": {
-            "structures": "builtin:alanine_dipeptide",
-            "initial_frames": size.initial,
-            "rattle": 0.08,
-        },
-        "oracle": {"kind": "gfn2-xtb"},
-        "model": {"preset": size.preset, "cutoff": size.cutoff, "fine_tune": size.fine_tune},
-        "training": {"max_epochs": size.max_epochs, "batch_size": 4, "lr": 0.01},
-        "uncertainty": {"method": "posterior"},
-        "calibration": {"method": "conformal", "alpha": 0.1},
-        "exploration": {
-            "walkers": size.walkers,
-            "steps": size.steps,
-            "timestep": 0.5,
-            "temperature": temperature,
-            "sample_every": size.sample_every,
-            "bias": bias,
-            "watchdog": watchdog,
-            "start": size.start,
-            "restarts": size.restarts,
-        },
-        "selection": {"method": "maxdet", "batch_size": size.batch},
-        "stop": {"iterations": size.iterations, "label_budget": size.budget},
-        "executor": {"kind": "inprocess"},
-        "report": {"plots": True},
-    }
+    return {"temperature": temperature, "bias": bias, "watchdog": watchdog}
 
 
 def folder_name(name: str, biased: bool, size: Size) -> str:
@@ -195,217 +209,48 @@ def folder_name(name: str, biased: bool, size: Size) -> str:
     return "_".join(parts + ([f"start-{size.start}"] if size.start != "structures" else []))
 
 
-def campaigns(hot: float) -> list[tuple[str, float, bool]]:
-    return [
-        ("biased-300K", 300.0, True),
-        ("plain-300K", 300.0, False),
-        (f"plain-{hot:g}K", hot, False),
+def variants(size: Size, hot: float) -> tuple[Variant, ...]:
+    """biased-300K, plain-300K and plain-<hot>K (the module docstring)."""
+    kinds = [
+        ("biased-300K", "biased", 300.0, True),
+        ("plain-300K", "plain 300 K", 300.0, False),
+        (f"plain-{hot:g}K", f"plain-{hot:g}K", hot, False),
     ]
+    return tuple(
+        Variant(name, short, folder_name(name, biased, size), exploration(t, biased, size))
+        for name, short, t, biased in kinds
+    )
 
 
-def run_campaign(args: tuple) -> str:
-    """Run (or resume) one campaign in its folder; returns the folder."""
-    import torch
-
-    from uq_bias.campaign import config as cfg
-    from uq_bias.campaign.loop import run
-
-    name, temperature, biased, size, seed, folder = args
-    torch.set_num_threads(1)
-    config = cfg.from_dict(campaign_dict(name, temperature, biased, size, seed), base_dir=folder)
-    start = time.perf_counter()
-    result = run(config, progress=lambda line: print(f"[{name} seed {seed}] {line}", flush=True))
-    print(f"[{name} seed {seed}] done in {time.perf_counter() - start:.0f} s", flush=True)
-    return str(result.folder)
-
-
-def test_metrics(folder: Path, test_frames: list, test_path: Path) -> dict:
-    """Per iteration k: error metrics of model k on the test subsets (cached in the folder)."""
-    from uq_bias.campaign import uq
-    from uq_bias.campaign.state import read_json, write_json
-
-    cache = folder / "test_metrics.json"
-    done = read_json(cache, {})
-    if done.get("test_set") != test_path.name:
-        done = {"test_set": test_path.name, "iterations": {}}
-    subsets = {
-        "rama": [a for a in test_frames if a.info["subset"] == "rama"],
-        "md": [a for a in test_frames if a.info["subset"].startswith("md")],
-    }
-    for path in sorted((folder / "iterations").glob("*/uncertainty")):
-        k = str(int(path.parent.name))
-        if k in done["iterations"]:
-            continue
-        model = uq.load(path)
-        done["iterations"][k] = {
-            name: uq.error_metrics(uq.predict(model, frames)) for name, frames in subsets.items()
-        }
-    write_json(cache, done)
-    return {int(k): v for k, v in done["iterations"].items()}
-
-
-def rows_of(folder: Path, test_frames: list, test_path: Path) -> list[dict]:
-    """One dict per iteration: labels, coverage explored/labelled, test metrics, and how far up
-    the surface the labels lie: the median GFN2-xTB energy of the frames model k was trained
-    on above the lowest test frame (eV/atom)."""
+def case(size: Size, hot: float, spec: alanine_test_set.TestSetSpec) -> Case:
+    """The alanine-dipeptide case: three campaigns, the held-out xTB test set, the targets."""
     from uq_bias.campaign.cvs import backbone_cvs
-    from uq_bias.campaign.explored import coverage_by_iteration
-    from uq_bias.campaign.state import CampaignState
     from uq_bias.campaign.systems import builtin
 
-    state = CampaignState(folder)
-    tests = test_metrics(folder, test_frames, test_path)
-    lowest = min(a.get_potential_energy() / len(a) for a in test_frames)
-    heights = [a.get_potential_energy() / len(a) - lowest for a in state.labelled()]
-    cvs = backbone_cvs(test_frames[0])
+    found = variants(size, hot)
+    biased, plain, hot_name = (v.name for v in found)
     start = builtin("alanine_dipeptide")[0]
-    rows = []
-    for c in coverage_by_iteration(state, cvs, sorted(tests), start):
-        t = tests[c.iteration]
-        rows.append(
-            {
-                **asdict(c),
-                "rama_energy_rmse": t["rama"]["energy_rmse_per_atom"],
-                "rama_forces_rmse": t["rama"]["forces_rmse"],
-                "md_forces_rmse": t["md"]["forces_rmse"],
-                "md_energy_rmse": t["md"]["energy_rmse_per_atom"],
-                "rama_atom_coverage": t["rama"]["atom_coverage"],
-                "label_height": float(np.median(heights[: c.n_labelled])),
-            }
-        )
-    return rows
-
-
-def fmt(x, spec: str = ".3f") -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def table(results: dict) -> list[str]:
-    lines = [
-        "| campaign | seed | iteration | labels | explored frames | broken | coverage explored "
-        "| all | coverage labelled | rama E RMSE (meV/atom) | rama F RMSE (eV/A) | "
-        "md E RMSE (meV/atom) | md F RMSE (eV/A) | labels' median height (meV/atom) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for (name, seed), rows in results.items():
-        for r in rows:
-            lines.append(
-                f"| {name} | {seed} | {r['iteration']} | {r['n_labelled']} | "
-                f"{r['n_explored']} | {r['n_broken']} | {fmt(r['explored'])} | "
-                f"{fmt(r['explored_all'])} | {fmt(r['labelled'])} | "
-                f"{1000 * r['rama_energy_rmse']:.1f} | {r['rama_forces_rmse']:.3f} | "
-                f"{1000 * r['md_energy_rmse']:.1f} | {r['md_forces_rmse']:.3f} | "
-                f"{1000 * r['label_height']:.0f} |"
-            )
-    return lines
-
-
-def final(results: dict, name: str, key: str) -> float:
-    """Mean over seeds of ``key`` in the last row of campaign ``name``."""
-    values = [rows[-1][key] for (n, _), rows in results.items() if n == name and rows]
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else float("nan")
-
-
-def nearest(results: dict, name: str, key: str, labels: float) -> float:
-    """Mean over seeds of ``key`` in the row of ``name`` whose label count is nearest
-    ``labels`` (the earlier row on a tie)."""
-    values = []
-    for (n, _), rows in results.items():
-        if n != name or not rows:
-            continue
-        row = min(rows, key=lambda r: (abs(r["n_labelled"] - labels), r["n_labelled"]))
-        if row[key] is not None:
-            values.append(row[key])
-    return float(np.mean(values)) if values else float("nan")
-
-
-def common_labels(results: dict, names: list[str]) -> list[str]:
-    """When the campaigns end at different label counts: the force RMSE on ``rama`` of each
-    campaign's model nearest the smallest final count (label counts printed beside it)."""
-    common = min(final(results, n, "n_labelled") for n in names)
-    rmse = {n: nearest(results, n, "rama_forces_rmse", common) for n in names}
-    got = {n: nearest(results, n, "n_labelled", common) for n in names}
-    best = min(rmse, key=rmse.get)
-    return [
-        f"- nearest {common:.0f} labels ({', '.join(f'{n} {got[n]:.0f}' for n in names)}): "
-        f"force RMSE on the Ramachandran test frames "
-        f"{', '.join(f'{n} {rmse[n]:.3f}' for n in names)} eV/A (lowest: {best})"
-    ]
-
-
-def verdict(results: dict, names: list[str]) -> list[str]:
-    """Pass/miss of the target at equal labels (last rows, means over seeds)."""
-    biased, plain, hot = names
-    labels = {n: final(results, n, "n_labelled") for n in names}
-    cov = {n: final(results, n, "explored") for n in names}
-    every = {n: final(results, n, "explored_all") for n in names}
-    lab = {n: final(results, n, "labelled") for n in names}
-    rmse = {n: final(results, n, "rama_forces_rmse") for n in names}
-    r_plain, r_hot = cov[biased] / cov[plain], cov[biased] / cov[hot]
-    best = min(rmse, key=rmse.get)
-
-    def mark(ok: bool) -> str:
-        return "PASS" if ok else "MISS"
-
-    same = len({labels[n] for n in names}) == 1
-    head = (
-        "At equal labels"
-        if same
-        else "NOT at equal labels (walkers that stopped early kept too few candidates)"
+    test_set = TestSet(
+        alanine_test_set.NAME,
+        spec,
+        alanine_test_set.make,
+        (Subset("rama", "rama"), Subset("md", "md")),
+        about="held-out GFN2-xTB frames over (phi, psi)",
     )
-    return [
-        f"{head} ({', '.join(f'{n}: {labels[n]:.0f}' for n in names)}), means over seeds:",
-        f"- coverage of explored frames (molecule in one piece): "
-        f"{', '.join(f'{n} {cov[n]:.3f}' for n in names)}",
-        f"- coverage of all explored frames (broken ones too): "
-        f"{', '.join(f'{n} {every[n]:.3f}' for n in names)}; biased / plain 300 K "
-        f"{every[biased] / every[plain]:.2f}, biased / {hot} {every[biased] / every[hot]:.2f}",
-        f"- coverage of labelled frames: {', '.join(f'{n} {lab[n]:.3f}' for n in names)}",
-        f"- {mark(r_plain >= TARGET_VS_PLAIN)}: biased / plain 300 K explored coverage = "
-        f"{r_plain:.2f} (target >= {TARGET_VS_PLAIN})",
-        f"- {mark(r_hot >= TARGET_VS_HOT)}: biased / {hot} explored coverage = {r_hot:.2f} "
-        f"(target >= {TARGET_VS_HOT})",
-        f"- {mark(best == biased)}: force RMSE on the Ramachandran test frames "
-        f"{', '.join(f'{n} {rmse[n]:.3f}' for n in names)} eV/A (lowest: {best})",
-    ] + ([] if same else common_labels(results, names))
-
-
-def plot(results: dict, names: list[str], path: Path, caption: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from uq_bias.atomic import atomic_path
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
-    for colour, name in zip(("C3", "C0", "C1"), names):
-        seeds = [rows for (n, _), rows in results.items() if n == name and rows]
-        for j, rows in enumerate(seeds):
-            x = [r["n_labelled"] for r in rows]
-            label = name if j == 0 else None
-            ex = [(r["n_labelled"], r["explored"]) for r in rows if r["explored"] is not None]
-            ax1.plot(*zip(*ex), "-o", color=colour, label=f"{label} explored" if label else None)
-            ax1.plot(
-                x,
-                [r["labelled"] for r in rows],
-                "--s",
-                color=colour,
-                alpha=0.7,
-                label=f"{label} labelled" if label else None,
-            )
-            ax2.plot(x, [r["rama_forces_rmse"] for r in rows], "-o", color=colour, label=label)
-    ax1.set_xlabel("labelled frames")
-    ax1.set_ylabel("coverage of (phi, psi) space")
-    ax1.legend(fontsize=7)
-    ax2.set_xlabel("labelled frames")
-    ax2.set_ylabel("force RMSE on the rama test frames (eV/A)")
-    ax2.legend(fontsize=7)
-    fig.suptitle(caption, fontsize=8)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    targets = (
+        Ratio("explored", biased, plain, TARGET_VS_PLAIN, "explored coverage"),
+        Ratio("explored", biased, hot_name, TARGET_VS_HOT, "explored coverage"),
+        Lowest("rama_forces_rmse", biased, "force RMSE on the Ramachandran test frames", "eV/A"),
+    )
+    return Case(
+        "exploration",
+        base_config(size),
+        found,
+        test_set,
+        targets,
+        tuple(backbone_cvs(start)),
+        start,
+    )
 
 
 def stability(folders: dict, args, start) -> list[str]:
@@ -425,7 +270,7 @@ def stability(folders: dict, args, start) -> list[str]:
         for folder in folders.values()
     ]
     jobs = [(m, start, (300.0, 600.0), args.stability_runs, steps) for m in models]
-    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=quiet) as pool:
         outcomes = pool.map(_survival, jobs)
         for (name, seed), model_outcomes in zip(folders, outcomes):
             for s in model_outcomes:
@@ -447,7 +292,7 @@ def _survival(job: tuple):
     return survival(*job)
 
 
-def main(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, short walkers: < 10 min")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -511,10 +356,12 @@ def main(argv=None) -> int:
     p.add_argument(
         "--only", choices=["biased", "plain", "hot"], nargs="+", help="run only these campaigns"
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def size_of(args: argparse.Namespace) -> Size:
+    """The preset (``--quick`` or default) with the command line's overrides."""
     size = QUICK if args.quick else DEFAULT
-    args.stability_runs = args.stability_runs or (4 if args.quick else 8)
-    args.stability_ps = args.stability_ps or (0.25 if args.quick else 2.0)
     overrides = {"tau_rel": args.tau_rel, "window": args.window, "start": args.start}
     overrides["h_weight"] = args.h_weight
     overrides["energy_rise"] = args.energy_rise
@@ -526,57 +373,47 @@ def main(argv=None) -> int:
     overrides["restarts"] = args.restarts
     if args.fade is not None:
         overrides["fade"] = tuple(args.fade) if args.fade[1] > 0 else None
-    size = Size(**{**asdict(size), **{k: v for k, v in overrides.items() if v is not None}})
-    shared = {k: v for k, v in asdict(size).items() if k not in BIAS_ONLY}
-    key = hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
-    out = args.out / f"{'quick' if args.quick else 'default'}_{key}"  # one folder per size
-    out.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    spec = alanine_test_set.QUICK if args.quick else alanine_test_set.TestSetSpec()
-    test_frames, test_path = alanine_test_set.load_or_make(spec, args.cache)
-    n_rama = sum(a.info["subset"] == "rama" for a in test_frames)
-    print(f"test set {test_path}: {n_rama} rama + {len(test_frames) - n_rama} md frames")
+    return Size(**{**asdict(size), **{k: v for k, v in overrides.items() if v is not None}})
 
-    names = [n for n, _, _ in campaigns(args.hot)]
-    jobs = [
-        (name, t, biased, size, seed, str(out / f"seed{seed}"))
-        for seed in args.seeds
-        for name, t, biased in campaigns(args.hot)
-    ]
-    if args.only:  # run these; the table waits for a run with all three
-        kinds = {"biased": names[0], "plain": names[1], "hot": names[2]}
-        jobs = [j for j in jobs if j[0] in {kinds[k] for k in args.only}]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            done = list(pool.map(run_campaign, jobs))
-    else:
-        done = [run_campaign(job) for job in jobs]
-    if args.only:
-        return 0
-    folders = dict(zip([(j[0], j[4]) for j in jobs], done))
-    results = {key: rows_of(Path(f), test_frames, test_path) for key, f in folders.items()}
-    lines = table(results) + [""] + verdict(results, names)
-    command = " ".join(["python benchmarks/exploration.py", *(argv or sys.argv[1:])])
-    size_text = (
+
+def describe(size: Size, seeds: list[int]) -> str:
+    return (
         f"{size.preset} MACE, {size.initial} initial + {size.iterations} x {size.batch} labels, "
         f"{size.walkers} walkers x {size.steps} steps (0.5 fs) from {size.start}, tau_rel "
         f"{size.tau_rel}, window {size.window}, energy rise {size.energy_rise} / drop "
         f"{size.energy_drop} eV/atom, "
-        f"distance ratio {size.distance_ratio}, seeds {args.seeds}"
+        f"distance ratio {size.distance_ratio}, seeds {seeds}"
     )
-    caption = f"{command}\n{size_text}; test: {n_rama} held-out GFN2-xTB frames over (phi, psi)"
-    print("\n".join(lines), flush=True)
-    plot(results, names, out / "exploration.png", caption)
+
+
+def main(argv=None) -> int:
+    quiet()
+    args = parser().parse_args(argv)
+    args.stability_runs = args.stability_runs or (4 if args.quick else 8)
+    args.stability_ps = args.stability_ps or (0.25 if args.quick else 2.0)
+    size = size_of(args)
+    shared = {k: v for k, v in asdict(size).items() if k not in BIAS_ONLY}
+    key = hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
+    spec = alanine_test_set.QUICK if args.quick else alanine_test_set.TestSetSpec()
+    the_case = case(size, args.hot, spec)
+    kinds = dict(zip(("biased", "plain", "hot"), the_case.names()))
+    options = RunOptions(
+        seeds=tuple(args.seeds),
+        out=args.out / f"{'quick' if args.quick else 'default'}_{key}",  # one folder per size
+        command=command_line("benchmarks/exploration.py", argv),
+        describe=describe(size, args.seeds),
+        jobs=args.jobs,
+        cache=args.cache,
+        only=tuple(kinds[k] for k in args.only) if args.only else None,
+    )
+    outcome = benchmark(the_case, options)
+    if outcome is None:  # --only: the table waits for a run with all three
+        return 0
     if not args.no_stability:
         start = alanine_test_set.relaxed_start()
         start.calc = None
-        lines += ["", *stability(folders, args, start)]
-    minutes = (time.perf_counter() - started) / 60
-    lines += ["", f"command: `{command}`; {size_text}; {minutes:.1f} min wall time"]
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    data = {"size": asdict(size), "results": {f"{n}/{s}": r for (n, s), r in results.items()}}
-    (out / "results.json").write_text(json.dumps(data, indent=1))
-    print(f"wrote {out / 'table.md'}, {out / 'exploration.png'} ({minutes:.1f} min)")
+        outcome.lines += ["", *stability(outcome.folders, args, start)]
+    finish(the_case, options, outcome, {"size": asdict(size)})
     return 0
 
 

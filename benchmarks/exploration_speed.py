@@ -48,6 +48,7 @@ if __name__ == "__main__":  # the thread count must be set before torch is impor
 
 import torch
 from ase.build import bulk
+from harness.quiet import quiet
 
 from uq_bias import BiasConfig, Calculator
 from uq_bias.bias import Bias
@@ -127,6 +128,7 @@ def model_ratio(model, start, walkers: int, repeats: int = 3) -> float:
 
 
 def main(argv=None) -> None:
+    quiet()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:<k> or auto")
     parser.add_argument("--preset", default="small")
@@ -141,9 +143,9 @@ def main(argv=None) -> None:
     device = str(resolve_device(args.device))
     molecule, cell = systems()
     model = uncertainty_model(args.preset, [molecule, cell], device)
-    quiet = WatchdogConfig(min_distance=None, max_force=None)
+    no_stops = WatchdogConfig(min_distance=None, max_force=None)
     config = ExploreConfig(
-        steps=args.steps, timestep=0.5, watchdog=quiet, progress=False, seed=1, device=device
+        steps=args.steps, timestep=0.5, watchdog=no_stops, progress=False, seed=1, device=device
     )
     print(
         f"model: MACE preset {args.preset!r}, float64, gradient-feature uncertainty; device "

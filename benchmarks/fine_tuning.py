@@ -38,6 +38,7 @@ from pathlib import Path
 
 import torch
 import yaml
+from harness.quiet import quiet
 
 BASE = {
     "seed": 0,
@@ -101,6 +102,7 @@ def table(folder: Path) -> list[dict]:
 
 
 def main() -> None:
+    quiet()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--iterations", type=int, default=6)

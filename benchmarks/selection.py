@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 import torch
+from harness.quiet import quiet
 
 from uq_bias.selection import maxdet
 
@@ -45,6 +46,7 @@ def best_time(fn, repeat: int) -> tuple[float, list[int]]:
 
 
 def main() -> None:
+    quiet()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 100000])
     parser.add_argument("--dim", type=int, default=512)
