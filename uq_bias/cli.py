@@ -79,7 +79,12 @@ def _add_select(sub) -> None:
     src.add_argument("--unc", help="uncertainty model directory (uq_bias.uncertainty.load)")
     src.add_argument("--features", help="precomputed (n_pool, D) posterior features, .pt or .npy")
     p.add_argument("--pool", required=True, help="candidate frames, extended XYZ")
-    p.add_argument("--k", type=int, required=True, help="number of frames to select")
+    p.add_argument(
+        "--k",
+        type=int,
+        required=True,
+        help="number of frames to select (1 or more); frames that would add nothing new are not written, so fewer may come",
+    )
     p.add_argument("--out", required=True, help="selected frames to write, extended XYZ")
     p.add_argument(
         "--labelled",
@@ -91,13 +96,15 @@ def _add_select(sub) -> None:
 
 
 def _run_select(args) -> int:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from uq_bias.io_structures import read_structures
     from uq_bias.selection import SelectionOptions, select
     from uq_bias.selection.io import annotate, load_features, write_frames
 
     options = collect(args, SelectionOptions, dest="selection")
+    if args.k < 1:
+        raise ValueError(f"--k: the number of frames to select must be 1 or more, got {args.k}")
     frames = read_structures(args.pool, "pool (--pool)")
     model, features = None, None
     if args.features:
@@ -112,10 +119,18 @@ def _run_select(args) -> int:
     sel = select(
         model, frames, args.k, features=features, labelled_frames=labelled, **asdict(options)
     )
+    picked = len(sel) - sel.n_filled  # frames that add nothing new are not written
+    sel = replace(sel, indices=sel.indices[:picked], scores=sel.scores[:picked], n_filled=0)
     write_frames(args.out, annotate(frames, sel))
-    print(f"selected {len(sel)} of {len(frames)} frames with {sel.method} -> {args.out}")
-    if sel.n_filled:
-        print(f"  the last {sel.n_filled} add nothing new (duplicates or rank used up)")
+    print(
+        f"selected {picked} of {args.k} asked from {len(frames)} pool frames with {sel.method} "
+        f"-> {args.out}"
+    )
+    if picked < min(args.k, len(frames)):
+        print(
+            f"  {min(args.k, len(frames)) - picked} more would add nothing new (duplicates or "
+            "rank used up): not written"
+        )
     for rank, (index, score) in enumerate(zip(sel.indices, sel.scores)):
         print(f"  {rank:4d}  pool frame {index:6d}  score {score:.6g}")
     return 0
@@ -294,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         _unknown_flags(parser, args.command, extra)
     try:
-        with quiet_third_party(), sigterm_interrupts():
+        with sigterm_interrupts(), quiet_third_party():
             return int(args.func(args) or 0)
     except KeyboardInterrupt as err:
         print(f"uq-bias {args.command}: {interrupt_message(args, err)}", file=sys.stderr)

@@ -214,6 +214,10 @@ def run(
     from uq_bias.campaign.report import write_report
 
     report = write_report(state, config)
-    say(f"campaign finished after iteration {k}: {reason}")
+    trained_on = stages.read_metrics(state, k).get("n_labelled", "?")
+    say(
+        f"campaign finished: {reason}; last model: iteration {k}, trained on {trained_on} "
+        f"labels ({len(state.labelled())} labelled in all)"
+    )
     seconds = time.perf_counter() - start
     return CampaignResult(state.root, report, k, len(state.labelled()), reason, seconds)
