@@ -305,7 +305,8 @@ def load(path: str | Path) -> CampaignConfig:
     except UnicodeDecodeError as err:
         raise ConfigError(f"campaign file {str(path)!r} is not a text (YAML) file: {err}") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"{str(path)!r} is not valid YAML: {err}") from err
+        where = " ".join(str(err).split())  # one line
+        raise ConfigError(f"campaign file {str(path)!r} is not valid YAML: {where}") from err
     if data is not None and not isinstance(data, dict):
         raise ConfigError(
             f"campaign file {str(path)!r} holds a YAML {type(data).__name__}, not a mapping of "

@@ -141,7 +141,10 @@ def _check_inputs(config: cfg.CampaignConfig) -> list:
             f"molecules, and {config.data.structures!r} has a periodic structure; use none"
         )
     oracle = config.oracle
-    OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()
+    try:
+        OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()
+    except (ValueError, TypeError, ImportError, OSError) as err:
+        raise cfg.ConfigError(f"config key 'oracle': cannot build the oracle: {err}") from err
     for atoms in structures:
         try:
             cvs.check(config.report.cvs, len(atoms))

@@ -68,6 +68,8 @@ def check_model_file(config: cfg.CampaignConfig, frames: list[Atoms]) -> None:
     from uq_bias.models import load_model
 
     path = config.path(config.model.file)
+    if not path.is_file():
+        raise cfg.ConfigError(f"config key 'model.file': no model file {str(path)!r}")
     try:
         model = load_model(path)
     except (OSError, ValueError, TypeError, AttributeError, ImportError) as err:
