@@ -83,7 +83,8 @@ def _add_select(sub) -> None:
         "--k",
         type=int,
         required=True,
-        help="number of frames to select (1 or more); frames that would add nothing new are not written, so fewer may come",
+        help="number of frames to select (1 or more); frames that would add nothing new are "
+        "not written, so fewer may come",
     )
     p.add_argument("--out", required=True, help="selected frames to write, extended XYZ")
     p.add_argument(

@@ -75,6 +75,12 @@ class LazyExecutor:
             self._executor.close()
             self._executor = None
 
+    def abort(self) -> None:
+        """Close without waiting for running tasks (after an interrupt)."""
+        if self._executor is not None:
+            self._executor.abort()
+            self._executor = None
+
 
 def _check_resume(state: CampaignState, config: cfg.CampaignConfig) -> None:
     """See :func:`uq_bias.campaign.validate.check_resume`."""
@@ -210,6 +216,7 @@ def run(
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: say where, keep what is finished
         where = f"{state.running or 'between stages'} (campaign folder {state.root})"
         state.log(f"interrupted by {signal_name(signal_of(err))} in {where}")
+        ctx.executor.abort()
         raise Interrupted(signal_of(err), where) from None
     finally:
         ctx.executor.close()
