@@ -124,6 +124,7 @@ def _stage(ctx: stages.Context, k: int, name: str, fn: Callable | None = None) -
     path = ctx.dir(k) / console.TIMINGS
     write_json(path, {**read_json(path, {}), name: time.perf_counter() - start})
     ctx.state.mark(k, name)
+    ctx.state.running = f"iteration {k}, after stage {name}"
     return True
 
 
