@@ -29,7 +29,7 @@ from uq_bias.campaign.executors import Executor, make_executor
 from uq_bias.campaign.oracles import OracleSpec
 from uq_bias.campaign.roles import read_test
 from uq_bias.campaign.state import CampaignState, read_json, write_json
-from uq_bias.interrupts import Interrupted, signal_name, signal_of
+from uq_bias.interrupts import Interrupted, signal_name, signal_of, sigterm_interrupts
 
 #: Config keys that define the data and the model (see :mod:`uq_bias.campaign.validate`).
 FIXED = validate.FIXED
@@ -198,7 +198,10 @@ def run(
 ) -> CampaignResult:
     """Run (or resume) the campaign described by a YAML file or a :class:`CampaignConfig`.
 
-    Everything is checked before any work (config keys and types, start structures, oracle).
+    Everything is checked before any work (config keys and types, start structures, oracle,
+    model file, the first split: :mod:`uq_bias.campaign.validate`); the folder is created only
+    then. Ctrl-C or SIGTERM raise :class:`uq_bias.interrupts.Interrupted` saying where the
+    campaign stopped; finished stages are kept, and running it again resumes.
     ``progress`` receives one line per iteration (:mod:`uq_bias.campaign.console`; None for
     silence); ``bars`` shows progress bars for the MD walkers (in-process executor) and for
     training. Returns a :class:`CampaignResult`; the report is in ``<folder>/report/report.md``.
@@ -213,7 +216,8 @@ def run(
     ctx = stages.Context(state, config, LazyExecutor(config.executor), structures, say, bars)
     state.log(f"campaign run in {state.root}")
     try:
-        k, reason = _iterate(ctx)
+        with sigterm_interrupts():  # SIGTERM (SLURM's time limit) stops it like Ctrl-C
+            k, reason = _iterate(ctx)
     except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: say where, keep what is finished
         where = f"{state.running or 'between stages'} (campaign folder {state.root})"
         state.log(f"interrupted by {signal_name(signal_of(err))} in {where}")
