@@ -197,7 +197,7 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    from uq_bias.campaign import demo
+    from uq_bias.campaign.demo import demo
 
     demo(args.folder, quiet=args.quiet)
     return 0

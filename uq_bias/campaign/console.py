@@ -1,7 +1,7 @@
 """One console line per finished iteration, read from the campaign folder.
 
     iteration 2 | trained on 24 labels | valid F RMSE 0.121 eV/A | test F RMSE 0.140 eV/A |
-    labelled 8 of 8 asked, 32 labels now | CV coverage after: explored 0.213, labelled 0.154 |
+    labelled 8 of 8 asked, 32 labels now | CV coverage explored 0.213, labelled 0.154 |
     walkers completed@2000 tau 0.31, uncertainty@812 tau 0.42 | train 41 s, ..., merge 0 s
 
 (on one line). The numbering is the report's (:mod:`uq_bias.campaign.report`): iteration k's
@@ -90,7 +90,7 @@ def iteration_line(
     rows = coverage_by_iteration(state, cvs, [k + 1], reference)
     if rows:
         explored = "-" if rows[0].explored is None else f"{rows[0].explored:.3f}"
-        parts.append(f"CV coverage after: explored {explored}, labelled {rows[0].labelled:.3f}")
+        parts.append(f"CV coverage explored {explored}, labelled {rows[0].labelled:.3f}")
     walkers = walker_summaries(state, k)
     if walkers:
         parts.append(_walker_text(walkers))
