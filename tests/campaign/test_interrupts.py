@@ -85,6 +85,7 @@ def test_sigint_and_sigterm_stop_cleanly_and_the_rerun_resumes(tmp_path):
     assert status == 143, output
     assert "interrupted by SIGTERM in iteration 1, stage train" in output
     assert resume in output and "Traceback" not in output
+    assert len(output.strip().splitlines()) == 1
     _no_temporary_files(folder)
     assert state.done(0, "merge") and not state.done(1, "train")
     assert "interrupted by SIGTERM" in state.log_path.read_text()
