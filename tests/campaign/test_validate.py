@@ -107,3 +107,28 @@ def test_console_and_report_count_labels_the_same_way(tmp_path):
     assert "labelled 4 of 8 asked (the rest add nothing new), 20 labels now" in line
     row = _table([metrics], state)[2]
     assert row.startswith("| 1 | 16 |") and row.endswith("| 10 | 4 of 8 asked |")
+
+
+def test_an_unwritable_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    """Root may write anywhere, so the permission is taken away by stubbing os.access (new
+    folder) and by a PermissionError while the folder is made (the CLI's last resort)."""
+    import os
+
+    import uq_bias.campaign.loop as loop
+
+    path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"})
+    real_access = os.access
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "access", lambda p, mode: p != tmp_path and real_access(p, mode))
+        assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'folder'" in err and "cannot be written" in err and str(tmp_path) in err
+
+    def refuse(root):
+        raise PermissionError(13, "Permission denied", str(root))
+
+    monkeypatch.setattr(loop, "CampaignState", refuse)
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Permission denied" in err and "campaign" in err
+    assert "Traceback" not in err and not (tmp_path / "campaign").exists()
