@@ -17,10 +17,11 @@ import sys
 import time
 from pathlib import Path
 
-from campaign.test_loop import FLAKY, check_exactly_once, check_labels_against, cu8, write_campaign
 from uq_bias.campaign import load, run
 from uq_bias.campaign.state import CampaignState
 from uq_bias.campaign.validate import first_frames
+
+from .test_loop import FLAKY, check_exactly_once, check_labels_against, cu8, write_campaign
 
 
 def _start(path: Path) -> subprocess.Popen:

@@ -9,11 +9,12 @@ import time
 import pytest
 from ase.calculators.emt import EMT
 
-from campaign.test_loop import cu8, cu_labelled, write_campaign
 from uq_bias.campaign import ConfigError, from_dict, run
 from uq_bias.campaign.state import CampaignState, write_json
 from uq_bias.campaign.validate import check_resume, first_frames
 from uq_bias.cli import main
+
+from .test_loop import cu8, cu_labelled, write_campaign
 
 
 @pytest.fixture
