@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import io
+import shlex
 import sys
 import warnings
 
 from uq_bias.flags import add_options, collect
+from uq_bias.interrupts import exit_status, signal_name, signal_of, sigterm_interrupts
 
 #: Third-party warnings that tell a uq-bias user nothing they can act on: (category, message
 #: regex, module regex). TorchScript's type-system notes come from mace's scripted modules (and
@@ -76,7 +79,13 @@ def _add_select(sub) -> None:
     src.add_argument("--unc", help="uncertainty model directory (uq_bias.uncertainty.load)")
     src.add_argument("--features", help="precomputed (n_pool, D) posterior features, .pt or .npy")
     p.add_argument("--pool", required=True, help="candidate frames, extended XYZ")
-    p.add_argument("--k", type=int, required=True, help="number of frames to select")
+    p.add_argument(
+        "--k",
+        type=int,
+        required=True,
+        help="number of frames to select (1 or more); frames that would add nothing new are "
+        "not written, so fewer may come",
+    )
     p.add_argument("--out", required=True, help="selected frames to write, extended XYZ")
     p.add_argument(
         "--labelled",
@@ -88,15 +97,16 @@ def _add_select(sub) -> None:
 
 
 def _run_select(args) -> int:
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
-    from ase.io import read
-
+    from uq_bias.io_structures import read_structures
     from uq_bias.selection import SelectionOptions, select
     from uq_bias.selection.io import annotate, load_features, write_frames
 
     options = collect(args, SelectionOptions, dest="selection")
-    frames = read(args.pool, index=":")
+    if args.k < 1:
+        raise ValueError(f"--k: the number of frames to select must be 1 or more, got {args.k}")
+    frames = read_structures(args.pool, "pool (--pool)")
     model, features = None, None
     if args.features:
         features = load_features(args.features)
@@ -104,16 +114,24 @@ def _run_select(args) -> int:
         from uq_bias.uncertainty import load
 
         model = load(args.unc)
-    labelled = read(args.labelled, index=":") if args.labelled else None
+    labelled = read_structures(args.labelled, "--labelled") if args.labelled else None
     if labelled is not None and features is not None:
         raise ValueError("--labelled conditions an uncertainty model (--unc), not --features")
     sel = select(
         model, frames, args.k, features=features, labelled_frames=labelled, **asdict(options)
     )
+    picked = len(sel) - sel.n_filled  # frames that add nothing new are not written
+    sel = replace(sel, indices=sel.indices[:picked], scores=sel.scores[:picked], n_filled=0)
     write_frames(args.out, annotate(frames, sel))
-    print(f"selected {len(sel)} of {len(frames)} frames with {sel.method} -> {args.out}")
-    if sel.n_filled:
-        print(f"  the last {sel.n_filled} add nothing new (duplicates or rank used up)")
+    print(
+        f"selected {picked} of {args.k} asked from {len(frames)} pool frames with {sel.method} "
+        f"-> {args.out}"
+    )
+    if picked < min(args.k, len(frames)):
+        print(
+            f"  {min(args.k, len(frames)) - picked} more would add nothing new (duplicates or "
+            "rank used up): not written"
+        )
     for rank, (index, score) in enumerate(zip(sel.indices, sel.scores)):
         print(f"  {rank:4d}  pool frame {index:6d}  score {score:.6g}")
     return 0
@@ -135,14 +153,13 @@ def _add_md(sub) -> None:
 
 
 def _run_md(args) -> int:
-    from ase.io import read
-
     from uq_bias.bias import BiasConfig
     from uq_bias.dynamics import CalculatorRecipe, ExploreConfig, explore
+    from uq_bias.io_structures import read_structures
 
     config = collect(args, ExploreConfig, dest="explore")
     bias = collect(args, BiasConfig, dest="bias")
-    starts = read(args.start, index=":")
+    starts = read_structures(args.start, "start structures (--start)")
     recipe = CalculatorRecipe(str(args.unc), bias=bias, device=config.device)
     result = explore(recipe, starts, config, walkers=args.walkers, trajectory=args.out)
     for walker in result.walkers:
@@ -180,7 +197,7 @@ def _add_demo(sub) -> None:
 
 
 def _run_demo(args) -> int:
-    from uq_bias.campaign import demo
+    from uq_bias.campaign.demo import demo
 
     demo(args.folder, quiet=args.quiet)
     return 0
@@ -254,13 +271,51 @@ def quiet_third_party():
         yield
 
 
+def _unknown_flags(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> None:
+    """Exit 2 naming the flags ``command`` does not have, each with the closest ones it has."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    subparser = sub.choices[command]
+    known = [s for action in subparser._actions for s in action.option_strings]
+    flags = [arg for arg in extra if arg.startswith("-")] or extra
+    parts = []
+    for arg in flags:
+        flag = arg.split("=", 1)[0]
+        close = difflib.get_close_matches(flag, known, n=1) if flag[:1] == "-" else []
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        parts.append(f"{arg!r}{hint}")
+    subparser.error(f"unrecognized arguments: {', '.join(parts)}; see `uq-bias {command} --help`")
+
+
+#: How to resume each command that can be resumed after an interrupt.
+RESUME = {"run": lambda a: f"uq-bias run {shlex.quote(a.config)}"}
+RESUME["demo"] = lambda a: f"uq-bias demo --folder {shlex.quote(a.folder)}"
+
+
+def interrupt_message(args: argparse.Namespace, err: KeyboardInterrupt) -> str:
+    """One line: which signal, where the command stopped, and how to resume it."""
+    text = f"interrupted by {signal_name(signal_of(err))}"
+    where = getattr(err, "where", "")
+    if where:
+        text += f" in {where}"
+    if args.command in RESUME:
+        text += f"; finished stages are kept, resume with: {RESUME[args.command](args)}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``uq-bias`` command. Returns the exit status: 0 done, 2 bad input (one line on
+    stderr naming the file, key or flag), 130 / 143 interrupted by Ctrl-C / SIGTERM."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _unknown_flags(parser, args.command, extra)
     try:
-        with quiet_third_party():
+        with sigterm_interrupts(), quiet_third_party():
             return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, TypeError) as err:
+    except KeyboardInterrupt as err:
+        print(f"uq-bias {args.command}: {interrupt_message(args, err)}", file=sys.stderr)
+        return exit_status(err)
+    except (ValueError, OSError, KeyError, TypeError) as err:
         print(f"uq-bias {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -59,12 +59,19 @@ a campaign killed at any moment (even with SIGKILL) resumes without losing or du
 label. On resume, the `seed`, `data`, `oracle` and `model` sections must stay as they were
 (they define the data); the others may change and apply to the stages still to run: raise
 `stop.iterations` to continue a finished campaign, or change the executor to move the work
-to a cluster."""
+to a cluster. Everything that can be checked without a reference call (keys, files, the model
+file, the first split of the data) is checked before the folder is made; a folder that holds no
+label yet takes a corrected config. Ctrl-C or SIGTERM stop a campaign with one line saying where
+and how to resume (exit status 130 / 143); a bad input is one line and exit status 2 (see
+[When things go wrong](troubleshooting.md))."""
 
 _DEMO = """\
 ```bash
 uq-bias demo                       # writes ./uq_bias_demo and prints the report path and time
-```"""
+```
+
+The folder `uq_bias_demo/` is made in the current directory (`--folder` for another place;
+this repository's `.gitignore` lists it)."""
 
 
 def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:

@@ -286,6 +286,7 @@ def test_resume_refuses_other_data_but_takes_new_training(tmp_path):
 
     _check_resume(state, config())
     _check_resume(state, config(training={"max_epochs": 7}, stop={"iterations": 9}))
+    state.add_labelled(cu_labelled(2), 0)  # a folder without labels takes any config
     with pytest.raises(ConfigError, match=r"\['data.rattle'\]"):
         _check_resume(state, config(data={"structures": "x.xyz", "rattle": 0.2}))
     with pytest.raises(ConfigError, match=r"\['oracle.kwargs'\]"):
@@ -310,5 +311,8 @@ def test_rerunning_a_finished_campaign_changes_nothing(tmp_path):
     lines = []
     again = run(path, progress=lines.append)
     assert (again.iterations, again.reason, again.n_labelled) == (3, first.reason, 10)
-    assert lines == [f"campaign finished after iteration 3: {first.reason}"]
+    assert lines == [
+        f"campaign finished: {first.reason}; last model: iteration 3, trained on 10 labels "
+        "(10 labelled in all)"
+    ]
     assert "train ..." not in CampaignState(first.folder).log_path.read_text()[len(journal) :]

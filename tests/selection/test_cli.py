@@ -28,7 +28,7 @@ def test_cli_select_with_features(tmp_path, cu_frames, gaussian, capsys):
         assert atoms.get_potential_energy() == pytest.approx(
             cu_frames[index].get_potential_energy()
         )
-    assert "selected 4 of 12 frames with maxdet" in capsys.readouterr().out
+    assert "selected 4 of 4 asked from 12 pool frames with maxdet" in capsys.readouterr().out
 
     np.save(tmp_path / "short.npy", feats[:5].numpy())  # 5 rows for 12 frames
     bad = ["select", "--features", str(tmp_path / "short.npy"), "--pool", str(pool)]
@@ -57,7 +57,7 @@ def test_cli_select_with_a_saved_uncertainty_model(tmp_path, tiny_mace, cu_frame
     u2 = unc(unc.graph(pool)).energy_uncertainty.detach() ** 2
     assert chosen[0] == int(torch.argmax(u2))
     torch.testing.assert_close(feats.pow(2).sum(1), u2.double(), rtol=1e-8, atol=0)
-    assert "selected 3 of 5 frames" in capsys.readouterr().out
+    assert "selected 3 of 3 asked from 5 pool frames" in capsys.readouterr().out
 
 
 def test_cli_select_conditioned_on_labelled_frames(tmp_path, tiny_mace, cu_frames, capsys):
@@ -89,3 +89,23 @@ def test_cli_select_conditioned_on_labelled_frames(tmp_path, tiny_mace, cu_frame
     bad += ["--labelled", str(tmp_path / "labelled.extxyz"), "--k", "1", "--out", str(out)]
     assert main(bad) == 2
     assert "--labelled conditions an uncertainty model" in capsys.readouterr().err
+
+
+def test_cli_select_writes_no_frame_that_adds_nothing(tmp_path, cu_frames, capsys):
+    """Features of rank 2 (the other frames repeat them): 2 of the 5 asked are written, and the
+    console says so; --k 0 and negative counts are errors that write nothing."""
+    pool = tmp_path / "candidates.extxyz"
+    write(pool, cu_frames[:6], format="extxyz")
+    np.save(tmp_path / "rank2.npy", np.array([[1.0, 0], [0, 1.0], [1, 0], [0, 1], [1, 0], [0, 1]]))
+    argv = ["select", "--features", str(tmp_path / "rank2.npy"), "--pool", str(pool)]
+    out = tmp_path / "selected.extxyz"
+    assert main([*argv, "--k", "5", "--out", str(out)]) == 0
+    assert [a.info["selection_index"] for a in read(out, index=":")] == [0, 1]
+    printed = capsys.readouterr().out
+    assert "selected 2 of 5 asked" in printed and "3 more would add nothing new" in printed
+    for k in ("0", "-3"):
+        assert main([*argv, "--k", k, "--out", str(tmp_path / "none.extxyz")]) == 2
+        assert f"--k: the number of frames to select must be 1 or more, got {k}" in (
+            capsys.readouterr().err
+        )
+    assert not (tmp_path / "none.extxyz").exists()

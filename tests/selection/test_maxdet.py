@@ -147,3 +147,15 @@ def test_lazy_updates_match_bmdal(bmdal, gaussian, clustered, pool_kind, monkeyp
         bmdal.features(pool), bmdal.features(pool[:0]), verbosity=0
     )
     assert maxdet(pool, 48).indices == method.select(48).tolist()
+
+
+def test_stops_when_the_gain_vanishes_against_the_first_pick():
+    """A direction 1e-7 long (gain 1e-14, i.e. 1e-14 of the first pick's gain 1) is numerically
+    nothing: max-det stops after one pick and fills up, although the frame's own relative
+    residual (1 of its prior) is large; both implementations agree."""
+    g = torch.tensor([[1.0, 0.0], [0.0, 1e-7], [0.5, 0.0]], dtype=torch.float64)
+    for sel in (maxdet(g, 3), maxdet_kernel(g @ g.T, 3)):
+        assert sel.indices[0] == 0 and sel.n_filled == 2
+        assert sel.scores == [1.0, 0.0, 0.0]
+    kept = maxdet(g, 3, rtol=1e-16)  # a smaller rtol keeps the tiny direction
+    assert kept.indices[:2] == [0, 1] and kept.n_filled == 1

@@ -8,13 +8,9 @@ one folder (see :mod:`uq_bias.campaign.state`). Heavy dependencies load only whe
 from __future__ import annotations
 
 from uq_bias.campaign.config import CampaignConfig, ConfigError, from_dict, load
+from uq_bias.campaign.demo import demo  # light: torch loads when it runs
 from uq_bias.campaign.loop import CampaignResult, run
 
+# imported here, not on first call: importing the submodule later would rebind the package's
+# `demo` to the module (a second `uq_bias.campaign.demo()` then failed: "module not callable")
 __all__ = ["CampaignConfig", "CampaignResult", "ConfigError", "demo", "from_dict", "load", "run"]
-
-
-def demo(*args, **kwargs):
-    """Run the built-in demo campaign (see :func:`uq_bias.campaign.demo.demo`)."""
-    from uq_bias.campaign.demo import demo as _demo
-
-    return _demo(*args, **kwargs)

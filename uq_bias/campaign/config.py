@@ -293,12 +293,25 @@ def load(path: str | Path) -> CampaignConfig:
     import yaml
 
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"campaign file {str(path)!r} is a folder; give the campaign's YAML file (a campaign "
+            "folder is resumed by running the YAML file that started it again)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"campaign file {str(path)!r} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"campaign file {str(path)!r} is not a text (YAML) file: {err}") from err
     except yaml.YAMLError as err:
-        raise ConfigError(f"{str(path)!r} is not valid YAML: {err}") from err
+        where = " ".join(str(err).split())  # one line
+        raise ConfigError(f"campaign file {str(path)!r} is not valid YAML: {where}") from err
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(
+            f"campaign file {str(path)!r} holds a YAML {type(data).__name__}, not a mapping of "
+            "keys (data:, oracle:, ...); see docs/config.md"
+        )
     config = from_dict(data or {}, base_dir=path.parent)
     if config.folder is None:
         config.folder = path.stem

@@ -1,15 +1,17 @@
 """One console line per finished iteration, read from the campaign folder.
 
-    iteration 2 | 32 labels | valid F RMSE 0.121 eV/A | test F RMSE 0.140 eV/A |
-    CV coverage explored 0.213, labelled 0.154 | walkers completed@2000 tau 0.31,
-    uncertainty@812 tau 0.42 | train 41 s, uncertainty 2 s, ..., merge 0 s
+    iteration 2 | trained on 24 labels | valid F RMSE 0.121 eV/A | test F RMSE 0.140 eV/A |
+    labelled 8 of 8 asked, 32 labels now | CV coverage explored 0.213, labelled 0.154 |
+    walkers completed@2000 tau 0.31, uncertainty@812 tau 0.42 | train 41 s, ..., merge 0 s
 
-(on one line). Labels are those in the data after the iteration; the errors are those of
-iteration k's model (validation split; ``data.test`` when set); coverage is that of
-:mod:`uq_bias.campaign.explored` after the iteration (the frames the walkers kept so far in
-which the molecule is in one piece, all labelled frames); each walker gives its stop reason,
-the MD step it stopped at and its last bias strength tau; stage times are those of the stages
-run by this call (``timings.json``).
+(on one line). The numbering is the report's (:mod:`uq_bias.campaign.report`): iteration k's
+model is trained on the labels of row k ("labelled" there), its errors are those of that model
+(validation split; ``data.test`` when set), and the batch it then selects and labels is row k's
+"selected" column (picked of asked: max-det stops before frames that add nothing). Coverage is
+that of :mod:`uq_bias.campaign.explored` after the iteration (the frames the walkers kept so far
+in which the molecule is in one piece, all labelled frames: the report's coverage row k + 1);
+each walker gives its stop reason, the MD step it stopped at and its last bias strength tau;
+stage times are those of the stages run by this call (``timings.json``).
 """
 
 from __future__ import annotations
@@ -52,6 +54,21 @@ def _walker_text(walkers: list[dict]) -> str:
     return "walkers " + ", ".join(parts)
 
 
+def picked_of_asked(selection: dict) -> str:
+    """``4 of 8 asked`` from ``selection.json`` (older folders: the number picked alone)."""
+    picked = len(selection.get("indices", []))
+    asked = selection.get("n_asked")
+    return f"{picked}" if asked is None else f"{picked} of {asked} asked"
+
+
+def selection_text(selection: dict, n_now: int) -> str:
+    """``labelled 4 of 8 asked (the rest add nothing new), 28 labels now``."""
+    text = f"labelled {picked_of_asked(selection)}"
+    if selection.get("n_filled"):
+        text += " (the rest add nothing new)"
+    return f"{text}, {n_now} labels now"
+
+
 def iteration_line(
     state: CampaignState,
     k: int,
@@ -62,10 +79,14 @@ def iteration_line(
     structure whose bonds an intact explored frame keeps."""
     folder = state.iteration_dir(k)
     metrics = read_json(folder / "metrics.json", {})
-    parts = [f"iteration {k}", f"{len(state.labelled())} labels"]
+    n_now = len(state.labelled())
+    parts = [f"iteration {k}", f"trained on {metrics.get('n_labelled', n_now)} labels"]
     for split in ("valid", "test"):
         if split in metrics:
             parts.append(f"{split} F RMSE {metrics[split]['forces_rmse']:.3g} eV/A")
+    selection = read_json(folder / "selection.json")
+    if selection is not None:
+        parts.append(selection_text(selection, n_now))
     rows = coverage_by_iteration(state, cvs, [k + 1], reference)
     if rows:
         explored = "-" if rows[0].explored is None else f"{rows[0].explored:.3f}"

@@ -21,6 +21,16 @@ def init_worker(threads: int) -> None:
     torch.set_num_threads(max(1, int(threads)))
 
 
+def init_pool_worker(threads: int) -> None:
+    """Run in every process-pool worker: :func:`init_worker`, and Ctrl-C ignored (the terminal
+    sends it to the whole process group; the parent stops the campaign and ends the workers,
+    so they print no traceback of their own)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    init_worker(threads)
+
+
 class Executor(ABC):
     """Runs ``fn`` over items. Use as a context manager, or call :meth:`close`."""
 
@@ -38,6 +48,10 @@ class Executor(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release workers (nothing for the in-process executor)."""
+
+    def abort(self) -> None:
+        """Release workers at once, dropping running tasks (after an interrupt)."""
+        self.close()
 
     def __enter__(self):
         return self
@@ -66,7 +80,7 @@ class ProcessPool(Executor):
         self.pool = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
-            initializer=init_worker,
+            initializer=init_pool_worker,
             initargs=(threads_per_worker,),
         )
 
@@ -82,6 +96,13 @@ class ProcessPool(Executor):
                 future.cancel()
 
     def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        """End the workers now: a running task (a long reference calculation) is not waited
+        for; its frame is labelled again on resume."""
+        for process in list((self.pool._processes or {}).values()):
+            process.terminate()
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 

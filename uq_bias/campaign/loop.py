@@ -24,15 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from uq_bias.campaign import config as cfg
-from uq_bias.campaign import console, cvs, explored, stages
+from uq_bias.campaign import console, cvs, explored, stages, validate
 from uq_bias.campaign.executors import Executor, make_executor
 from uq_bias.campaign.oracles import OracleSpec
 from uq_bias.campaign.roles import read_test
-from uq_bias.campaign.state import CampaignState, read_json, write_json, write_text
+from uq_bias.campaign.state import CampaignState, read_json, write_json
+from uq_bias.interrupts import Interrupted, signal_name, signal_of, sigterm_interrupts
 
-#: Config keys that define the data and the model; they must not change when a campaign resumes
-#: (training, uncertainty, exploration, selection, stop, executor and report may).
-FIXED = ("seed", "data", "oracle", "model")
+#: Config keys that define the data and the model (see :mod:`uq_bias.campaign.validate`).
+FIXED = validate.FIXED
 
 
 @dataclass
@@ -75,39 +75,16 @@ class LazyExecutor:
             self._executor.close()
             self._executor = None
 
-
-def _flat(data: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, dict) and value and key != "kwargs":
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    def abort(self) -> None:
+        """Close without waiting for running tasks (after an interrupt)."""
+        if self._executor is not None:
+            self._executor.abort()
+            self._executor = None
 
 
 def _check_resume(state: CampaignState, config: cfg.CampaignConfig) -> None:
-    """Refuse to resume a folder started with other data, oracle, model or seed (keys that exist
-    in only one of the two versions, e.g. after an upgrade, are not compared)."""
-    import yaml
-
-    path = state.root / "config.yaml"
-    current = cfg.to_dict(config)
-    if path.is_file():
-        before = _flat(yaml.safe_load(path.read_text()) or {})
-        now = _flat(current)
-        changed = [
-            key
-            for key in now
-            if key.split(".")[0] in FIXED and key in before and before[key] != now[key]
-        ]
-        if changed:
-            raise cfg.ConfigError(
-                f"the campaign folder {str(state.root)!r} was started with other values of "
-                f"{changed}; the sections {list(FIXED)} define its data and must stay as they "
-                "were (the others may change). Use a new folder (key 'folder') for a new campaign"
-            )
-    write_text(path, yaml.safe_dump(current, sort_keys=False))
+    """See :func:`uq_bias.campaign.validate.check_resume`."""
+    validate.check_resume(state, config)
 
 
 def stop_reason(state: CampaignState, config: cfg.CampaignConfig, k: int) -> str | None:
@@ -141,11 +118,13 @@ def _stage(ctx: stages.Context, k: int, name: str, fn: Callable | None = None) -
     if ctx.state.done(k, name):
         return False
     ctx.state.log(f"iteration {k}: {name} ...")
+    ctx.state.running = f"iteration {k}, stage {name}"
     start = time.perf_counter()
     (fn or stages.STAGES[name])(ctx, k)
     path = ctx.dir(k) / console.TIMINGS
     write_json(path, {**read_json(path, {}), name: time.perf_counter() - start})
     ctx.state.mark(k, name)
+    ctx.state.running = f"iteration {k}, after stage {name}"
     return True
 
 
@@ -169,12 +148,16 @@ def _check_inputs(config: cfg.CampaignConfig) -> list:
             f"molecules, and {config.data.structures!r} has a periodic structure; use none"
         )
     oracle = config.oracle
-    OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()
+    try:
+        OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()
+    except (ValueError, TypeError, ImportError, OSError) as err:
+        raise cfg.ConfigError(f"config key 'oracle': cannot build the oracle: {err}") from err
     for atoms in structures:
         try:
             cvs.check(config.report.cvs, len(atoms))
         except ValueError as err:
             raise cfg.ConfigError(f"config key {err}") from err
+    validate.check_campaign(config, structures)
     if config.data.test:
         try:
             test = read_test(config.path(config.data.test))
@@ -215,7 +198,10 @@ def run(
 ) -> CampaignResult:
     """Run (or resume) the campaign described by a YAML file or a :class:`CampaignConfig`.
 
-    Everything is checked before any work (config keys and types, start structures, oracle).
+    Everything is checked before any work (config keys and types, start structures, oracle,
+    model file, the first split: :mod:`uq_bias.campaign.validate`); the folder is created only
+    then. Ctrl-C or SIGTERM raise :class:`uq_bias.interrupts.Interrupted` saying where the
+    campaign stopped; finished stages are kept, and running it again resumes.
     ``progress`` receives one line per iteration (:mod:`uq_bias.campaign.console`; None for
     silence); ``bars`` shows progress bars for the MD walkers (in-process executor) and for
     training. Returns a :class:`CampaignResult`; the report is in ``<folder>/report/report.md``.
@@ -230,13 +216,23 @@ def run(
     ctx = stages.Context(state, config, LazyExecutor(config.executor), structures, say, bars)
     state.log(f"campaign run in {state.root}")
     try:
-        k, reason = _iterate(ctx)
+        with sigterm_interrupts():  # SIGTERM (SLURM's time limit) stops it like Ctrl-C
+            k, reason = _iterate(ctx)
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: say where, keep what is finished
+        where = f"{state.running or 'between stages'} (campaign folder {state.root})"
+        state.log(f"interrupted by {signal_name(signal_of(err))} in {where}")
+        ctx.executor.abort()
+        raise Interrupted(signal_of(err), where) from None
     finally:
         ctx.executor.close()
     state.finish(reason)
     from uq_bias.campaign.report import write_report
 
     report = write_report(state, config)
-    say(f"campaign finished after iteration {k}: {reason}")
+    trained_on = stages.read_metrics(state, k).get("n_labelled", "?")
+    say(
+        f"campaign finished: {reason}; last model: iteration {k}, trained on {trained_on} "
+        f"labels ({len(state.labelled())} labelled in all)"
+    )
     seconds = time.perf_counter() - start
     return CampaignResult(state.root, report, k, len(state.labelled()), reason, seconds)

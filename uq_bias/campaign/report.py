@@ -157,9 +157,11 @@ def plot_learning_curve(rows: list[dict], path: Path) -> None:
 
 
 def _table(rows: list[dict], state: CampaignState) -> list[str]:
+    from uq_bias.campaign.console import picked_of_asked
+
     lines = [
-        "| iteration | labelled | valid E RMSE (meV/atom) | valid F RMSE (eV/A) | coverage | "
-        "Spearman | batch F RMSE (eV/A) | batch mean U (eV/A) | candidates | selected |",
+        "| iteration | trained on | valid E RMSE (meV/atom) | valid F RMSE (eV/A) | coverage | "
+        "Spearman | batch F RMSE (eV/A) | batch mean U (eV/A) | candidates | selected of asked |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
@@ -169,7 +171,8 @@ def _table(rows: list[dict], state: CampaignState) -> list[str]:
             f"| {k} | {r['n_labelled']} | {1000 * v['energy_rmse_per_atom']:.2f} | "
             f"{v['forces_rmse']:.4f} | {v['atom_coverage']:.2f} | {v['spearman_atom']:.2f} | "
             + (f"{b['forces_rmse']:.4f} | {b['mean_atom_uncertainty']:.4f} | " if b else "- | - | ")
-            + f"{selection.get('n_candidates', '-')} | {len(selection.get('indices', [])) or '-'} |"
+            + f"{selection.get('n_candidates', '-')} | "
+            + (f"{picked_of_asked(selection)} |" if selection else "- |")
         )
     return lines
 

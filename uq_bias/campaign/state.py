@@ -87,6 +87,8 @@ class CampaignState:
         self.failures_path = self.root / "data" / "failures.json"
         self.log_path = self.root / "log.txt"
         self.report_dir = self.root / "report"
+        #: the stage running now, in words ("iteration 1, stage train"), for interrupt messages
+        self.running: str | None = None
 
     # -- journal -------------------------------------------------------------------------------
 

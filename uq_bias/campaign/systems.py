@@ -61,13 +61,11 @@ def read_structures(spec: str, path=None) -> list[Atoms]:
     """Start structures from ``builtin:NAME`` or from the file ``path`` (any ASE format)."""
     if spec.startswith("builtin:"):
         return builtin(spec.split(":", 1)[1])
-    import ase.io
+    from uq_bias.io_structures import read_structures as read_file
 
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"start structures {spec!r}: no file {str(path)!r}")
-    frames = ase.io.read(path, ":")
-    if not frames:
-        raise ValueError(f"start structures {str(path)!r}: the file holds no structure")
+    if path is None:
+        raise FileNotFoundError(f"start structures {spec!r}: no file given")
+    frames = read_file(path, "start structures (data.structures)")
     for atoms in frames:
         atoms.calc = None
     return frames

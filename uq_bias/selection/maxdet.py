@@ -138,7 +138,9 @@ def maxdet(
         train_features: optional (m, D) features of frames already labelled: the kernel is
             first conditioned on them without noise (bmdal-reg's "TP mode"). Leave it out when
             ``features`` are already posterior features.
-        rtol: a frame is exhausted once k_t(x, x) <= rtol * k(x, x) (see ``result`` module doc).
+        rtol: a frame is exhausted once k_t(x, x) <= rtol * k(x, x) (see ``result`` module doc),
+            and the selection stops once the best gain k_t(x_t, x_t) is at most rtol times the
+            first pick's: numerically zero, the rest is filled up (``Selection.n_filled``).
 
     Returns:
         Selection with scores k_t(x_t, x_t), the conditional variance at pick time.
@@ -173,6 +175,8 @@ def maxdet(
         res = float(r @ r)
         if res <= float(floor[i]):
             continue
+        if scores and res <= rtol * scores[0]:  # the gain has vanished: no frame adds anything
+            break
         basis[cols] = r / res**0.5
         picked.append(i)
         scores.append(res)
@@ -206,6 +210,8 @@ def maxdet_kernel(kernel, k: int, *, rtol: float = 1e-10) -> Selection:
             break
         t = len(picked)
         res = float(variance[i])
+        if scores and res <= rtol * scores[0]:  # the gain has vanished (see maxdet)
+            break
         column = (kmat[:, i] - chol[:, :t] @ chol[i, :t]) / res**0.5
         chol[:, t] = column
         variance -= column**2

@@ -6,7 +6,10 @@ squared distance to the chosen set (max-dist, LCMD) is at most ``rtol`` times it
 variance k(x, x). That happens for duplicates of chosen frames and once the rank of the features
 is used up. If ``k`` asks for more frames, the rest are appended in order of decreasing prior
 variance k(x, x) (the posterior uncertainty of the frame), ties broken by the lower pool index,
-with score 0. ``Selection.n_filled`` says how many trailing frames came from this rule.
+with score 0. ``Selection.n_filled`` says how many trailing frames came from this rule. Max-det
+also stops once its best gain is at most ``rtol`` times its first pick's (numerically zero).
+The campaign and ``uq-bias select`` never label or write the filled-up frames: they say how many
+were picked of how many asked.
 """
 
 from __future__ import annotations

@@ -45,3 +45,15 @@ class EarlyStoppingFromStart(EarlyStopping):
     def on_sanity_check_end(self, trainer, pl_module) -> None:
         super().on_sanity_check_end(trainer, pl_module)
         self.best_score = torch.tensor(pl_module.best_loss, dtype=torch.float64)
+
+
+class InterruptRecorder(lightning.Callback):
+    """Remembers the exception Lightning saw (``on_exception``), so that the ``sys.exit(1)``
+    it makes of a Ctrl-C can be turned back into the interrupt
+    (:func:`uq_bias.interrupts.lightning_interrupts`)."""
+
+    def __init__(self) -> None:
+        self.exception: BaseException | None = None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        self.exception = exception

@@ -102,19 +102,9 @@ def read_frames(path: str | Path, keys: LabelKeys = LabelKeys()) -> list[Atoms]:
     Raises FileNotFoundError for a missing file and ValueError naming the file and frame index for
     an unreadable file or a frame without energy or forces.
     """
-    import ase.io
+    from uq_bias.io_structures import read_structures
 
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
-    try:
-        frames = ase.io.read(path, ":")
-    except Exception as err:
-        raise ValueError(
-            f"could not read {str(path)!r} as extended XYZ ({type(err).__name__}: {err})"
-        ) from err
-    if not frames:
-        raise ValueError(f"{str(path)!r} holds no frames")
+    frames = read_structures(path, "data file")
     return [labelled(a, f"{path}, frame {k}", keys) for k, a in enumerate(frames)]
 
 

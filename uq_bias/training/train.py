@@ -18,11 +18,12 @@ import torch
 from ase import Atoms
 
 from uq_bias.atomic import atomic_path
+from uq_bias.interrupts import lightning_interrupts
 from uq_bias.models import AtomisticModel, load_model
 from uq_bias.models.mace import MACEAdapter  # light: mace itself loads only when one is built
 from uq_bias.options import option
 from uq_bias.training.build import PRESETS, DataStatistics, ModelOptions, build_mace
-from uq_bias.training.callbacks import EarlyStoppingFromStart, EpochCSVLogger
+from uq_bias.training.callbacks import EarlyStoppingFromStart, EpochCSVLogger, InterruptRecorder
 from uq_bias.training.datamodule import AtomsDataModule
 from uq_bias.training.labels import LabelKeys, check_elements, elements, labelled, read_frames
 from uq_bias.training.loss import LossWeights
@@ -154,6 +155,7 @@ def fit(
     )
     csv_logger = EpochCSVLogger(log) if log is not None else None
     early_stopping = EarlyStoppingFromStart("val_loss", patience=options.patience)
+    recorder = InterruptRecorder()
     training = options.max_epochs > 0
     # validation alone (max_epochs=0) runs in this process: nothing to distribute
     distributed = {
@@ -166,7 +168,7 @@ def fit(
         max_epochs=options.max_epochs,
         **distributed,
         enable_progress_bar=trainer_options.progress_bar,
-        callbacks=[early_stopping] + ([csv_logger] if csv_logger else []),
+        callbacks=[early_stopping, recorder] + ([csv_logger] if csv_logger else []),
         inference_mode=False,
         logger=False,
         enable_checkpointing=False,
@@ -174,10 +176,11 @@ def fit(
         num_sanity_val_steps=-1,  # the whole validation set before training: epoch 0
         deterministic=trainer_options.deterministic,
     )
-    if training:
-        trainer.fit(module, datamodule=data)
-    else:
-        trainer.validate(module, datamodule=data, verbose=False)
+    with lightning_interrupts(recorder):  # Ctrl-C / SIGTERM: the interrupt, not sys.exit(1)
+        if training:
+            trainer.fit(module, datamodule=data)
+        else:
+            trainer.validate(module, datamodule=data, verbose=False)
     if module.best_state is not None:
         model.load_state_dict(module.best_state)
     return FitResult(model=model, history=module.history, best_loss=module.best_loss)

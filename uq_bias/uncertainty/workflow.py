@@ -23,12 +23,9 @@ PLOT_FILE = "reliability.png"
 
 def _read(frames: str | Path | Sequence[Atoms], what: str) -> list[Atoms]:
     if isinstance(frames, (str, Path)):
-        from ase.io import read
+        from uq_bias.io_structures import read_structures
 
-        path = Path(frames)
-        if not path.is_file():
-            raise FileNotFoundError(f"the {what} file {str(path)!r} does not exist")
-        return list(read(path, index=":"))
+        return read_structures(frames, f"the {what} file")
     return [frames] if isinstance(frames, Atoms) else list(frames)
 
 

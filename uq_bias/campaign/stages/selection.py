@@ -34,9 +34,9 @@ def select(ctx: Context, k: int) -> None:
         options = replace(narrow(config.selection, SelectionOptions), seed=config.seed + k)
         model = load_uncertainty(ctx, k)
         chosen = select_batch(model, pool, n, labelled_frames=labelled, **asdict(options))
-        indices = [int(i) for i in chosen.indices]
-        scores = [float(s) for s in chosen.scores]
-        n_filled = int(chosen.n_filled)
+        n_filled = int(chosen.n_filled)  # frames that add nothing new: not labelled
+        indices = [int(i) for i in chosen.indices[: len(chosen.indices) - n_filled]]
+        scores = [float(s) for s in chosen.scores[: len(indices)]]
     selected = [pool[i] for i in indices]
     write_frames(ctx.dir(k) / "selected.extxyz", selected)
     write_json(
@@ -44,6 +44,7 @@ def select(ctx: Context, k: int) -> None:
         {
             "method": config.selection.method,
             "n_candidates": len(pool),
+            "n_asked": n,
             "indices": indices,
             "scores": scores,
             "n_filled": n_filled,

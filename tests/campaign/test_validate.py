@@ -1,0 +1,135 @@
+"""Checks before the first label (issue 25): no reference call and no folder for a config that
+would fail later; a folder without labels takes a corrected config; a conflict with labels says
+what can be done; the console and the report count labels the same way."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from ase.calculators.emt import EMT
+
+from uq_bias.campaign import ConfigError, from_dict, run
+from uq_bias.campaign.state import CampaignState, write_json
+from uq_bias.campaign.validate import check_resume, first_frames
+from uq_bias.cli import main
+
+from .test_loop import cu8, cu_labelled, write_campaign
+
+
+@pytest.fixture
+def reference_calls(monkeypatch) -> list:
+    """Every EMT calculation made from now on (the oracle of these campaigns)."""
+    calls = []
+    original = EMT.calculate
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(EMT, "calculate", counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    "sections, key",
+    [
+        ({"data": {"initial_frames": 0}}, "data.initial_frames"),
+        ({"model": {"file": "campaign.yaml"}}, "model.file"),
+    ],
+    ids=["initial_frames 0", "model file not a model"],
+)
+def test_fails_before_any_reference_call_and_leaves_no_folder(
+    tmp_path, reference_calls, capsys, sections, key
+):
+    path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"}, **sections)
+    start = time.perf_counter()
+    assert main(["run", str(path), "--quiet"]) == 2
+    assert time.perf_counter() - start < 15
+    assert key in capsys.readouterr().err
+    assert reference_calls == []
+    assert not (tmp_path / "campaign").exists()
+
+
+def test_first_frames_are_the_ones_iteration_0_labels(tmp_path):
+    path = write_campaign(tmp_path, cu8(), data={"initial_frames": 4}, stop={"iterations": 0})
+    path.write_text(path.read_text().replace("max_epochs: 2", "max_epochs: 1"))
+    result = run(path, progress=None)
+    config = from_dict({"data": {"structures": "x.xyz", "initial_frames": 4}}, tmp_path)
+    expected = sorted(a.info["frame_id"] for a in first_frames(config, [cu8()]))
+    assert sorted(a.info["frame_id"] for a in CampaignState(result.folder).labelled()) == expected
+
+
+def _config(tmp_path, **data):
+    return from_dict({"data": {"structures": "x.xyz", **data}}, tmp_path)
+
+
+def test_a_folder_without_labels_takes_a_corrected_config(tmp_path):
+    state = CampaignState(tmp_path / "c")
+    check_resume(state, _config(tmp_path, initial_frames=0))
+    state.iteration_dir(0)  # a stage had started: its folder is stale now
+    state.mark(0, "label")
+    check_resume(state, _config(tmp_path, initial_frames=8))  # corrected: no error
+    assert "initial_frames: 8" in (state.root / "config.yaml").read_text()
+    assert not (state.root / "iterations").exists() and not state.done(0, "label")
+    assert "starting over" in state.log_path.read_text()
+
+
+def test_a_conflict_with_labels_says_what_can_be_done(tmp_path):
+    state = CampaignState(tmp_path / "c")
+    check_resume(state, _config(tmp_path, rattle=0.1))
+    state.add_labelled(cu_labelled(3), 0)
+    before = (state.root / "config.yaml").read_text()
+    with pytest.raises(ConfigError) as info:
+        check_resume(state, _config(tmp_path, rattle=0.2))
+    message = str(info.value)
+    assert "holds 3 labels" in message and "data.rattle: 0.1 -> 0.2" in message
+    assert "may change on resume" in message and "'training'" in message
+    assert "set 'folder' to a new name" in message
+    assert f"data.initial_data: {state.data_path}" in message
+    assert (state.root / "config.yaml").read_text() == before
+
+
+def test_console_and_report_count_labels_the_same_way(tmp_path):
+    """Iteration 1's model trained on 16 labels and then labelled 4 of 8 asked: the console says
+    so, and the report's row 1 says 16 and 4 of 8 (not the 20 in the data after it)."""
+    from uq_bias.campaign.console import iteration_line
+    from uq_bias.campaign.report import _table
+
+    state = CampaignState(tmp_path)
+    state.add_labelled(cu_labelled(20), 0)
+    valid = {"forces_rmse": 0.1, "energy_rmse_per_atom": 0.01, "atom_coverage": 0.9}
+    metrics = {"iteration": 1, "n_labelled": 16, "valid": {**valid, "spearman_atom": 0.5}}
+    write_json(state.iteration_dir(1) / "metrics.json", metrics)
+    selection = {"n_candidates": 10, "n_asked": 8, "indices": [0, 1, 2, 3], "n_filled": 4}
+    write_json(state.iteration_dir(1) / "selection.json", selection)
+    line = iteration_line(state, 1, [])
+    assert line.startswith("iteration 1 | trained on 16 labels |")
+    assert "labelled 4 of 8 asked (the rest add nothing new), 20 labels now" in line
+    row = _table([metrics], state)[2]
+    assert row.startswith("| 1 | 16 |") and row.endswith("| 10 | 4 of 8 asked |")
+
+
+def test_an_unwritable_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    """Root may write anywhere, so the permission is taken away by stubbing os.access (new
+    folder) and by a PermissionError while the folder is made (the CLI's last resort)."""
+    import os
+
+    import uq_bias.campaign.loop as loop
+
+    path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"})
+    real_access = os.access
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "access", lambda p, mode: p != tmp_path and real_access(p, mode))
+        assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'folder'" in err and "cannot be written" in err and str(tmp_path) in err
+
+    def refuse(root):
+        raise PermissionError(13, "Permission denied", str(root))
+
+    monkeypatch.setattr(loop, "CampaignState", refuse)
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Permission denied" in err and "campaign" in err
+    assert "Traceback" not in err and not (tmp_path / "campaign").exists()

@@ -1,0 +1,223 @@
+"""Checks that run before the first label: everything that can be known without a reference call.
+
+:func:`check_campaign` runs after the config has been read (keys, types, ranges: see
+:mod:`uq_bias.campaign.config`) and before the campaign folder is created, so a campaign that
+would fail later fails now, in seconds, and leaves nothing behind:
+
+* the model file (``model.file``) loads and is an interatomic model, and knows every element of
+  the start structures and of ``data.initial_data``;
+* ``data.initial_data`` is readable and labelled;
+* the first labelled frames (``data.initial_frames`` perturbed copies plus ``initial_data``)
+  give at least one frame to train on, one to validate on and one to calibrate on. Their roles
+  depend on their frame ids alone (:mod:`uq_bias.campaign.roles`), and the perturbed copies are
+  made from the seed, so the split is known before any label;
+* the oracle ``emt`` knows every element;
+* the campaign folder can be created and written.
+
+:func:`check_resume` compares the config with the one a folder was started with: the keys of
+:data:`FIXED` define the labels and must not change, unless the folder holds no label yet (then
+the stale stage files are cleared and the campaign starts over with the corrected config).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from ase import Atoms
+
+from uq_bias.campaign import config as cfg
+from uq_bias.campaign.state import CampaignState, with_id, write_text
+
+#: Config keys that define the data and the model; they must not change when a campaign resumes
+#: with labels in its folder.
+FIXED = ("seed", "data", "oracle", "model")
+#: The sections that may change on resume.
+MAY_CHANGE = ("training", "trainer", "uncertainty", "calibration", "exploration", "selection")
+MAY_CHANGE += ("stop", "executor", "report", "device", "folder")
+
+
+def _elements(frames: list[Atoms]) -> set[int]:
+    return {int(z) for atoms in frames for z in atoms.numbers}
+
+
+def _symbols(numbers) -> list[str]:
+    from ase.data import chemical_symbols
+
+    return [chemical_symbols[z] for z in sorted(numbers)]
+
+
+def initial_data(config: cfg.CampaignConfig) -> list[Atoms]:
+    """The labelled frames of ``data.initial_data`` (none without it), each with a frame id."""
+    if not config.data.initial_data:
+        return []
+    from uq_bias.training.labels import read_frames
+
+    try:
+        frames = read_frames(config.path(config.data.initial_data))
+    except (OSError, ValueError) as err:
+        raise cfg.ConfigError(f"config key 'data.initial_data': {err}") from err
+    return [with_id(a) for a in frames]
+
+
+def check_model_file(config: cfg.CampaignConfig, frames: list[Atoms]) -> None:
+    """``model.file`` loads, is an interatomic model, and knows every element of ``frames``."""
+    if not config.model.file:
+        return
+    from uq_bias.models import load_model
+
+    path = config.path(config.model.file)
+    if not path.is_file():
+        raise cfg.ConfigError(f"config key 'model.file': no model file {str(path)!r}")
+    try:
+        model = load_model(path)
+    except (OSError, ValueError, TypeError, AttributeError, ImportError) as err:
+        raise cfg.ConfigError(
+            f"config key 'model.file': {str(path)!r} is not a model uq_bias can train: {err}"
+        ) from err
+    missing = _elements(frames) - set(int(z) for z in model.atomic_numbers)
+    if missing:
+        raise cfg.ConfigError(
+            f"config key 'model.file': the model {str(path)!r} knows the elements "
+            f"{_symbols(model.atomic_numbers)}, and the start structures or data.initial_data "
+            f"hold {_symbols(missing)} too; give a model trained on them, or model.file: null "
+            "for a fresh model"
+        )
+
+
+def first_frames(config: cfg.CampaignConfig, structures: list[Atoms]) -> list[Atoms]:
+    """The frames iteration 0 sends to the oracle, as :func:`stages.label_initial` makes them
+    (same seed, same order), with their frame ids; no label is computed."""
+    import numpy as np
+
+    from uq_bias.campaign.stages import perturbed
+
+    d = config.data
+    rng = np.random.default_rng(config.seed)
+    out = []
+    for i in range(d.initial_frames):
+        a = perturbed(structures[i % len(structures)], rng, d.rattle, d.strain)
+        out.append(with_id(Atoms(a.numbers, a.positions, cell=a.cell, pbc=a.pbc)))
+    return out
+
+
+def check_first_split(config: cfg.CampaignConfig, frames: list[Atoms]) -> None:
+    """The first labelled ``frames`` give a frame to train, validate and calibrate on each."""
+    from uq_bias.campaign.roles import split_roles
+
+    d = config.data
+    roles = split_roles(frames, d.valid_fraction, d.calibration_fraction, config.seed)
+    need = {"training": roles.train, "validation": roles.valid, "calibration": roles.calibration}
+    empty = [name for name, members in need.items() if not members]
+    if empty:
+        given = f"{d.initial_frames} initial frames"
+        if d.initial_data:
+            given += f" and {len(frames) - d.initial_frames} frames of data.initial_data"
+        raise cfg.ConfigError(
+            f"config key 'data.initial_frames': {given} leave no frame for {' or '.join(empty)} "
+            f"(valid_fraction {d.valid_fraction}, calibration_fraction "
+            f"{d.calibration_fraction}); the first model needs one of each: set "
+            "data.initial_frames to 3 or more (8 is the default)"
+        )
+
+
+def check_oracle_elements(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
+    """The ``emt`` oracle has parameters for every element of the start structures."""
+    if config.oracle.kind != "emt":
+        return
+    from ase.calculators.emt import parameters
+    from ase.data import atomic_numbers
+
+    known = {atomic_numbers[s] for s in parameters}
+    missing = _elements(structures) - known
+    if missing:
+        raise cfg.ConfigError(
+            f"config key 'oracle.kind': emt has no parameters for {_symbols(missing)} (it knows "
+            f"{_symbols(known)}); choose gfn2-xtb, gfn1-xtb or import"
+        )
+
+
+def check_folder(path: Path) -> None:
+    """The campaign folder ``path`` exists as a writable folder, or can be made."""
+    where = f"config key 'folder': the campaign folder {str(path)!r}"
+    if path.exists() and not path.is_dir():
+        raise cfg.ConfigError(f"{where} is a file; give a folder name")
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise cfg.ConfigError(f"{where} cannot be made: {str(parent)!r} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise cfg.ConfigError(f"{where} cannot be written: no write permission on {str(parent)!r}")
+
+
+def check_campaign(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
+    """Every check of the module docstring, in order; raise ConfigError naming the key."""
+    given = initial_data(config)
+    check_model_file(config, structures + given)
+    check_oracle_elements(config, structures)
+    check_first_split(config, first_frames(config, structures) + given)
+    check_folder(config.path(config.folder or "campaign"))
+
+
+# -- resuming -----------------------------------------------------------------------------------
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value and key != "kwargs":
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def labels_spent(state: CampaignState) -> int:
+    """Frames the oracle has labelled in this folder (in the data or in any iteration's
+    ``labels/``, failures included)."""
+    files = state.root.glob("iterations/*/labels/*")
+    return max(len(state.labelled()), sum(1 for _ in files))
+
+
+def _conflict_message(state: CampaignState, changed: dict, n_labels: int) -> str:
+    values = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+    data = state.data_path
+    return (
+        f"the campaign folder {str(state.root)!r} holds {n_labels} labels made with other values "
+        f"of {list(changed)} ({values}); the keys under {list(FIXED)} define those labels and "
+        "must stay as they were. What you can do: (1) put the old values back to resume (only "
+        f"the keys under {list(MAY_CHANGE)} may change on resume); (2) start a new campaign: "
+        "set 'folder' to a new name, or copy the YAML file under a new name; (3) to reuse the "
+        f"labelled frames in that new campaign, set 'data.initial_data: {data}' (taken as they "
+        "are, no reference call), or train on them with `uq-bias train`"
+    )
+
+
+def check_resume(state: CampaignState, config: cfg.CampaignConfig) -> None:
+    """Refuse to resume a folder whose labels were made with other data, oracle, model or seed
+    (keys that exist in only one of the two versions, e.g. after an upgrade, are not compared).
+    A folder with no label yet takes the new config: its stage files are cleared. Writes
+    ``config.yaml``."""
+    import yaml
+
+    path = state.root / "config.yaml"
+    current = cfg.to_dict(config)
+    if path.is_file():
+        before = _flat(yaml.safe_load(path.read_text()) or {})
+        now = _flat(current)
+        changed = {
+            key: (before[key], now[key])
+            for key in now
+            if key.split(".")[0] in FIXED and key in before and before[key] != now[key]
+        }
+        if changed:
+            n_labels = labels_spent(state)
+            if n_labels:
+                raise cfg.ConfigError(_conflict_message(state, changed, n_labels))
+            for stale in ("iterations", "data", "report"):
+                shutil.rmtree(state.root / stale, ignore_errors=True)
+            state.journal_path.unlink(missing_ok=True)
+            state.log(f"config changed before any label ({list(changed)}): starting over")
+    write_text(path, yaml.safe_dump(current, sort_keys=False))
