@@ -79,6 +79,18 @@ def test_valid_file_reads_types_and_resolves_paths(tmp_path):
         ("data: {structures: a.xyz}\noracle: {kind: import}\n", "'oracle.calculator'"),
         ("data: {structures: a.xyz}\nmodel: {ensemble: 0}\n", "'model.ensemble': ensemble must"),
         ("data: {rattle: 0.1}\n", "'data.structures'"),
+        (
+            "data: {structures: a.xyz}\nexploration: {ladder: [[300, 1.0]]}\n",
+            "pressures, which need exploration.ensemble: npt",
+        ),
+        (
+            "data: {structures: a.xyz}\nexploration: {ladder: [[-5, 0]]}\n",
+            "with T > 0 K",
+        ),
+        (
+            "data: {structures: a.xyz}\nexploration: {ladder: [[300, 0]], engine: batched}\n",
+            "ladder needs engine: ase",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, message):
@@ -116,3 +128,26 @@ def test_round_trip_through_dict(tmp_path):
     config = cfg.from_dict({"data": {"structures": "x.xyz"}, "seed": 7}, tmp_path)
     again = cfg.from_dict(cfg.to_dict(config), tmp_path)
     assert again == config
+
+
+def test_ladder_puts_walker_i_at_point_i_mod_len(tmp_path):
+    """Each walker's MD settings carry its ladder point; the other settings are the shared ones."""
+    from ase.build import bulk
+
+    from uq_bias.campaign.stages.exploration import on_ladder
+    from uq_bias.dynamics import ExploreConfig, walker_specs
+
+    text = "data: {structures: a.xyz}\nexploration: {ensemble: npt, walkers: 3, ladder: "
+    config = cfg.load(write(tmp_path, text + "[[300, 0], [600, 2.5]]}\n"))
+    e = config.exploration
+    specs = walker_specs(
+        lambda: None, bulk("Cu", cubic=True), ExploreConfig(ensemble="npt"), walkers=3
+    )
+    laddered = on_ladder(e, specs)
+    got = [(s.config.temperature, s.config.pressure) for s in laddered]
+    assert got == [(300.0, 0.0), (600.0, 2.5), (300.0, 0.0)]
+    assert all(s.config.ensemble == "npt" and s.config.steps == e.steps for s in laddered)
+    assert (
+        on_ladder(cfg.load(write(tmp_path, "data: {structures: a.xyz}\n")).exploration, specs)
+        == specs
+    )

@@ -83,3 +83,38 @@ def test_backbone_cvs_of_alanine_dipeptide():
     assert [numbers[i] for i in found[0].atoms] == [6, 7, 6, 6]
     assert [numbers[i] for i in found[1].atoms] == [7, 6, 6, 7]
     assert cvs.backbone_cvs(Atoms("H2", positions=[[0, 0, 0], [0, 0, 0.74]])) == []
+
+
+def test_cell_cvs_against_closed_forms():
+    """volume: V/N of the cell by hand; shear: 0 for a cube of any size and after a rotation,
+    ||dev(eps)||_F to first order for a cube strained by a small symmetric eps."""
+    from ase.build import bulk
+
+    from uq_bias.campaign.cvs import CollectiveVariable, check
+
+    volume = CollectiveVariable("v", "volume", [], range=[10.0, 18.0])
+    shear = CollectiveVariable("s", "shear", [], range=[0.0, 0.1])
+    cube = bulk("Cu", "fcc", a=3.6, cubic=True) * 2
+    check([volume, shear], len(cube))
+    assert volume.value(cube) == pytest.approx(7.2**3 / 32, rel=1e-12)
+    assert shear.value(cube) == pytest.approx(0.0, abs=1e-14)
+    big = cube.copy()
+    big.set_cell(cube.cell.array * 1.07, scale_atoms=True)
+    assert shear.value(big) == pytest.approx(0.0, abs=1e-14)
+    eps = 1e-4 * np.array([[3.0, 2.0, -1.0], [2.0, -5.0, 4.0], [-1.0, 4.0, 1.0]])
+    strained = cube.copy()
+    strained.set_cell(cube.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+    deviatoric = eps - np.trace(eps) / 3 * np.eye(3)
+    assert shear.value(strained) == pytest.approx(np.linalg.norm(deviatoric), rel=1e-3)
+    rotated = strained.copy()
+    rotated.rotate(37, "z", rotate_cell=True)
+    assert shear.value(rotated) == pytest.approx(shear.value(strained), rel=1e-10)
+
+
+def test_cell_cvs_refuse_a_molecule():
+    from ase.build import molecule
+
+    from uq_bias.campaign.cvs import CollectiveVariable
+
+    with pytest.raises(ValueError, match="periodic in all three"):
+        CollectiveVariable("v", "volume", [], range=[1.0, 2.0]).value(molecule("H2O"))

@@ -421,7 +421,7 @@ def test_explore_stage_runs_the_batched_engine(tmp_path, cu_frames):
 def test_select_labels_no_frame_that_adds_nothing(tmp_path, monkeypatch):
     """Max-det picked 3 of the 5 asked and filled up 2 that add nothing: only the 3 are sent to
     the oracle (selected.extxyz), and selection.json says 3 of 5 asked."""
-    import uq_bias.campaign.stages as stages
+    import uq_bias.campaign.stages.selection as stage
     import uq_bias.selection as selection
     from uq_bias.selection.result import Selection
 
@@ -430,10 +430,10 @@ def test_select_labels_no_frame_that_adds_nothing(tmp_path, monkeypatch):
     ctx = Context(state, config, None, [], say=lambda _: None)
     pool = [with_id(a) for a in cu_labelled(6)]
     write_frames(ctx.dir(1) / "candidates.extxyz", pool)
-    monkeypatch.setattr(stages, "load_uncertainty", lambda ctx, k: None)
+    monkeypatch.setattr(stage, "load_uncertainty", lambda ctx, k: None)
     picks = Selection([4, 0, 2, 1, 3], [1.0, 0.5, 0.1, 0.0, 0.0], "maxdet", n_filled=2)
     monkeypatch.setattr(selection, "select", lambda *args, **kwargs: picks)
-    stages.select(ctx, 1)
+    stage.select(ctx, 1)
     chosen = read_json(ctx.dir(1) / "selection.json")
     assert chosen["indices"] == [4, 0, 2] and chosen["scores"] == [1.0, 0.5, 0.1]
     assert (chosen["n_asked"], chosen["n_filled"]) == (5, 2)

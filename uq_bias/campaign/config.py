@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
 from uq_bias.bias import BiasConfig
 from uq_bias.campaign.cvs import CollectiveVariable
 from uq_bias.campaign.oracles import OracleSpec
@@ -134,11 +136,45 @@ class ExplorationConfig(ExploreConfig):
         "walker; the start structure again after a blow-up).",
     )
     bias: BiasConfig = option(BiasConfig(), "The uncertainty bias (tau: 0 for plain MD).")
+    ladder: list[list[float]] | None = option(
+        None,
+        "[[T, P], ...]: walker i runs at the temperature (K) and pressure (GPa) of point "
+        "i mod len (a temperature/pressure ladder, as DP-GEN users explore); P needs NPT. "
+        "null: every walker at temperature and pressure.",
+    )
 
     def __post_init__(self):
         super().__post_init__()
         if self.walkers < 1:
             raise ValueError(f"walkers must be >= 1, got {self.walkers}")
+        if self.ladder is not None:
+            self._check_ladder()
+
+    def _check_ladder(self) -> None:
+        points = [list(p) for p in self.ladder]
+        ok = points and all(len(p) == 2 and all(np.isfinite(x) for x in p) for p in points)
+        if not ok or any(p[0] <= 0 for p in points):
+            raise ValueError(
+                f"exploration.ladder must be a non-empty list of [T, P] pairs with T > 0 K, got "
+                f"{self.ladder!r}"
+            )
+        if self.engine == "batched":
+            raise ValueError(
+                "exploration.ladder needs engine: ase (the batched engine runs one temperature "
+                "and pressure per batch)"
+            )
+        if self.ensemble != "npt" and any(p[1] != 0 for p in points):
+            raise ValueError(
+                "exploration.ladder gives pressures, which need exploration.ensemble: npt (got "
+                f"{self.ensemble!r}); use P = 0 for NVT walkers"
+            )
+
+    def walker_conditions(self, i: int) -> tuple[float, float]:
+        """(temperature K, pressure GPa) of walker ``i``."""
+        if self.ladder is None:
+            return self.temperature, self.pressure
+        t, p = self.ladder[i % len(self.ladder)]
+        return float(t), float(p)
 
 
 @dataclass(frozen=True)

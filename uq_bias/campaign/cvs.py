@@ -12,6 +12,16 @@ A CV is declared by a :class:`CollectiveVariable` (in the campaign YAML as a lis
   [-180, 180) unless ``period`` / ``range`` say otherwise;
 * ``distance``: the distance of two atoms in A (minimum image in a periodic cell); not periodic,
   so its box ``range`` must be given.
+* ``volume``: the cell's volume per atom V/N, A^3/atom (no atoms; periodic cells only); not
+  periodic, so its box ``range`` must be given;
+* ``shear``: how far the cell's shape is from a cube, dimensionless (no atoms; periodic cells
+  only), from the Gram matrix G = C C^T of the cell vectors (rows of C):
+
+      shear = (3/2) ||G - (tr G / 3) I||_F / tr G
+
+  0 for a cube of any size, and ||dev(eps)||_F to first order for a cube strained by a small
+  symmetric eps (C = a (I + eps)); unchanged by a rotation of the cell. Not periodic: give
+  its ``range``.
 
 Without declared CVs, peptides get their backbone phi and psi (:func:`backbone_cvs`), found from
 the bond graph as in :mod:`uq_bias.campaign.systems`.
@@ -28,7 +38,9 @@ from ase import Atoms
 from uq_bias.options import option
 
 #: CV kinds and the number of atoms each needs.
-KINDS = {"dihedral": 4, "distance": 2}
+KINDS = {"dihedral": 4, "distance": 2, "volume": 0, "shear": 0}
+#: CV kinds of the cell, not of atoms: periodic structures only.
+CELL_KINDS = ("volume", "shear")
 
 
 @dataclass(frozen=True)
@@ -36,7 +48,11 @@ class CollectiveVariable:
     """One collective variable (see the module docstring)."""
 
     name: str = option("", "Name of the CV in tables and plots.")
-    kind: str = option("dihedral", "dihedral (four atoms, degrees) or distance (two atoms, A).")
+    kind: str = option(
+        "dihedral",
+        "dihedral (four atoms, degrees), distance (two atoms, A), volume (of the cell per atom, "
+        "A^3/atom) or shear (of the cell, dimensionless; see uq_bias.campaign.cvs).",
+    )
     atoms: list[int] = option([], "Atom indices, counted from 0.")
     period: float | None = option(
         None, "Period; null: 360 for a dihedral, not periodic for a distance.", unit="deg or A"
@@ -67,11 +83,28 @@ class CollectiveVariable:
         return -half, half
 
     def value(self, atoms: Atoms) -> float:
-        """The CV of ``atoms``: degrees in (-180, 180] for a dihedral, A for a distance."""
+        """The CV of ``atoms``: degrees in (-180, 180] for a dihedral, A for a distance,
+        A^3/atom for a volume, dimensionless for a shear."""
+        if self.kind in CELL_KINDS:
+            return cell_value(self.kind, atoms)
         if self.kind == "distance":
             return float(atoms.get_distance(*self.atoms, mic=bool(atoms.pbc.any())))
         angle = float(atoms.get_dihedral(*self.atoms, mic=bool(atoms.pbc.any())))
         return angle - 360.0 if angle > 180.0 else angle
+
+
+def cell_value(kind: str, atoms: Atoms) -> float:
+    """V/N (A^3/atom) or the shear of the module docstring of a periodic ``atoms``."""
+    if not atoms.pbc.all():
+        raise ValueError(
+            f"a {kind} CV needs a cell periodic in all three directions, got pbc="
+            f"{atoms.pbc.tolist()}; use dihedral or distance CVs for molecules"
+        )
+    if kind == "volume":
+        return float(atoms.get_volume() / len(atoms))
+    gram = atoms.cell.array @ atoms.cell.array.T
+    trace = float(np.trace(gram))
+    return float(1.5 * np.linalg.norm(gram - trace / 3.0 * np.eye(3)) / trace)
 
 
 def check(cvs: Sequence[CollectiveVariable], n_atoms: int, where: str = "report.cvs") -> None:

@@ -154,6 +154,18 @@ def restart_where(ctx: Context, k: int, specs: list) -> list:
     ]
 
 
+def on_ladder(e, specs: list) -> list:
+    """``specs`` with walker i at the temperature and pressure of ``exploration.ladder`` point
+    i mod len (unchanged without a ladder)."""
+    if e.ladder is None:
+        return specs
+    out = []
+    for s in specs:
+        temperature, pressure = e.walker_conditions(s.index)
+        out.append(replace(s, config=replace(s.config, temperature=temperature, pressure=pressure)))
+    return out
+
+
 def explore(ctx: Context, k: int) -> None:
     """Biased MD from every walker; each walker's frames are saved as it finishes."""
     from uq_bias.dynamics import (
@@ -174,7 +186,7 @@ def explore(ctx: Context, k: int) -> None:
     specs = walker_specs(
         recipe, walker_starts(ctx, k), explore_config, walkers=e.walkers, bias_states=states
     )
-    specs = restart_where(ctx, k, specs)
+    specs = on_ladder(e, restart_where(ctx, k, specs))
     folder = ctx.dir(k) / "walkers"
     folder.mkdir(exist_ok=True)
 
