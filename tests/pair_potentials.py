@@ -10,9 +10,12 @@ from ase.calculators.morse import MorsePotential
 from uq_bias import GenericAdapter
 from uq_bias.graph import edge_vectors
 
-#: Cu-like Morse (eV, 1, A; cutoff between 1.5 r0 = 3.8 A and 1.96 r0 = 5.0 A, ASE's smooth
-#: quintic): fcc, lattice constant about 3.6 A at 300 K and 0 GPa.
-MORSE = {"epsilon": 0.3, "rho0": 3.57, "r0": 2.55, "rcut1": 1.5, "rcut2": 1.96}
+#: Cu-like Morse, Lennard-Jones-like stiffness (eV, 1, A; ASE's smooth quintic cutoff from
+#: 1.45 r0 = 3.70 A to 1.65 r0 = 4.21 A, between the second and third fcc shells): fcc with
+#: a = 3.57 A at 0 K and about 3.585 A at 300 K and 0 GPa, bulk modulus about 260 GPa at 300 K.
+#: (A longer cutoff through the outer shells gave crystals that change phase under a full-cell
+#: barostat, or several basins: no place to compare volume distributions.)
+MORSE = {"epsilon": 0.4, "rho0": 6.0, "r0": 2.55, "rcut1": 1.45, "rcut2": 1.65}
 
 
 class TorchMorse(torch.nn.Module):

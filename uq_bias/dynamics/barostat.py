@@ -3,12 +3,12 @@
 The cell follows an overdamped Langevin equation driven by the difference between the external
 pressure and the internal pressure tensor (stochastic cell rescaling, Bernetti and Bussi,
 J. Chem. Phys. 153, 114107 (2020); full-cell form after Del Tatto, Raiteri, Bernetti and Bussi,
-Appl. Sci. 12, 1139 (2022)). A cell move is a symmetric strain d eps applied to the cell, to the
-positions and, inversely, to the momenta (rows are vectors, as in ASE):
+Appl. Sci. 12, 1139 (2022)). A cell move is a symmetric strain d eps applied to the cell and the
+positions (rows are vectors, as in ASE); momenta are left as they are:
 
-    h <- h exp(d eps),   r_i <- r_i exp(d eps),   p_i <- p_i exp(-d eps)
+    h <- h exp(d eps),   r_i <- r_i exp(d eps)
 
-    P_int = -sigma + (1/V) sum_i p_i^T p_i / m_i            (internal pressure tensor)
+    P_int = -sigma + (N kT / V) I                           (internal pressure tensor)
     full cell:  d eps = -(beta_T / (3 tau_p)) (P0 I - P_int) dt
                         + sqrt(2 kT beta_T dt / (3 V tau_p)) Xi
     isotropic:  d eps = (d ln V / 3) I,
@@ -19,33 +19,39 @@ Xi is a symmetric Gaussian matrix (Xi_aa ~ N(0, 1), Xi_ab = Xi_ba ~ N(0, 1/2)), 
 the equations are Ito, V taken at the start of the move (Euler-Maruyama). In the full-cell form
 ln V = ln det h moves by tr(d eps), which has the isotropic drift and variance: the volume
 relaxes the same way in both modes, in about tau_p when beta_T is the true compressibility.
-beta_T sets only that speed, not the distribution.
+beta_T sets only that speed, not the distribution. The kinetic pressure is the thermostat's
+N kT / V, not the instantaneous one (with that, the momenta would have to be scaled with the
+cell, and they carry the integrator's finite-step error: BAOAB samples configurations more
+accurately than momenta).
 
-What it samples (Langevin thermostat on the particles at the same kT):
+What it samples, with a Langevin thermostat on the particles at the same kT:
 
     isotropic:  rho(V, r, p) ~ exp(-(U + K + P0 V) / kT) dV dr dp
     full cell:  rho(h, r, p) ~ exp(-(U + K + P0 V) / kT) (det h)^(-2) dh dr dp
 
 the isothermal-isobaric ensemble, with the cell measure of Martyna, Tobias and Klein
-(J. Chem. Phys. 101, 4177 (1994)) for the full cell, so the stationary distributions are those
-of ASE's ``IsotropicMTKNPT`` and ``MTKNPT``. Why: with positions and momenta scaled by inverse
-matrices the particle Jacobians cancel, so at fixed scaled coordinates the target in h is
-exp(-F/kT) V (dh / V^3), F = U + K + P0 V, and dh / V^3 is the Haar measure of GL(3), for which
-the vector fields X_E f(h) = d/dt f(h exp(tE)) have no divergence. The generator
-sum_E e^{F'/kT} X_E (D e^{-F'/kT} X_E), F' = F - kT ln V, over an orthonormal basis E of
-symmetric matrices, is therefore symmetric in exp(-F'/kT) dh / V^3, and with X_E F =
-V tr(E (P0 I - P_int)), X_E ln V = tr E and D = kT beta_T / (3 V tau_p) its Ito drift is the
-one above (the kT/V of the measure and the Ito term X_E D = -D tr E cancel); exp(d eps) with
-Gaussian Xi realises D sum_E X_E^2. The isotropic case is the same argument on ln V alone, with
-D = kT beta_T / (V tau_p). For an ideal gas (U = 0) the volume is Gamma distributed,
-<V> = (N + 1) kT / P0, var V = (N + 1) (kT / P0)^2 (a test).
+(J. Chem. Phys. 101, 4177 (1994)) for the full cell: the ensembles ASE's ``IsotropicMTKNPT``
+and ``MTKNPT`` are built for. Why: the thermostat samples the momenta given the configuration
+and the cell move leaves them alone, so the cell move must sample, at fixed scaled coordinates
+s = r h^-1, exp(-(U + P0 V) / kT) V^N mu(h) dh (V^N from dr = V^N ds). For the full cell,
+mu = V^-2 and dh / V^3 is the Haar measure of GL(3), for which the vector fields
+X_E f(h) = d/dt f(h exp(tE)) have no divergence, so the generator
+sum_E e^{F/kT} X_E (D e^{-F/kT} X_E) over an orthonormal basis E of symmetric matrices, with
+F = U + P0 V - (N + 1) kT ln V, is symmetric in exp(-F/kT) dh / V^3, the target. With
+X_E F = V tr(E (P0 I + sigma)) - (N + 1) kT tr E and D = kT beta_T / (3 V tau_p), whose Ito term
+X_E D = -D tr E takes one kT / V off, its drift is the one above; exp(d eps) with Gaussian Xi
+realises D sum_E X_E^2. The isotropic case is the same argument on ln V alone, with the
+target exp(-(U + P0 V) / kT) V^(N+1) d ln V and D = kT beta_T / (V tau_p). For an ideal gas
+(U = 0) the volume is Gamma distributed in both modes, <V> = (N + 1) kT / P0,
+var V = (N + 1) (kT / P0)^2 (a test).
 
 Symbols to names: h ``cells`` (W, 3, 3) A (rows are cell vectors), r ``positions`` (N, 3) A,
 p ``momenta`` (N, 3) amu A / ASE time, m ``masses`` (N,) amu, sigma ``stress`` (W, 3, 3) eV/A^3
 (ASE's sign: (1/V) dE/d eps, tensile positive; the biased stress when the MD is biased),
-V ``volume`` (W,) A^3, P0 ``pressure`` eV/A^3, beta_T ``compressibility`` A^3/eV,
-tau_p ``tau`` ASE time, kT ``kT`` eV, dt ``dt`` ASE time, Xi / xi ``noise`` (W, 3, 3) / (W,),
-d eps ``strain`` (W, 3, 3), ``batch`` (N,) the walker of each atom.
+N ``atoms`` (W,) atoms per walker, V ``volume`` (W,) A^3, P0 ``pressure`` eV/A^3,
+beta_T ``compressibility`` A^3/eV, tau_p ``tau`` ASE time, kT ``kT`` eV, dt ``dt`` ASE time,
+Xi / xi ``noise`` (W, 3, 3) / (W,), d eps ``strain`` (W, 3, 3), ``batch`` (N,) the walker of
+each atom.
 """
 
 from __future__ import annotations
@@ -63,25 +69,13 @@ def volume(cells: torch.Tensor) -> torch.Tensor:
     return torch.linalg.det(cells).abs()
 
 
-def kinetic_tensor(
-    momenta: torch.Tensor, masses: torch.Tensor, batch: torch.Tensor, n: int
-) -> torch.Tensor:
-    """(n, 3, 3) sum_i p_i^T p_i / m_i per walker (twice the kinetic energy tensor), eV."""
-    per_atom = momenta[:, :, None] * momenta[:, None, :] / masses[:, None, None]
-    return per_atom.new_zeros(n, 3, 3).index_add(0, batch, per_atom)
-
-
 def internal_pressure(
-    stress: torch.Tensor,
-    momenta: torch.Tensor,
-    masses: torch.Tensor,
-    batch: torch.Tensor,
-    cells: torch.Tensor,
+    stress: torch.Tensor, atoms: torch.Tensor, cells: torch.Tensor, kT: float
 ) -> torch.Tensor:
-    """(W, 3, 3) P_int = -sigma + (1/V) sum_i p_i^T p_i / m_i, eV/A^3 (compression positive)."""
-    n = cells.shape[0]
-    kinetic = kinetic_tensor(momenta, masses, batch, n)
-    return -stress + kinetic / volume(cells)[:, None, None]
+    """(W, 3, 3) P_int = -sigma + (N kT / V) I, eV/A^3 (compression positive)."""
+    eye = torch.eye(3, dtype=cells.dtype, device=cells.device)
+    kinetic = atoms.to(cells.dtype) * kT / volume(cells)
+    return -stress + kinetic[:, None, None] * eye
 
 
 def symmetric_noise(rng: np.random.Generator) -> np.ndarray:
@@ -138,27 +132,19 @@ def cell_strain(
     return drift + torch.sqrt(2 * kT * rate / (3 * v))[:, None, None] * noise
 
 
-def matrix_exp_symmetric(strain: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(exp(d eps), exp(-d eps)) of symmetric (W, 3, 3) matrices, by eigendecomposition."""
+def matrix_exp_symmetric(strain: torch.Tensor) -> torch.Tensor:
+    """exp(d eps) of symmetric (W, 3, 3) matrices, by eigendecomposition."""
     values, vectors = torch.linalg.eigh(strain)
-    transposed = vectors.transpose(1, 2)
-    grow = vectors @ torch.diag_embed(values.exp()) @ transposed
-    shrink = vectors @ torch.diag_embed((-values).exp()) @ transposed
-    return grow, shrink
+    return vectors @ torch.diag_embed(values.exp()) @ vectors.transpose(1, 2)
 
 
 def rescale(
-    positions: torch.Tensor,
-    momenta: torch.Tensor,
-    cells: torch.Tensor,
-    strain: torch.Tensor,
-    batch: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Apply d eps: (r exp(d eps), p exp(-d eps), h exp(d eps)), walker by walker."""
-    grow, shrink = matrix_exp_symmetric(strain)
+    positions: torch.Tensor, cells: torch.Tensor, strain: torch.Tensor, batch: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apply d eps: (r exp(d eps), h exp(d eps)), walker by walker."""
+    grow = matrix_exp_symmetric(strain)
     positions = torch.einsum("na,nab->nb", positions, grow[batch])
-    momenta = torch.einsum("na,nab->nb", momenta, shrink[batch])
-    return positions, momenta, cells @ grow
+    return positions, cells @ grow
 
 
 def baoa(
@@ -184,13 +170,13 @@ def baoa(
 
     B half kick with F (:func:`~uq_bias.dynamics.langevin.half_kick`); C the cell move
     (:func:`cell_strain`, :func:`rescale`) with the stress sigma computed at the same r and h as
-    F and the kinetic pressure of the kicked momenta; A O A as in Langevin BAOAB (``noise``
-    (N, 3) for O, friction gamma). Finish the step with ``half_kick`` on the forces at the
-    returned positions and cell. Arguments as in the module's symbol table."""
+    F; A O A as in Langevin BAOAB (``noise`` (N, 3) for O, friction gamma). Finish the step
+    with ``half_kick`` on the forces at the returned positions and cell. Arguments as in the
+    module's symbol table."""
     momenta = langevin.half_kick(momenta, forces, dt)
-    pressure_tensor = internal_pressure(stress, momenta, masses, batch, cells)
+    atoms = torch.bincount(batch, minlength=cells.shape[0])
     strain = cell_strain(
-        pressure_tensor,
+        internal_pressure(stress, atoms, cells, kT),
         cells,
         cell_noise,
         dt=dt,
@@ -200,7 +186,7 @@ def baoa(
         tau=tau,
         isotropic=isotropic,
     )
-    positions, momenta, cells = rescale(positions, momenta, cells, strain, batch)
+    positions, cells = rescale(positions, cells, strain, batch)
     positions = langevin.half_drift(positions, momenta, masses, dt)
     momenta = langevin.ornstein_uhlenbeck(momenta, masses, noise, dt, friction, kT)
     return langevin.half_drift(positions, momenta, masses, dt), momenta, cells

@@ -21,7 +21,7 @@ when the MD is biased:
     B C A O A (new forces and stress) B
 
 C comes after the first half kick, where the stress and the forces were computed at the same
-positions and cell, and its kinetic pressure uses the momenta of that moment. Each walker's
+positions and cell (its kinetic pressure is the thermostat's N kT / V). Each walker's
 stream draws the cell noise (six numbers, one for isotropic) before its particle noise. Cells
 that collapse (``WatchdogConfig.min_volume_ratio``, ``max_shear``) stop their walker before the
 model sees them. Positions are not wrapped into the cell (as in ASE).
