@@ -4,9 +4,9 @@ the same Morse potential (ASE's own numpy ``MorsePotential``); the compressibili
 volumes at two pressures; the biased calculator's stress for the cell move; each walker alone
 for a batch; the watchdog's cell checks; bad input.
 
-Error bars: every walker of a batch (and every ASE run) is an independent run; a run is cut into
-blocks of 20 barostat times or more, and a mean or variance comes with the spread of its
-block values / sqrt(number of blocks)."""
+Error bars: every walker of a batch (and every ASE run) is an independent run; after 1.2 ps of
+equilibration a run is cut into two blocks of about 10 barostat times (2.6 ps), and a mean or
+variance comes with the spread of its block values / sqrt(number of blocks)."""
 
 from __future__ import annotations
 
