@@ -294,8 +294,6 @@ def test_a_blown_up_walker_starts_again_in_a_next_batch(morse_uq):
 
 
 def test_batched_engine_bad_input(morse_uq):
-    with pytest.raises(ValueError, match="NVT only.*engine='ase'"):
-        ExploreConfig(engine="batched", ensemble="npt")
     with pytest.raises(ValueError, match="engine 'gpu' not in"):
         ExploreConfig(engine="gpu")
     with pytest.raises(ValueError, match="device: 'gpu0' is not one of"):

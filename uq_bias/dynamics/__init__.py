@@ -4,7 +4,8 @@
 :class:`ExploreResult`. With ``engine="ase"`` (default) each walker is a picklable
 :class:`WalkerSpec` run by :func:`run_walker` (ASE integrators, one walker after another, so
 executors can run them elsewhere); with ``engine="batched"`` all walkers advance together, one
-graph and one model call per MD step (:func:`run_batched`, Langevin NVT).
+graph and one model call per MD step (:func:`run_batched`: Langevin NVT, and NPT by
+stochastic cell rescaling, :mod:`uq_bias.dynamics.barostat`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from ase.calculators.calculator import Calculator as ASECalculator
 from torch.nn import Module
 
 from uq_bias.dynamics.batched import run_batched
-from uq_bias.dynamics.walker import ExploreConfig, WalkerResult, WalkerSpec, run_walker
+from uq_bias.dynamics.walker import (
+    ExploreConfig,
+    WalkerResult,
+    WalkerSpec,
+    check_npt_cell,
+    run_walker,
+)
 from uq_bias.dynamics.watchdog import Watchdog, WatchdogConfig
 
 __all__ = [
@@ -146,11 +153,7 @@ def walker_specs(
         raise ValueError(f"explore: walkers must be an integer >= 1, got {walkers!r}")
     if config.ensemble == "npt":
         for k, atoms in enumerate(frames):
-            if not atoms.pbc.all():
-                raise ValueError(
-                    f"explore: NPT needs periodic cells, but start {k} has pbc="
-                    f"{atoms.pbc.tolist()}; use ensemble='nvt' for molecules"
-                )
+            check_npt_cell(atoms, f"explore: start {k}")
     if bias_states is not None and len(bias_states) != walkers:
         raise ValueError(
             f"explore: bias_states has {len(bias_states)} entries for {walkers} walkers; give "

@@ -12,8 +12,19 @@ together in a next batch, each for the steps it has left. Outputs are
 positions stop their walker alone ("non_finite"); an exception from the model stops every
 walker still running ("error", with the message).
 
-Integrator: Langevin BAOAB (:mod:`uq_bias.dynamics.langevin`), NVT only; NPT runs on the ASE
-path (MTK barostat). Positions are not wrapped into the cell (as in ASE).
+Integrators: Langevin BAOAB (:mod:`uq_bias.dynamics.langevin`, friction ``friction``) for NVT;
+for NPT the same with friction 1/``tdamp`` and a stochastic-cell-rescaling move C of the cell
+(:mod:`uq_bias.dynamics.barostat`, time constant ``pdamp``, bulk modulus ``bulk_modulus``,
+``npt_cell`` full or isotropic), driven by the stress of the model call, the biased stress
+when the MD is biased:
+
+    B C A O A (new forces and stress) B
+
+C comes after the first half kick, where the stress and the forces were computed at the same
+positions and cell (its kinetic pressure is the thermostat's N kT / V). Each walker's
+stream draws the cell noise (six numbers, one for isotropic) before its particle noise. Cells
+that collapse (``WatchdogConfig.min_volume_ratio``, ``max_shear``) stop their walker before the
+model sees them. Positions are not wrapped into the cell (as in ASE).
 """
 
 from __future__ import annotations
@@ -28,13 +39,14 @@ from ase import Atoms, units
 from uq_bias import keys
 from uq_bias.bias import Bias, BiasConfig
 from uq_bias.calculator import evaluate, split_results
-from uq_bias.dynamics import langevin
+from uq_bias.dynamics import barostat, langevin
 from uq_bias.dynamics.walker import (
     WalkerResult,
     WalkerSpec,
     _rng,
     _stop,
     _Writer,
+    check_npt_cell,
     joined,
     observe,
     restarted,
@@ -139,16 +151,28 @@ class BatchedForces:
         return None if strength is None else strength.state()
 
     def __call__(self, frames: Sequence[Atoms]) -> tuple[torch.Tensor, list[dict]]:
-        forces, results, start = [], [], 0
+        forces, _, results = self.evaluate(frames)
+        return forces, results
+
+    def evaluate(
+        self, frames: Sequence[Atoms]
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[dict]]:
+        """(F (N, 3), sigma (W, 3, 3) or None, results): as calling the object, with the
+        (biased, when there is a bias) stress of every walker, float64 on the model's device,
+        when all of them are periodic in three directions."""
+        forces, stresses, results, start = [], [], [], 0
         for bias, n in zip(self.biases, self.counts):
             graph = self.model.graph(list(frames[start : start + n]))
             stress = bool(graph.periodic.any())
             graph = graph.requires_grad_(positions=True, strain=stress)
             tensors = evaluate(self.model, bias, graph, stress)
             forces.append(tensors[keys.FORCES].detach().to(torch.float64))
+            if stress and bool(graph.periodic.all()):
+                stresses.append(tensors[keys.STRESS].detach().to(torch.float64))
             results.extend(split_results(tensors, graph))
             start += n
-        return torch.cat(forces), results
+        stress = torch.cat(stresses) if len(stresses) == len(self.counts) else None
+        return torch.cat(forces), stress, results
 
 
 def _chunk_counts(sizes: Sequence[int], limit: int | None) -> list[int]:
@@ -166,7 +190,9 @@ def _chunk_counts(sizes: Sequence[int], limit: int | None) -> list[int]:
 
 
 class _Batch:
-    """The integrator state of the running walkers (float64 on ``device``)."""
+    """The integrator state of the running walkers (float64 on ``device``); ``cells`` (W, 3, 3),
+    ``stress`` (W, 3, 3) of the last model call (NPT) and ``batch`` (N,), the walker of each
+    atom."""
 
     def __init__(self, walkers: list[_Walker], device: torch.device):
         self.walkers = walkers
@@ -181,16 +207,38 @@ class _Batch:
         self.momenta = tensor([a.get_momenta() for a in frames])
         self.masses = tensor([a.get_masses() for a in frames])
         self.forces = torch.zeros_like(self.positions)
+        self.cells = tensor([a.cell.array[None] for a in frames])
+        self.stress: torch.Tensor | None = None
+        self._index()
+
+    def _index(self) -> None:
+        counts = torch.as_tensor(self.counts, dtype=torch.long, device=self.device)
+        self.batch = torch.repeat_interleave(
+            torch.arange(len(self.counts), device=self.device), counts
+        )
 
     def noise(self) -> torch.Tensor:
         """(N, 3) standard normal numbers, each walker's from its own stream."""
         draws = [w.rng.standard_normal((n, 3)) for w, n in zip(self.walkers, self.counts)]
         return torch.as_tensor(np.concatenate(draws), device=self.device)
 
+    def cell_noise(self, isotropic: bool) -> torch.Tensor:
+        """The barostat's noise, each walker's from its own stream: xi (W,) (isotropic) or
+        Xi (W, 3, 3) (:func:`~uq_bias.dynamics.barostat.symmetric_noise`)."""
+        if isotropic:
+            draws = [w.rng.standard_normal() for w in self.walkers]
+        else:
+            draws = [barostat.symmetric_noise(w.rng) for w in self.walkers]
+        return torch.as_tensor(np.array(draws), dtype=torch.float64, device=self.device)
+
     def sync_positions(self) -> None:
-        """Copy the positions back into each walker's Atoms (one transfer)."""
+        """Copy the positions (and cells) back into each walker's Atoms (one transfer)."""
         split = np.cumsum(self.counts)[:-1]
-        for walker, r in zip(self.walkers, np.split(self.positions.cpu().numpy(), split)):
+        cells = self.cells.cpu().numpy()
+        for k, (walker, r) in enumerate(
+            zip(self.walkers, np.split(self.positions.cpu().numpy(), split))
+        ):
+            walker.atoms.set_cell(cells[k], scale_atoms=False)
             walker.atoms.positions = r
 
     def sync_momenta(self) -> None:
@@ -204,10 +252,15 @@ class _Batch:
         ranges = [np.arange(offsets[k], offsets[k + 1]) for k in positions]
         index = np.concatenate(ranges or [[]])
         index = torch.as_tensor(index, dtype=torch.long, device=self.device)
+        walkers = torch.as_tensor(positions, dtype=torch.long, device=self.device)
         self.walkers = [self.walkers[k] for k in positions]
         self.counts = [self.counts[k] for k in positions]
         for name in ("positions", "momenta", "masses", "forces"):
             setattr(self, name, getattr(self, name)[index])
+        self.cells = self.cells[walkers]
+        if self.stress is not None:
+            self.stress = self.stress[walkers]
+        self._index()
 
 
 def run_batched(model, bias: BiasConfig | None, specs: Sequence[WalkerSpec]) -> list[WalkerResult]:
@@ -226,11 +279,9 @@ def run_batched(model, bias: BiasConfig | None, specs: Sequence[WalkerSpec]) -> 
     config = specs[0].config
     if any(spec.config != config for spec in specs):
         raise ValueError("run_batched: all walkers of a batch must share one ExploreConfig")
-    if config.ensemble != "nvt":
-        raise ValueError(
-            f"the batched engine integrates Langevin NVT only, got ensemble={config.ensemble!r}; "
-            "run NPT with engine='ase' (ASE's MTK barostat)"
-        )
+    if config.ensemble == "npt":
+        for spec in specs:
+            check_npt_cell(spec.start, f"walker {spec.index}")
     target = resolve_device(config.device)
     if target is not None:
         model = model.to(target)
@@ -275,7 +326,9 @@ def _run(forces: BatchedForces, batch: _Batch, config) -> None:
     from tqdm.auto import tqdm
 
     dt = config.timestep * units.fs
-    friction, kT = config.friction / units.fs, units.kB * config.temperature
+    kT = units.kB * config.temperature
+    npt = config.ensemble == "npt"
+    friction = 1 / (config.tdamp * units.fs) if npt else config.friction / units.fs
     total = len(batch.walkers)
     steps = max(config.steps - w.spec.first_step for w in batch.walkers)
     with tqdm(total=steps, desc=f"{total} walkers", disable=not config.progress) as bar:
@@ -283,35 +336,63 @@ def _run(forces: BatchedForces, batch: _Batch, config) -> None:
         for step in range(1, steps + 1):
             if not batch.walkers:
                 return
-            r, p = langevin.baoa(
-                batch.positions,
-                batch.momenta,
-                batch.forces,
-                batch.masses,
-                batch.noise(),
-                dt=dt,
-                friction=friction,
-                kT=kT,
-            )
-            batch.positions, batch.momenta = r, p
+            if npt:
+                _npt_baoa(batch, config, dt, friction, kT)
+            else:
+                batch.positions, batch.momenta = langevin.baoa(
+                    batch.positions,
+                    batch.momenta,
+                    batch.forces,
+                    batch.masses,
+                    batch.noise(),
+                    dt=dt,
+                    friction=friction,
+                    kT=kT,
+                )
             _evaluate(forces, batch, step, dt)
             _complete(forces, batch, step, config.steps)
             bar.update(1)
             bar.set_postfix_str(f"{len(batch.walkers)}/{total} running")
 
 
+def _npt_baoa(batch: _Batch, config, dt: float, friction: float, kT: float) -> None:
+    """B C A O A of an NPT step (:func:`~uq_bias.dynamics.barostat.baoa`); the last B follows
+    the new forces. Each walker's stream gives its cell noise, then its particle noise."""
+    isotropic = config.npt_cell == "isotropic"
+    cell_noise = batch.cell_noise(isotropic)
+    batch.positions, batch.momenta, batch.cells = barostat.baoa(
+        batch.positions,
+        batch.momenta,
+        batch.forces,
+        batch.masses,
+        batch.cells,
+        batch.stress,
+        batch.batch,
+        batch.noise(),
+        cell_noise,
+        dt=dt,
+        friction=friction,
+        kT=kT,
+        pressure=config.pressure * units.GPa,
+        compressibility=1 / (config.bulk_modulus * units.GPa),
+        tau=config.pdamp * units.fs,
+        isotropic=isotropic,
+    )
+
+
 def _evaluate(forces: BatchedForces, batch: _Batch, step: int, dt: float | None = None) -> None:
     """New forces (and the last half kick) for the running walkers at ``step``, then each
     walker's watchdog; walkers that stop leave the batch."""
     broken = _broken(batch)
+    batch.sync_positions()
+    broken.update(_collapsed(batch, broken))
     if broken:
         _drop(forces, batch, broken, step)
         if not batch.walkers:
             return
-    batch.sync_positions()
     frames = [w.atoms for w in batch.walkers]
     try:
-        batch.forces, results = forces(frames)
+        batch.forces, batch.stress, results = forces.evaluate(frames)
     except (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError) as err:
         text = f"{type(err).__name__} from the model: {err}"
         _drop(forces, batch, {k: Verdict("error", text) for k in range(len(frames))}, step)
@@ -344,6 +425,16 @@ def _broken(batch: _Batch) -> dict[int, Verdict]:
         for k, ok in enumerate(per_walker)
         if not bool(ok.all())
     }
+
+
+def _collapsed(batch: _Batch, broken: dict[int, Verdict]) -> dict[int, Verdict]:
+    """Walkers (not already ``broken``) whose cell has collapsed (the watchdog's cell checks)."""
+    verdicts = {}
+    for k, walker in enumerate(batch.walkers):
+        verdict = None if k in broken else walker.watchdog.collapsed(walker.atoms)
+        if verdict is not None:
+            verdicts[k] = verdict
+    return verdicts
 
 
 def _drop(

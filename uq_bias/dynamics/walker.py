@@ -6,7 +6,8 @@ calculator comes from ``spec.calculator``, a picklable zero-argument factory: ea
 its own, so the relative-bias window is per walker; ``spec.bias_state`` fills that window before
 the first step and ``WalkerResult.bias_state`` hands it back at the end.
 
-Integrators (ASE 3.29, none deprecated):
+Integrators (ASE 3.29, none deprecated; the batched engine's are in
+:mod:`uq_bias.dynamics.batched`):
 
 * NVT: ``ase.md.langevin.Langevin`` (``fixcm=False``), friction ``friction`` (1/fs);
 * NPT: ``ase.md.nose_hoover_chain.MTKNPT`` (full cell) or ``IsotropicMTKNPT`` (volume only),
@@ -50,11 +51,31 @@ class ExploreConfig:
     temperature: float = option(
         300.0, "Thermostat target and initial Maxwell-Boltzmann velocities.", unit="K"
     )
-    ensemble: Ensemble = option("nvt", "nvt (Langevin) or npt (MTK barostat; periodic cells only).")
+    ensemble: Ensemble = option(
+        "nvt",
+        "nvt (Langevin) or npt (periodic cells only; engine ase: MTK barostat, engine batched: "
+        "stochastic cell rescaling with a Langevin thermostat).",
+    )
     pressure: float = option(0.0, "External pressure of NPT.", unit="GPa")
     friction: float = option(0.01, "Langevin friction (NVT).", unit="1/fs")
-    tdamp: float = option(100.0, "NPT thermostat time constant.", unit="fs")
-    pdamp: float = option(1000.0, "NPT barostat time constant.", unit="fs")
+    tdamp: float = option(
+        100.0,
+        "NPT thermostat time constant (engine batched: Langevin friction 1/tdamp).",
+        unit="fs",
+    )
+    pdamp: float = option(
+        1000.0,
+        "NPT barostat time constant (engine batched: the cell's relaxation time when "
+        "bulk_modulus is the true one).",
+        unit="fs",
+    )
+    bulk_modulus: float = option(
+        50.0,
+        "Engine batched, NPT: the bulk modulus 1/beta_T that stochastic cell rescaling assumes; "
+        "it sets only how fast the cell relaxes (pdamp times true/assumed modulus), not what is "
+        "sampled. 50 GPa: between metals (Cu 140) and frameworks or polymers (about 10).",
+        unit="GPa",
+    )
     npt_cell: NptCell = option(
         "full", "NPT cell motion: full (shape and volume) or isotropic (volume only)."
     )
@@ -72,7 +93,8 @@ class ExploreConfig:
     engine: Engine = option(
         "ase",
         "ase: ASE integrators, one walker after another (NVT and NPT); batched: all walkers in "
-        "one graph per MD step on the model's device (Langevin NVT).",
+        "one graph per MD step on the model's device (Langevin NVT; NPT by stochastic cell "
+        "rescaling).",
     )
     batch_edges: int | None = option(
         None,
@@ -95,7 +117,7 @@ class ExploreConfig:
             raise ValueError(
                 f"ExploreConfig: restarts must be an integer >= 0, got {self.restarts!r}"
             )
-        for name in ("timestep", "friction", "tdamp", "pdamp"):
+        for name in ("timestep", "friction", "tdamp", "pdamp", "bulk_modulus"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"ExploreConfig: {name} must be a number > 0, got {value!r}")
@@ -117,11 +139,6 @@ class ExploreConfig:
             )
         if self.engine not in ENGINES:
             raise ValueError(f"ExploreConfig: engine {self.engine!r} not in {ENGINES}")
-        if self.engine == "batched" and self.ensemble != "nvt":
-            raise ValueError(
-                "ExploreConfig: the batched engine integrates Langevin NVT only; run NPT with "
-                "engine='ase' (ASE's MTK barostat)"
-            )
 
 
 @dataclass
@@ -169,8 +186,8 @@ class WalkerResult:
         frames: candidate frames kept (every ``sample_every`` steps, plus the frame that tripped
             an uncertainty threshold), with the results in ``info`` / ``arrays``.
         stop_reason: "completed", "uncertainty", "hal", "non_finite", "max_force",
-            "min_distance", "min_distance_ratio", "bond_stretch", "energy_rise", "energy_drop" or
-            "error" (of its last segment when it started again).
+            "min_distance", "min_distance_ratio", "bond_stretch", "cell_volume", "cell_shear",
+            "energy_rise", "energy_drop" or "error" (of its last segment when it started again).
         stop_step: the MD step at which the walker stopped (``steps`` when completed), counted
             over all its segments.
         message: a human-readable detail of the stop.
@@ -252,6 +269,22 @@ def _rng(spec: WalkerSpec) -> np.random.Generator:
     return np.random.default_rng(entropy)
 
 
+def check_npt_cell(atoms: Atoms, name: str) -> None:
+    """Raise ValueError unless ``atoms`` (called ``name`` in the message) has a cell periodic in
+    all three directions with a volume > 0, as NPT needs."""
+    if not atoms.pbc.all():
+        raise ValueError(
+            f"NPT needs periodic cells (in all three directions), but {name} has pbc="
+            f"{atoms.pbc.tolist()}; use ensemble='nvt' for molecules and slabs"
+        )
+    volume = abs(np.linalg.det(atoms.cell.array))
+    if not (np.isfinite(atoms.cell.array).all() and volume > 1e-6):
+        raise ValueError(
+            f"NPT needs a cell of three independent vectors, but {name} has cell "
+            f"{atoms.cell.array.tolist()} (volume {volume:.3g} A^3)"
+        )
+
+
 def make_dynamics(atoms: Atoms, config: ExploreConfig, rng: np.random.Generator):
     """The ASE integrator for ``config`` (see the module docstring)."""
     dt = config.timestep * units.fs
@@ -262,11 +295,7 @@ def make_dynamics(atoms: Atoms, config: ExploreConfig, rng: np.random.Generator)
         return Langevin(
             atoms, dt, temperature_K=config.temperature, friction=friction, fixcm=False, rng=rng
         )
-    if not atoms.pbc.all():
-        raise ValueError(
-            f"NPT needs a cell periodic in all three directions; this structure has pbc="
-            f"{atoms.pbc.tolist()}. Use ensemble='nvt' for molecules and slabs"
-        )
+    check_npt_cell(atoms, "this structure")
     from ase.md.nose_hoover_chain import MTKNPT, IsotropicMTKNPT
 
     npt = MTKNPT if config.npt_cell == "full" else IsotropicMTKNPT

@@ -3,6 +3,12 @@
 Checks, after every MD step, in this order (the first that fires gives the stop reason):
 
 * ``non_finite``: a NaN or inf in positions, cell, energy, forces or stress;
+* ``cell_volume``: a periodic cell's volume below ``min_volume_ratio`` times the walker's first
+  cell's (NPT: the cell collapses);
+* ``cell_shear``: a periodic cell sheared past ``max_shear`` from the walker's first cell:
+  max_k |ln s_k - (1/3) sum_l ln s_l|, s_k the singular values of h0^-1 h (h0, h the first and
+  the current cell, rows are cell vectors), the deviatoric part of the logarithmic (Hencky)
+  strain, blind to rotations and to a change of volume;
 * ``max_force``: max_i |F_i| > ``max_force`` (eV/A), F the *unbiased* forces (the model's own;
   with no bias, the forces the MD uses), so that a strong bias force is not taken for a blow-up;
 * ``min_distance``: two atoms closer than ``min_distance`` (A), periodic images included;
@@ -24,12 +30,14 @@ Checks, after every MD step, in this order (the first that fires gives the stop 
 * ``hal``: max_i u_i / (|F_i| + eps) > ``max_hal_ratio`` (HAL's relative criterion, F_i the
   unbiased force, eps = ``hal_eps`` in eV/A).
 
-The first five are blow-ups (the frame is broken and not kept); ``energy_rise`` and
+The first seven are blow-ups (the frame is broken and not kept); ``energy_rise`` and
 ``energy_drop`` frames are not kept either (labels that far up the true surface teach nothing
 about the region the potential is used in); the last two mean the walker found what it was
 looking for (the frame is kept as a candidate). ``bond_stretch``, ``energy_rise`` and
-``energy_drop`` remember the walker's first frame, its energy and the lowest energy: a
-:class:`Watchdog` follows one walker.
+``energy_drop`` remember the walker's first frame, its energy and the lowest energy, the cell
+checks its first cell: a :class:`Watchdog` follows one walker. The cell checks run before the
+model sees a frame in the batched engine (:meth:`Watchdog.collapsed`), so that a collapsed cell
+never builds a neighbour list.
 """
 
 from __future__ import annotations
@@ -48,6 +56,8 @@ BLOW_UPS = (
     "min_distance",
     "min_distance_ratio",
     "bond_stretch",
+    "cell_volume",
+    "cell_shear",
     "error",
 )
 FOUND = ("uncertainty", "hal")
@@ -95,6 +105,18 @@ class WatchdogConfig:
         "Stop (blow-up) when a bond of the walker's first frame is longer than this times the "
         "sum of covalent radii, e.g. 1.5: C-H at 1.6 A (molecules; skipped for periodic cells).",
     )
+    min_volume_ratio: float | None = option(
+        0.5,
+        "Stop (blow-up) when a periodic cell's volume falls below this fraction of the walker's "
+        "first cell (NPT: the cell collapses); 0.5 lets a MIL-53(Al) cell breathe from the "
+        "large- to the narrow-pore state (0.67).",
+    )
+    max_shear: float | None = option(
+        1.0,
+        "Stop (blow-up) when a periodic cell's shear from the walker's first cell, the largest "
+        "|ln s_k - mean_l ln s_l| over the principal stretches s_k (deviatoric Hencky strain), "
+        "exceeds this; 1.0: one axis e^1.5 = 4.5 times another relative to the start.",
+    )
     max_energy_rise: float | None = option(
         None,
         "Stop when the model's unbiased energy per atom rises more than this above the lowest "
@@ -120,6 +142,8 @@ class WatchdogConfig:
             "hal_eps",
             "min_distance_ratio",
             "max_bond_stretch",
+            "min_volume_ratio",
+            "max_shear",
             "max_energy_rise",
             "max_energy_drop",
         ):
@@ -187,6 +211,21 @@ def _non_finite(atoms: Atoms, results: dict) -> str | None:
     return f"non-finite {', '.join(bad)}" if bad else None
 
 
+def cell_stretches(first_inverse: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """(3,) ln s_k, s_k the principal stretches (singular values of M = h0^-1 h) from the cell
+    h0 (given as its inverse) to ``cell`` (rows are cell vectors): 0.5 ln of the eigenvalues of
+    M M^T. Their sum is ln(V / V0)."""
+    m = first_inverse @ cell
+    return 0.5 * np.log(np.linalg.eigvalsh(m @ m.T))
+
+
+def cell_shear(first: np.ndarray, cell: np.ndarray) -> float:
+    """max_k |ln s_k - (1/3) sum_l ln s_l| (see :func:`cell_stretches`): the deviatoric
+    logarithmic strain from ``first`` to ``cell``."""
+    logs = cell_stretches(np.linalg.inv(first), cell)
+    return float(np.abs(logs - logs.mean()).max())
+
+
 class Watchdog:
     """Applies a :class:`WatchdogConfig` to a frame and its calculator results."""
 
@@ -195,6 +234,32 @@ class Watchdog:
         self.lowest_energy = float("inf")  # eV/atom, of the frames seen so far
         self.first_energy = None  # eV/atom, of the first frame (max_energy_drop)
         self.bonds = None  # BondGraph of the first frame (max_bond_stretch, molecules)
+        self._first_inverse = None  # inverse of the first periodic cell (cell checks)
+        self._checked_cell = None  # bytes of the last cell that passed the cell checks
+
+    def collapsed(self, atoms: Atoms) -> Verdict | None:
+        """The cell checks (``cell_volume``, ``cell_shear``) on ``atoms``' cell, or None; takes
+        the first cell from the first frame it sees (a cell checked just before passes at
+        once). Cells not periodic in all three directions are not checked."""
+        cfg = self.config
+        if not atoms.pbc.all() or (cfg.min_volume_ratio is None and cfg.max_shear is None):
+            return None
+        cell = atoms.cell.array
+        key = cell.tobytes()
+        if key == self._checked_cell or not np.isfinite(cell).all():
+            return None  # passed already, or the non-finite check's
+        if self._first_inverse is None:
+            self._first_inverse = np.linalg.inv(cell)
+        logs = cell_stretches(self._first_inverse, cell)
+        ratio, shear = float(np.exp(logs.sum())), float(np.abs(logs - logs.mean()).max())
+        if cfg.min_volume_ratio is not None and ratio < cfg.min_volume_ratio:
+            text = f"cell volume {ratio:.3g} times the first cell's < min_volume_ratio"
+            return Verdict("cell_volume", f"{text} {cfg.min_volume_ratio}")
+        if cfg.max_shear is not None and shear > cfg.max_shear:
+            text = f"cell shear {shear:.3g} (deviatoric log strain) > max_shear"
+            return Verdict("cell_shear", f"{text} {cfg.max_shear}")
+        self._checked_cell = key
+        return None
 
     def _broken(self, atoms: Atoms) -> str | None:
         """The bond-stretch check; takes the bond graph from the first frame it sees."""
@@ -240,6 +305,9 @@ class Watchdog:
         bad = _non_finite(atoms, results)
         if bad:
             return Verdict("non_finite", bad, u_max)
+        collapsed = self.collapsed(atoms)
+        if collapsed is not None:
+            return Verdict(collapsed.reason, collapsed.message, u_max)
         unbiased = np.asarray(results.get(keys.UNBIASED_FORCES, results[keys.FORCES]))
         f_max = float(np.linalg.norm(unbiased, axis=1).max())
         if cfg.max_force is not None and f_max > cfg.max_force:
