@@ -344,9 +344,12 @@ def _uncertainty(config: cfg.CampaignConfig) -> str:
 
 
 def _bias(bias) -> str:
+    stress = {None: "", 0: ", stress bias off"}.get(
+        bias.tau_rel_stress, f", stress tau_rel_stress = {bias.tau_rel_stress}"
+    )
     if bias.tau is not None:
-        return "off (tau = 0)" if bias.tau == 0 else f"tau = {bias.tau}"
-    return f"tau_rel = {bias.tau_rel} (window {bias.window})"
+        return "off (tau = 0)" if bias.tau == 0 else f"tau = {bias.tau}{stress}"
+    return f"tau_rel = {bias.tau_rel} (window {bias.window}){stress}"
 
 
 def _walker_section(state: CampaignState, rows: list[dict]) -> list[str]:
