@@ -139,3 +139,14 @@ def test_stress_factor_saves_and_an_older_state_loads(ensemble, tmp_path):
     del state["calibration.stress"]
     torch.save(state, tmp_path / "unc" / STATE_FILE)
     assert float(load(tmp_path / "unc").calibration.stress) == 1.0
+
+
+def test_gradient_features_give_no_stress_factor(fitted_ensemble, cu8_frames):
+    """Gradient-feature models give no stress uncertainty (not implemented): calibrating them on
+    periodic frames with stress labels fits energy and forces only."""
+    from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
+
+    model = GradientFeatureUncertainty(fitted_ensemble.members[0]).fit(cu8_frames)
+    report = calibrate(model, _cells(6, seed=61))
+    assert report["factors"]["stress"] is None and "stress" not in report
+    assert float(model.calibration.stress) == 1.0

@@ -245,7 +245,7 @@ def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int 
     for start in range(0, len(frames), batch_size):
         graph = model.graph(frames[start : start + batch_size])
         labelled = stresses[start : start + batch_size]
-        stress = any(s is not None for s in labelled)
+        stress = model.gives_stress_uncertainty and any(s is not None for s in labelled)
         out = model(graph, forces=True, stress=stress)
         if stress and out.stress_uncertainty is not None:
             rows = [j for j, s in enumerate(labelled) if s is not None]
@@ -286,9 +286,10 @@ def calibrate(
     or Gaussian ``std``), alpha, the factors, metrics before (raw, c = 1) and after calibration
     for energies (1 component), per-atom forces (3 components) and, with periodic frames that
     have stress labels and a model that gives a stress uncertainty, the stress (6 Voigt
-    components; factor ``factors["stress"]``, else None), and the reliability curves, all on
-    ``frames``. With ``held_out`` (labelled frames not used to calibrate), its
-    ``held_out`` entry has the calibrated metrics on those: the honest coverage.
+    components; factor ``factors["stress"]``, else None and the model's stress factor is left
+    as it is), and the reliability curves, all on ``frames``. With ``held_out`` (labelled
+    frames not used to calibrate), its ``held_out`` entry has the calibrated metrics on those:
+    the honest coverage.
     """
     if method not in CALIBRATION_METHODS:
         raise ValueError(

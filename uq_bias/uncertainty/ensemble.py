@@ -158,6 +158,7 @@ class Ensemble(UncertaintyModel):
 
     kind = "ensemble"
     computes_forces = True
+    gives_stress_uncertainty = True
 
     def wrapped(self) -> list[AtomisticModel]:
         return list(self.members)
