@@ -468,3 +468,135 @@ def test_torsional_projection_refuses_crystals_and_single_pass(gradient_model, c
         BiasConfig(tau=0.5, project="torsions", split=False)
     with pytest.raises(ValueError, match="unknown project 'dihedrals'"):
         BiasConfig(tau=0.5, project="dihedrals")
+
+
+def _frobenius(voigt: np.ndarray) -> float:
+    """||sigma||_F of a symmetric 3x3 stress given in ASE's Voigt order (xx yy zz yz xz xy)."""
+    xx, yy, zz, yz, xz, xy = voigt
+    full = np.array([[xx, xy, xz], [xy, yy, yz], [xz, yz, zz]])
+    return float(np.sqrt((full**2).sum()))
+
+
+@pytest.mark.parametrize("tau_rel_stress", [0.5, 0.0])
+def test_relative_stress_strength_follows_its_own_window(uq_model, cu8, tau_rel_stress):
+    """tau_sigma = tau_rel_stress <||sigma||_F> / <||sigma_bias / tau_sigma||_F> over the previous
+    `window` configurations (0 until full; 0 throughout with tau_rel_stress = 0), by hand from a
+    separate unit-tau calculator's unbiased stress and bias stress; the biased stress is
+    sigma + tau_sigma * (unit bias stress) while the forces keep the force strength tau."""
+    window, tau_rel = 3, 0.2
+    bias = BiasConfig(tau_rel=tau_rel, window=window, tau_rel_stress=tau_rel_stress)
+    calc = Calculator(uq_model, bias=bias)
+    unit = Calculator(uq_model, bias=BiasConfig(tau=1.0))
+    rng = np.random.default_rng(2)
+    atoms, samples = cu8.copy(), []
+    for step in range(window + 3):
+        atoms.positions += rng.normal(scale=0.02, size=atoms.positions.shape)
+        strain = np.eye(3) + rng.normal(scale=0.005, size=(3, 3))
+        atoms.set_cell(atoms.cell.array @ strain, scale_atoms=True)
+        probe = atoms.copy()
+        probe.calc = unit
+        probe.get_stress()
+        u = unit.results
+        atoms.calc = calc
+        stress = atoms.get_stress()
+        r = calc.results
+        tau_sigma = 0.0
+        if step >= window and tau_rel_stress > 0:
+            last = np.array(samples[step - window : step])
+            tau_sigma = tau_rel_stress * last[:, 0].mean() / last[:, 1].mean()
+        samples.append((_frobenius(u[keys.UNBIASED_STRESS]), _frobenius(u[keys.BIAS_STRESS])))
+        np.testing.assert_allclose(r[keys.BIAS_STRESS_STRENGTH], tau_sigma, rtol=1e-10, atol=0)
+        expected = u[keys.UNBIASED_STRESS] + tau_sigma * u[keys.BIAS_STRESS]
+        np.testing.assert_allclose(stress, expected, rtol=1e-9, atol=1e-13)
+        tau = r[keys.BIAS_STRENGTH]
+        expected_forces = u[keys.UNBIASED_FORCES] + tau * u[keys.BIAS_FORCES]
+        np.testing.assert_allclose(atoms.get_forces(), expected_forces, atol=1e-10)
+    assert tau > 0 and (tau_sigma > 0) == (tau_rel_stress > 0)
+    assert (len(calc.bias.relative.stress) == window) == (tau_rel_stress > 0)
+
+
+@pytest.mark.parametrize("kind", ["absolute", "relative"])
+def test_biased_stress_is_the_strain_derivative_of_the_biased_energy(uq_model, cu8, kind):
+    """Without tau_rel_stress the bias stress has the force strength: sigma_b = (1/V) dE_b/deps
+    by ASE's central finite differences of E_b on the periodic Cu/Al cell, for a relative
+    strength (seeded, tau > 0 at the first call; E_b differenced at the tau it used) as for an
+    absolute one."""
+    atoms = cu8.copy()
+    if kind == "relative":
+        calc = Calculator(uq_model, bias=BiasConfig(tau_rel=0.3, window=5))
+        calc.bias.relative.seed(1.0, 0.05)
+    else:
+        calc = Calculator(uq_model, bias=BiasConfig(tau=3.0))
+    atoms.calc = calc
+    stress = atoms.get_stress()
+    tau = calc.results[keys.BIAS_STRENGTH]
+    assert tau > 0 and calc.results[keys.BIAS_STRESS_STRENGTH] == tau
+    assert np.abs(calc.results[keys.BIAS_STRESS]).max() > 1e-6
+    probe = cu8.copy()
+    probe.calc = Calculator(uq_model, bias=BiasConfig(tau=tau))
+    np.testing.assert_allclose(stress, calculate_numerical_stress(probe, eps=1e-5), atol=1e-8)
+
+
+def test_stress_window_is_seeded_saved_and_restored():
+    """The stress window follows the same rules as the force window: seeded copies, the
+    latest samples kept, a state that survives JSON and tops up a grown window with its means;
+    without stress samples the state has no stress entries."""
+    rng = np.random.default_rng(3)
+    samples = rng.uniform(0.1, 2.0, size=(10, 4))
+    a = RelativeStrength(0.1, window=4, tau_rel_stress=0.7)
+    a.seed(1.0, 0.2, 0.03, 0.004)
+    history = [(0.03, 0.004)] * 4
+    for n, (f, b, s, bs) in enumerate(samples[:6]):
+        last = np.array(history[-4:])
+        expected = 0.7 * last[:, 0].mean() / last[:, 1].mean()
+        assert a.tau_stress(bytes([n]), s, bs) == pytest.approx(expected, rel=1e-12)
+        assert a.tau_stress(bytes([n]), 9.0, 9.0) == pytest.approx(expected, rel=1e-12)
+        a.tau(bytes([n]), f, b)
+        history.append((s, bs))
+    saved = json.loads(json.dumps(a.state()))
+    assert len(saved["stress"]) == 4 and len(saved["bias_stress"]) == 4
+    b_ = RelativeStrength.from_state(saved, 0.1, window=4, tau_rel_stress=0.7)
+    for n, (_, _, s, bs) in enumerate(samples[6:], start=6):
+        assert b_.tau_stress(bytes([n]), s, bs) == a.tau_stress(bytes([n]), s, bs)
+    grown = RelativeStrength.from_state(saved, 0.1, window=6, tau_rel_stress=0.7)
+    kept = np.array(history[-4:])
+    padded = np.r_[[kept.mean(0)] * 2, kept]
+    assert grown.current_stress() == pytest.approx(0.7 * padded[:, 0].mean() / padded[:, 1].mean())
+    assert "stress" not in RelativeStrength(0.1, window=2).state()
+    with pytest.raises(ValueError, match="'stress' and 'bias_stress'"):
+        RelativeStrength.from_state({"forces": [1.0], "bias": [1.0], "stress": [1.0]}, 0.1)
+    with pytest.raises(ValueError, match="bias_stress_mean must be a finite number"):
+        RelativeStrength(0.1).seed(1.0, 1.0, 1.0, -1.0)
+
+
+def test_seeded_stress_window_from_frames(fitted_ensemble, cu8_frames):
+    """estimate_state: the stress entries are the means over the frames of ||sigma||_F and
+    ||(1/V) dU/deps||_F, each recomputed here from a unit-tau calculator's Voigt stresses."""
+    from uq_bias.bias import estimate_state
+
+    config = BiasConfig(tau_rel=0.3, tau_rel_stress=0.5)
+    s_means, b_means = [], []
+    for atoms in cu8_frames[:3]:
+        probe = atoms.copy()
+        probe.calc = Calculator(fitted_ensemble, bias=BiasConfig(tau=1.0))
+        probe.get_stress()
+        s_means.append(_frobenius(probe.calc.results[keys.UNBIASED_STRESS]))
+        b_means.append(_frobenius(probe.calc.results[keys.BIAS_STRESS]))
+    state = estimate_state(fitted_ensemble, cu8_frames[:3], config)
+    np.testing.assert_allclose(state["stress"], [np.mean(s_means)], rtol=1e-10)
+    np.testing.assert_allclose(state["bias_stress"], [np.mean(b_means)], rtol=1e-10)
+    assert "stress" not in estimate_state(fitted_ensemble, cu8_frames[:3], BiasConfig(tau_rel=0.3))
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"tau": 1.0, "tau_rel_stress": 0.5}, "absolute tau"),
+        ({"tau_rel": 0.2, "tau_rel_stress": 0.5, "split": False}, "split=True"),
+        ({"tau_rel_stress": -1.0}, "tau_rel_stress must be a finite number"),
+    ],
+)
+def test_a_bad_stress_strength_is_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        BiasConfig(**kwargs)
+    BiasConfig(tau=1.0, tau_rel_stress=0.0)  # an absolute bias with the stress bias off is fine

@@ -105,6 +105,7 @@ def uncertainty_results(out: UncertaintyOutput, graph: Graph) -> dict[str, torch
 
 _STRESS_NAMES = frozenset(
     {keys.STRESS, keys.STRESS_UNCERTAINTY, keys.UNBIASED_STRESS, keys.BIAS_STRESS}
+    | {keys.BIAS_STRESS_STRENGTH}
     | {keys.MEMBERS_STRESS}
 )
 

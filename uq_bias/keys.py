@@ -21,6 +21,7 @@ bias_energy                (n_structures,)       eV         -tau * U, the bias a
 bias_forces                (n_atoms, 3)          eV/A       the bias part of the forces
 bias_stress                (n_structures, 3, 3)  eV/A^3     the bias part of the stress
 bias_strength              (n_structures,)       1          tau in use for this call
+bias_stress_strength       (n_structures,)       1          tau_sigma of the bias stress (periodic)
 members_energy             (K, n_structures)     eV         each ensemble member's energy
 members_energies           (K, n_atoms)          eV         each member's per-atom energies
 members_forces             (K, n_atoms, 3)       eV/A       each member's forces
@@ -52,6 +53,7 @@ BIAS_ENERGY = "bias_energy"
 BIAS_FORCES = "bias_forces"
 BIAS_STRESS = "bias_stress"
 BIAS_STRENGTH = "bias_strength"
+BIAS_STRESS_STRENGTH = "bias_stress_strength"
 
 MEMBERS_ENERGY = "members_energy"
 MEMBERS_ENERGIES = "members_energies"
@@ -71,6 +73,7 @@ PER_STRUCTURE = frozenset(
         BIAS_ENERGY,
         BIAS_STRESS,
         BIAS_STRENGTH,
+        BIAS_STRESS_STRENGTH,
     }
 )
 

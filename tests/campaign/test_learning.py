@@ -43,7 +43,10 @@ def emt_md_frames(n: int, seed: int, temperature: float = 800.0, steps: int = 30
         md.run(steps)
         frame = atoms.copy()
         frame.calc = SinglePointCalculator(
-            frame, energy=atoms.get_potential_energy(), forces=atoms.get_forces()
+            frame,
+            energy=atoms.get_potential_energy(),
+            forces=atoms.get_forces(),
+            stress=atoms.get_stress(),
         )
         frames.append(frame)
     return frames
@@ -223,6 +226,7 @@ def test_test_set_metrics_are_the_last_models_errors_there(campaign):
     assert set(metrics["test"]) == set(metrics["valid"]) and metrics["test"]["n_frames"] == 8
     assert metrics["test"]["forces_rmse"] == pytest.approx(rmse, rel=1e-6)
     assert metrics["test"]["atom_coverage"] == pytest.approx(coverage, abs=1e-9)
+    assert metrics["test"]["n_stress_frames"] == 8  # periodic frames: stress errors too
 
 
 def _test_errors(model, n: int) -> tuple[float, float]:

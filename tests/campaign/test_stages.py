@@ -439,3 +439,44 @@ def test_select_labels_no_frame_that_adds_nothing(tmp_path, monkeypatch):
     assert (chosen["n_asked"], chosen["n_filled"]) == (5, 2)
     selected = [a.info["frame_id"] for a in read_frames(ctx.dir(1) / "selected.extxyz")]
     assert selected == [pool[i].info["frame_id"] for i in (4, 0, 2)]
+
+
+def test_walkers_start_with_a_stress_window_measured_at_their_start(tmp_path):
+    """bias.tau_rel_stress: every fresh walker's window (and a restart's) holds <||sigma||_F> and
+    <||(1/V) dU/deps||_F> of the iteration's model at the start structure, recomputed here from
+    the ASE calculator's Voigt stresses at tau = 1; bias_seed.json records them."""
+    from uq_bias.bias import BiasConfig
+    from uq_bias.calculator import Calculator
+    from uq_bias.campaign import uq
+    from uq_bias.campaign.stages import bias_states, uncertainty_dir
+    from uq_bias.training import build_mace, save_model
+    from uq_bias.uncertainty import Ensemble
+
+    paths = [str(tmp_path / f"m{j}.model") for j in range(2)]
+    for j, path in enumerate(paths):
+        save_model(build_mace([29], cutoff=3.5, seed=j), path)
+    model = Ensemble(paths)
+    starts = [bulk("Cu", cubic=True) * (2, 1, 1)]
+    starts[0].rattle(0.05, seed=1)
+    bias = {"tau_rel": 0.2, "tau_rel_stress": 0.5}
+    exploration = {"walkers": 2, "restarts": 1, "bias": bias}
+    config = from_dict({"data": {"structures": "x.xyz"}, "exploration": exploration}, tmp_path)
+    ctx = Context(CampaignState(tmp_path / "c"), config, None, starts)
+    uq.save(model, uncertainty_dir(ctx, 2))
+    probe = starts[0].copy()
+    probe.calc = Calculator(model, bias=BiasConfig(tau=1.0))
+    probe.get_stress()
+
+    def frobenius(v):
+        return np.sqrt(np.sum(np.square(v[:3])) + 2 * np.sum(np.square(v[3:])))
+
+    expected_stress = frobenius(probe.calc.results["unbiased_stress"])
+    expected_bias = frobenius(probe.calc.results["bias_stress"])
+    states = bias_states(ctx, 2, 2)
+    for state in states:
+        assert state["stress"][0] == pytest.approx(expected_stress, rel=1e-8)
+        assert state["bias_stress"][0] == pytest.approx(expected_bias, rel=1e-8)
+    seed = read_json(ctx.dir(2) / "bias_seed.json")
+    assert seed["stress_mean"] == pytest.approx(expected_stress, rel=1e-8)
+    specs = _restarts(tmp_path / "c", exploration, starts, cu_labelled(2))
+    assert specs[0].restart_bias_state == states[0]

@@ -83,3 +83,48 @@ def test_error_metrics_match_direct_formulas():
     assert m["atom_coverage"] == pytest.approx(np.mean(norms <= p.atom_uncertainty))
     assert m["energy_coverage"] == 0.5
     assert m["spearman_atom"] == pytest.approx(spearmanr(p.atom_uncertainty, norms)[0])
+
+
+@pytest.mark.parametrize("method", ["conformal", "likelihood"])
+def test_stress_metrics_match_direct_formulas(method):
+    """Stress RMSE/MAE over the 9 components of each 3x3 error (built here from Voigt), coverage
+    of the Voigt-norm error by U_sigma = sqrt(mean_v U_v^2), Spearman (scipy) and the Gaussian
+    NLL of 6 components with scale U_sigma (likelihood) or U_sigma / chi_6^-1(1 - alpha)
+    (conformal)."""
+    from scipy.stats import chi
+
+    rng = np.random.default_rng(1)
+    P, alpha = 7, 0.2
+    base = dict(
+        energy=np.zeros(P),
+        energy_ref=np.zeros(P),
+        energy_uncertainty=np.ones(P),
+        n_atoms=np.full(P, 2),
+        forces=np.zeros((2 * P, 3)),
+        forces_ref=np.zeros((2 * P, 3)),
+        atom_uncertainty=np.ones(2 * P),
+        numbers=np.full(2 * P, 29),
+    )
+    stress, stress_ref = rng.normal(size=(P, 6)), rng.normal(size=(P, 6))
+    u = rng.uniform(0.5, 3.0, size=(P, 6))
+    p = uq.Predictions(**base, stress=stress, stress_ref=stress_ref, stress_uncertainty=u)
+    m = uq.error_metrics(p, method, alpha)
+    d = stress - stress_ref
+    full = np.array([[[a, f, e], [f, b, c], [e, c, g]] for a, b, g, c, e, f in d])
+    assert m["n_stress_frames"] == P
+    assert m["stress_rmse"] == pytest.approx(np.sqrt(np.mean(full**2)))
+    assert m["stress_mae"] == pytest.approx(np.mean(np.abs(full)))
+    r = np.linalg.norm(d, axis=1)
+    u_s = np.sqrt((u**2).mean(axis=1))
+    assert m["stress_coverage"] == pytest.approx(np.mean(r <= u_s))
+    assert m["spearman_stress"] == pytest.approx(spearmanr(u_s, r)[0])
+    s = u_s if method == "likelihood" else u_s / chi.ppf(1 - alpha, 6)
+    nll = np.mean(0.5 * np.log(2 * np.pi * s**2) + r**2 / (2 * 6 * s**2))
+    assert m["stress_nll"] == pytest.approx(nll)
+    assert "stress_rmse" not in uq.error_metrics(uq.Predictions(**base))
+    no_u = uq.Predictions(
+        **base, stress=stress, stress_ref=stress_ref, stress_uncertainty=u * np.nan
+    )
+    assert "stress_coverage" not in uq.error_metrics(no_u) and "stress_rmse" in uq.error_metrics(
+        no_u
+    )

@@ -6,11 +6,15 @@ One structure S with atoms i, uncertainty U(S) in eV, element weights w_Z >= 0:
     F_b,i    = F_i + tau * w_i * dU/dr_i               biased force, eV/A
     sigma_b  = sigma - tau * w_S * (1/V) dU/d(eps)     biased stress, eV/A^3
 
+(tau_sigma in place of tau in sigma_b with ``BiasConfig.tau_rel_stress``: the bias stress then has
+a strength of its own and sigma_b is no strain derivative of E_b.)
+
 One idea per module:
 
 * :mod:`~uq_bias.bias.config`: :class:`BiasConfig`, every option of the bias, declared once;
 * :mod:`~uq_bias.bias.weights`: per-element weights w_i and the structure weight w_S;
-* :mod:`~uq_bias.bias.strength`: the relative, adaptive strength tau = tau_rel <|F|>/<|F_bias/tau|>;
+* :mod:`~uq_bias.bias.strength`: the relative, adaptive strength tau = tau_rel <|F|>/<|F_bias/tau|>
+  (and tau_sigma = tau_rel_stress <|sigma|>/<|sigma_bias/tau_sigma|> for the stress);
 * :mod:`~uq_bias.bias.gradients`: dU/dr and (1/V) dU/deps (closed form for ensembles, autograd);
 * :mod:`~uq_bias.bias.projection`: the torsional projection of the bias force;
 * :mod:`~uq_bias.bias.fade`: the fade of the bias as a walker climbs;
@@ -19,12 +23,17 @@ One idea per module:
   batch of walkers.
 """
 
-from uq_bias.bias.biased import Bias, estimate_window
+from uq_bias.bias.biased import Bias, estimate_state, estimate_window
 from uq_bias.bias.config import DEFAULT_TAU_REL, GRADIENT_MODES, PROJECTIONS, BiasConfig
 from uq_bias.bias.fade import Fade, fade_factor
 from uq_bias.bias.gradients import ensemble_uncertainty_gradient, uncertainty_gradients
 from uq_bias.bias.projection import project_torsions
-from uq_bias.bias.strength import RelativeStrength, configuration_key, window_sample
+from uq_bias.bias.strength import (
+    RelativeStrength,
+    configuration_key,
+    stress_window_sample,
+    window_sample,
+)
 from uq_bias.bias.terms import BiasTerms, bias_results, biased_terms
 from uq_bias.bias.weights import structure_mean, weight_table
 
@@ -41,9 +50,11 @@ __all__ = [
     "biased_terms",
     "configuration_key",
     "ensemble_uncertainty_gradient",
+    "estimate_state",
     "estimate_window",
     "fade_factor",
     "project_torsions",
+    "stress_window_sample",
     "structure_mean",
     "uncertainty_gradients",
     "weight_table",

@@ -18,6 +18,11 @@ gradient of any energy, so they need ``split=True``: two backward passes on ever
 One :class:`Bias` follows W walkers at once (one structure each in a batched graph): each has
 its own :class:`~uq_bias.bias.strength.RelativeStrength` and fade state; all split on the same
 steps, so a batch needs two passes only on split steps.
+
+The bias stress: with ``tau_rel_stress`` unset, sigma_b = sigma - tau w_S (1/V) dU/deps, the
+strain derivative of E_b (1/V) dE_b/deps; with it, tau_sigma (the walker's stress window, times
+the fade) replaces tau there (0: no stress bias), and sigma_b is no strain derivative of E_b
+(see :mod:`uq_bias.bias.terms`).
 """
 
 from __future__ import annotations
@@ -35,7 +40,12 @@ from uq_bias.bias.config import BiasConfig
 from uq_bias.bias.fade import Fade
 from uq_bias.bias.gradients import ensemble_uncertainty_gradient, uncertainty_gradients
 from uq_bias.bias.projection import project_torsions
-from uq_bias.bias.strength import RelativeStrength, configuration_key, window_sample
+from uq_bias.bias.strength import (
+    RelativeStrength,
+    configuration_key,
+    stress_window_sample,
+    window_sample,
+)
 from uq_bias.bias.terms import BiasTerms, biased_terms
 from uq_bias.bias.weights import structure_mean, weight_table
 from uq_bias.graph import Graph
@@ -76,7 +86,10 @@ class Bias:
         if config.tau_rel is not None:
             every = 1 if config.split else config.split_every
             window = math.ceil(config.window / every)
-            self.strengths = [RelativeStrength(config.tau_rel, window) for _ in range(walkers)]
+            self.strengths = [
+                RelativeStrength(config.tau_rel, window, config.tau_rel_stress)
+                for _ in range(walkers)
+            ]
         self.fade = None if config.fade is None else Fade(*config.fade, walkers=walkers)
         self._last_key: bytes | None = None
         self._configurations = 0
@@ -147,8 +160,13 @@ class Bias:
         forces, du_dr, sigma, du_deps = map(_float64, self._gradients(out, graph, stress))
         du_dr = self._project(du_dr, graph)
         atom_weight = self.table.to(forces)[graph.atomic_numbers]
-        tau = self._strength(graph, key, forces, du_dr, atom_weight) * self._fade(out, graph)
-        return out, biased_terms(out, du_dr, du_deps, tau, atom_weight, graph.batch)
+        fade = self._fade(out, graph)
+        tau = self._strength(graph, key, forces, du_dr, atom_weight) * fade
+        tau_stress = None
+        if du_deps is not None and self.config.tau_rel_stress is not None:
+            tau_stress = self._stress_strength(graph, key, sigma, du_deps, atom_weight) * fade
+        terms = biased_terms(out, du_dr, du_deps, tau, atom_weight, graph.batch, tau_stress)
+        return out, terms
 
     def _check_walkers(self, graph: Graph) -> None:
         fade = None if self.fade is None else self.fade.lowest
@@ -226,15 +244,74 @@ class Bias:
         ]
         return forces.new_tensor(taus)
 
-    def sample(self, model: UncertaintyModel, graph: Graph) -> tuple[float, float]:
-        """The window sample (mean |F_i|, mean |w_i dU/dr_i|, eV/A) of the one structure in
-        ``graph``, without touching the window: for seeding a :class:`RelativeStrength`.
+    def _stress_strength(self, graph, key, sigma, du_deps, atom_weight) -> torch.Tensor:
+        """(S,) tau_sigma before the fade: 0 with ``tau_rel_stress = 0``; else each periodic
+        walker's stress window takes this configuration's ||sigma||_F and
+        ||w_S (1/V) dU/deps||_F (see :mod:`uq_bias.bias.strength`)."""
+        n = graph.n_structures
+        if not self.config.tau_rel_stress:
+            return sigma.new_zeros(n)
+        w_s = structure_mean(atom_weight, graph.batch, n).tolist()
+        periodic = graph.periodic.tolist()
+        taus = []
+        for s, state in enumerate(self.strengths):
+            # the setting is the bias's: a window restored by RelativeStrength.from_state(state,
+            # tau_rel, window) elsewhere may not carry it
+            state.tau_rel_stress = float(self.config.tau_rel_stress)
+            if not periodic[s]:
+                taus.append(0.0)
+                continue
+            stress_mean, bias_mean = stress_window_sample(sigma[s], du_deps[s], w_s[s])
+            taus.append(state.tau_stress(key + s.to_bytes(4, "little"), stress_mean, bias_mean))
+        return sigma.new_tensor(taus)
+
+    def sample(self, model: UncertaintyModel, graph: Graph) -> dict[str, float]:
+        """The window sample of the one structure in ``graph``, without touching the window:
+        for seeding a :class:`RelativeStrength`. A dict with ``force_mean`` and ``bias_mean``
+        (mean |F_i|, mean |w_i dU/dr_i|, eV/A) and, for a periodic cell, ``stress_mean`` and
+        ``bias_stress_mean`` (||sigma||_F, ||w_S (1/V) dU/deps||_F, eV/A^3).
         ``graph.positions`` (and ``graph.strain`` for a periodic cell) must require grad."""
         stress = bool(graph.strain.requires_grad)
         out = model(graph, forces=True, stress=stress)
-        forces, du_dr, _, _ = self._gradients(out, graph, stress)
-        du_dr = self._project(_float64(du_dr), graph)
-        return window_sample(forces, du_dr, self.table.to(forces)[graph.atomic_numbers])
+        forces, du_dr, sigma, du_deps = map(_float64, self._gradients(out, graph, stress))
+        du_dr = self._project(du_dr, graph)
+        atom_weight = self.table.to(forces)[graph.atomic_numbers]
+        force_mean, bias_mean = window_sample(forces, du_dr, atom_weight)
+        sample = {"force_mean": force_mean, "bias_mean": bias_mean}
+        if du_deps is not None and bool(graph.periodic.all()):
+            w_s = float(atom_weight.mean())
+            stress_mean, bias_stress_mean = stress_window_sample(sigma[0], du_deps[0], w_s)
+            sample |= {"stress_mean": stress_mean, "bias_stress_mean": bias_stress_mean}
+        return sample
+
+
+def estimate_state(
+    model: UncertaintyModel, frames: Sequence[Atoms], config: BiasConfig
+) -> dict[str, list[float]]:
+    """An estimate of the window for seeding a :class:`RelativeStrength` without running MD, as
+    a one-sample state for :meth:`RelativeStrength.from_state`: ``forces`` and ``bias``, the
+    mean over ``frames`` (e.g. the start structures) of each frame's <|F|> and <|w dU/dr|>
+    (eV/A) under ``model``; with ``config.tau_rel_stress`` > 0 and periodic frames also
+    ``stress`` and ``bias_stress``, the mean over the periodic frames of ||sigma||_F and
+    ||w_S (1/V) dU/deps||_F (eV/A^3)."""
+    if not frames:
+        raise ValueError("estimate_state: needs at least one frame")
+    relative = replace(config, tau=None, tau_rel=config.tau_rel or 1.0, split=True)
+    bias = Bias(relative, model)
+    samples = []
+    for atoms in frames:
+        stress = bool(atoms.pbc.all())
+        graph = model.graph(atoms).requires_grad_(positions=True, strain=stress)
+        samples.append(bias.sample(model, graph))
+    state = {
+        "forces": [float(np.mean([s["force_mean"] for s in samples]))],
+        "bias": [float(np.mean([s["bias_mean"] for s in samples]))],
+    }
+    periodic = [s for s in samples if "stress_mean" in s]
+    if config.tau_rel_stress and periodic:
+        state["stress"] = [float(np.mean([s["stress_mean"] for s in periodic]))]
+        state["bias_stress"] = [float(np.mean([s["bias_stress_mean"] for s in periodic]))]
+    return state
 
 
 def estimate_window(
@@ -242,17 +319,10 @@ def estimate_window(
 ) -> tuple[float, float]:
     """An estimate of the window means <|F|> and <|w dU/dr|> (eV/A) for seeding a
     :class:`RelativeStrength` without running MD: the mean over ``frames`` (e.g. the start
-    structures and the labelled frames) of each frame's window sample under ``model``."""
-    if not frames:
-        raise ValueError("estimate_window: needs at least one frame")
-    bias = Bias(replace(config, tau=None, tau_rel=config.tau_rel or 1.0, split=True), model)
-    samples = []
-    for atoms in frames:
-        stress = bool(atoms.pbc.all())
-        graph = model.graph(atoms).requires_grad_(positions=True, strain=stress)
-        samples.append(bias.sample(model, graph))
-    force_mean, bias_mean = np.mean(samples, axis=0)
-    return float(force_mean), float(bias_mean)
+    structures and the labelled frames) of each frame's window sample under ``model`` (the
+    force part of :func:`estimate_state`)."""
+    state = estimate_state(model, frames, replace(config, tau_rel_stress=None))
+    return state["forces"][0], state["bias"][0]
 
 
 def _float64(tensor: torch.Tensor | None) -> torch.Tensor | None:

@@ -2,7 +2,8 @@
 the docs are generated from them).
 
 Strength: an absolute ``tau`` (eV of bias per eV of uncertainty, dimensionless) or a relative
-``tau_rel`` (:mod:`uq_bias.bias.strength`); per-element ``weights`` (:mod:`uq_bias.bias.weights`);
+``tau_rel`` (:mod:`uq_bias.bias.strength`), and optionally a strength of the bias stress on its own
+(``tau_rel_stress``); per-element ``weights`` (:mod:`uq_bias.bias.weights`);
 how dU/dr is obtained (``gradient``, :mod:`uq_bias.bias.gradients`); the torsional ``project``
 (:mod:`uq_bias.bias.projection`); the energy ``fade`` (:mod:`uq_bias.bias.fade`); and whether
 the bias terms are reported beside the biased ones (``split``, :mod:`uq_bias.bias.biased`).
@@ -38,6 +39,13 @@ class BiasConfig:
         None,
         f"Relative strength: tau = tau_rel <|F|>/<|F_bias/tau|> over the window ("
         f"{DEFAULT_TAU_REL} when neither tau nor tau_rel is given).",
+    )
+    tau_rel_stress: float | None = option(
+        None,
+        "Relative strength of the bias stress on its own: tau_sigma = tau_rel_stress "
+        "<|sigma|>/<|sigma_bias/tau_sigma|> over the window (Frobenius norms; periodic cells). "
+        "null: the stress bias has the force strength tau; 0: no stress bias. Needs split: true "
+        "(and tau_rel when > 0).",
     )
     window: int = option(
         100,
@@ -84,10 +92,23 @@ class BiasConfig:
                 f"BiasConfig: give exactly one of tau (absolute) or tau_rel (relative), got "
                 f"tau={self.tau}, tau_rel={self.tau_rel}"
             )
-        for name in ("tau", "tau_rel"):
+        for name in ("tau", "tau_rel", "tau_rel_stress"):
             value = getattr(self, name)
             if value is not None and not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"BiasConfig: {name} must be a finite number >= 0, got {value}")
+        if self.tau_rel_stress is not None:
+            if self.tau_rel_stress > 0 and self.tau_rel is None:
+                raise ValueError(
+                    f"BiasConfig: tau_rel_stress={self.tau_rel_stress} scales the bias stress "
+                    f"against the window of a relative strength, but the force strength is the "
+                    f"absolute tau={self.tau}; use tau_rel, or tau_rel_stress=0 (no stress bias)"
+                )
+            if not self.split:
+                raise ValueError(
+                    "BiasConfig: tau_rel_stress gives the bias stress its own strength, so the "
+                    "biased stress is no strain derivative of E_b and one backward pass over E_b "
+                    "cannot give it; use split=True with tau_rel_stress"
+                )
         if not (isinstance(self.window, int) and self.window >= 1):
             raise ValueError(f"BiasConfig: window must be an integer >= 1, got {self.window!r}")
         if self.gradient not in GRADIENT_MODES:

@@ -156,13 +156,30 @@ def plot_learning_curve(rows: list[dict], path: Path) -> None:
     _save(fig, path)
 
 
+def _periodic(metrics: list[dict]) -> bool:
+    """Whether any of these metrics has stress errors (periodic frames with stress labels)."""
+    return any("stress_rmse" in m for m in metrics)
+
+
+def _stress_cells(m: dict) -> str:
+    """'stress RMSE (meV/A^3) | stress coverage | ' of metrics ``m`` (- where absent)."""
+    rmse = "-" if "stress_rmse" not in m else f"{1000 * m['stress_rmse']:.2f}"
+    coverage = "-" if "stress_coverage" not in m else f"{m['stress_coverage']:.2f}"
+    return f"{rmse} | {coverage} | "
+
+
 def _table(rows: list[dict], state: CampaignState) -> list[str]:
+    """Errors per iteration; with periodic frames also the validation stress RMSE and the
+    share of validation frames whose stress error the calibrated U_sigma covers."""
     from uq_bias.campaign.console import picked_of_asked
 
+    stress = _periodic([r["valid"] for r in rows])
+    extra = "valid stress RMSE (meV/A^3) | stress coverage | " if stress else ""
     lines = [
         "| iteration | trained on | valid E RMSE (meV/atom) | valid F RMSE (eV/A) | coverage | "
-        "Spearman | batch F RMSE (eV/A) | batch mean U (eV/A) | candidates | selected of asked |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"Spearman | {extra}batch F RMSE (eV/A) | batch mean U (eV/A) | candidates | "
+        "selected of asked |",
+        "| --- " * (10 + 2 * stress) + "|",
     ]
     for r in rows:
         k, v, b = r["iteration"], r["valid"], r.get("batch")
@@ -170,6 +187,7 @@ def _table(rows: list[dict], state: CampaignState) -> list[str]:
         lines.append(
             f"| {k} | {r['n_labelled']} | {1000 * v['energy_rmse_per_atom']:.2f} | "
             f"{v['forces_rmse']:.4f} | {v['atom_coverage']:.2f} | {v['spearman_atom']:.2f} | "
+            + (_stress_cells(v) if stress else "")
             + (f"{b['forces_rmse']:.4f} | {b['mean_atom_uncertainty']:.4f} | " if b else "- | - | ")
             + f"{selection.get('n_candidates', '-')} | "
             + (f"{picked_of_asked(selection)} |" if selection else "- |")
@@ -179,23 +197,35 @@ def _table(rows: list[dict], state: CampaignState) -> list[str]:
 
 def _calibration_table(rows: list[dict], state: CampaignState) -> list[str]:
     """Per iteration: calibration factors and calibrated force metrics on the calibration
-    frames (disjoint from the validation frames; see :mod:`uq_bias.campaign.roles`)."""
+    frames (disjoint from the validation frames; see :mod:`uq_bias.campaign.roles`); with a
+    calibrated stress uncertainty also its factor and coverage there."""
+    folders = [state.iteration_dir(r["iteration"]) for r in rows]
+    reports = [read_json(folder / "calibration.json", {}) for folder in folders]
+    stress = any("stress" in report for report in reports)
+    extra = " stress factor | stress coverage |" if stress else ""
     lines = [
         "## Calibration per iteration (calibration frames)",
         "",
         "| iteration | energy factor | atom factor | force coverage | force NLL | "
-        "miscalibration area |",
-        "| --- | --- | --- | --- | --- | --- |",
+        f"miscalibration area |{extra}",
+        "| --- " * (6 + 2 * stress) + "|",
     ]
-    for r in rows:
-        report = read_json(state.iteration_dir(r["iteration"]) / "calibration.json", {})
+    for r, report in zip(rows, reports):
         if not report:
             continue
         forces = report["forces"]["calibrated"]
+        cells = ""
+        if stress and "stress" in report:
+            cells = (
+                f" {report['factors']['stress']:.4g} | "
+                f"{report['stress']['calibrated']['coverage']:.2f} |"
+            )
+        elif stress:
+            cells = " - | - |"
         lines.append(
             f"| {r['iteration']} | {report['factors']['energy']:.4g} | "
             f"{report['factors']['atom']:.4g} | {forces['coverage']:.2f} | {forces['nll']:.3g} | "
-            f"{forces['miscalibration_area']:.3f} |"
+            f"{forces['miscalibration_area']:.3f} |{cells}"
         )
     return lines + [""]
 
@@ -251,15 +281,23 @@ def _test_section(rows: list[dict], config: cfg.CampaignConfig, out: Path) -> li
     tested = [r for r in rows if "test" in r]
     if not tested:
         return []
+    stress = _periodic([r["test"] for r in tested])
+    extra = " stress RMSE (meV/A^3) | stress coverage |" if stress else ""
     lines = [
         "## Test set",
         "",
         f"{tested[0]['test']['n_frames']} frames of `data.test`, which no stage trains, "
-        "early-stops or calibrates on.",
+        "early-stops or calibrates on."
+        + (
+            " Stress coverage: the share of periodic test frames whose stress error (Voigt "
+            "norm) the calibrated stress uncertainty covers."
+            if stress
+            else ""
+        ),
         "",
         "| iteration | labelled | E RMSE (meV/atom) | E MAE (meV/atom) | F RMSE (eV/A) | "
-        "F MAE (eV/A) | force coverage | energy coverage |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"F MAE (eV/A) | force coverage | energy coverage |{extra}",
+        "| --- " * (8 + 2 * stress) + "|",
     ]
     for r in tested:
         t = r["test"]
@@ -268,7 +306,7 @@ def _test_section(rows: list[dict], config: cfg.CampaignConfig, out: Path) -> li
             f"| {r['iteration']} | {r['n_labelled']} | {1000 * t['energy_rmse_per_atom']:.2f} | "
             + ("-" if e_mae is None else f"{1000 * e_mae:.2f}")
             + f" | {t['forces_rmse']:.4f} | {t['forces_mae']:.4f} | {t['atom_coverage']:.2f} | "
-            f"{t['energy_coverage']:.2f} |"
+            f"{t['energy_coverage']:.2f} |" + (" " + _stress_cells(t).rstrip() if stress else "")
         )
     lines.append("")
     if config.report.plots:
@@ -310,9 +348,12 @@ def _uncertainty(config: cfg.CampaignConfig) -> str:
 
 
 def _bias(bias) -> str:
+    stress = {None: "", 0: ", stress bias off"}.get(
+        bias.tau_rel_stress, f", stress tau_rel_stress = {bias.tau_rel_stress}"
+    )
     if bias.tau is not None:
-        return "off (tau = 0)" if bias.tau == 0 else f"tau = {bias.tau}"
-    return f"tau_rel = {bias.tau_rel} (window {bias.window})"
+        return "off (tau = 0)" if bias.tau == 0 else f"tau = {bias.tau}{stress}"
+    return f"tau_rel = {bias.tau_rel} (window {bias.window}){stress}"
 
 
 def _walker_section(state: CampaignState, rows: list[dict]) -> list[str]:

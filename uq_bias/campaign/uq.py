@@ -10,12 +10,26 @@ Error metrics of a model with uncertainty on labelled frames (S structures, N at
     energy_coverage      = share of structures with |E - E_ref| <= U(S)         1
     spearman_atom        = Spearman rank correlation of U_i and |F_i - F_i,ref|
     mean_atom_uncertainty, mean_energy_uncertainty_per_atom                    eV/A, eV/atom
+
+and, over the P periodic frames with a stress label (``n_stress_frames``; absent without any):
+
+    stress_rmse          = sqrt( mean_{P, 3x3} (sigma - sigma_ref)^2 )          eV/A^3
+    stress_mae           = mean_{P, 3x3} |sigma - sigma_ref|                    eV/A^3
+
+and, when the model gives a stress uncertainty (ensembles), with r = ||sigma - sigma_ref||_V
+and U_sigma = sqrt(mean_v U_v^2) over the 6 Voigt components
+(:mod:`uq_bias.uncertainty.calibration`):
+
+    stress_coverage      = share of frames with r <= U_sigma                    1
+    stress_nll, stress_miscalibration_area   of the Gaussian each calibration method implies
+    spearman_stress      = Spearman rank correlation of U_sigma and r
+    mean_stress_uncertainty = mean U_sigma                                      eV/A^3
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +49,10 @@ class Predictions:
         forces, forces_ref: (N, 3) eV/A.
         atom_uncertainty: (N,) eV/A.
         numbers: (N,) atomic numbers.
+        stress, stress_ref: (P, 6) Voigt stress (xx yy zz yz xz xy), eV/A^3, of the P periodic
+            frames with a stress label.
+        stress_uncertainty: (P, 6) calibrated U_sigma per Voigt component, eV/A^3 (NaN when the
+            model gives none).
     """
 
     energy: np.ndarray
@@ -45,17 +63,32 @@ class Predictions:
     forces_ref: np.ndarray
     atom_uncertainty: np.ndarray
     numbers: np.ndarray
+    stress: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))
+    stress_ref: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))
+    stress_uncertainty: np.ndarray = field(default_factory=lambda: np.zeros((0, 6)))
 
 
 def predict(model, frames: Sequence[Atoms], chunk: int = 16) -> Predictions:
-    """Predictions of an uncertainty model on labelled ``frames`` (labels in ``atoms.calc``)."""
+    """Predictions of an uncertainty model on labelled ``frames`` (labels in ``atoms.calc``;
+    the stress of the periodic frames that have a stress label)."""
+    from uq_bias.uncertainty.calibration import stress_label, voigt
+
     parts: dict[str, list] = {name: [] for name in Predictions.__dataclass_fields__}
     for start in range(0, len(frames), chunk):
         batch = list(frames[start : start + chunk])
-        out = model(model.graph(batch), forces=True)
+        labels = [stress_label(a) for a in batch]
+        rows = [j for j, label in enumerate(labels) if label is not None]
+        out = model(model.graph(batch), forces=True, stress=bool(rows))
 
         def np_(t: torch.Tensor) -> np.ndarray:
             return t.detach().cpu().double().numpy()
+
+        if rows:
+            parts["stress"].append(voigt(np_(out.stress)[rows]))
+            parts["stress_ref"].append(np.stack([labels[j] for j in rows]))
+            u = out.stress_uncertainty
+            u = np.full((len(rows), 6), np.nan) if u is None else voigt(np_(u)[rows])
+            parts["stress_uncertainty"].append(u)
 
         parts["energy"].append(np_(out.energy))
         parts["energy_uncertainty"].append(np_(out.energy_uncertainty))
@@ -65,13 +98,17 @@ def predict(model, frames: Sequence[Atoms], chunk: int = 16) -> Predictions:
         parts["forces_ref"].append(np.concatenate([a.get_forces() for a in batch]))
         parts["n_atoms"].append([len(a) for a in batch])
         parts["numbers"].append(np.concatenate([a.numbers for a in batch]))
-    return Predictions(
-        **{k: np.concatenate([np.asarray(v) for v in vs]) for k, vs in parts.items()}
-    )
+    stress = {k: parts.pop(k) for k in ("stress", "stress_ref", "stress_uncertainty")}
+    joined = {k: np.concatenate([np.asarray(v) for v in vs]) for k, vs in parts.items()}
+    joined |= {k: np.concatenate(vs) for k, vs in stress.items() if vs}
+    return Predictions(**joined)
 
 
-def error_metrics(p: Predictions) -> dict[str, float]:
-    """The metrics of the module docstring."""
+def error_metrics(
+    p: Predictions, method: str = "conformal", alpha: float = 0.1
+) -> dict[str, float]:
+    """The metrics of the module docstring; ``method`` and ``alpha`` (the calibration's) say
+    what the stress uncertainty means for its NLL and miscalibration area."""
     from uq_bias.uncertainty.calibration import spearman
 
     de = (p.energy - p.energy_ref) / p.n_atoms
@@ -89,6 +126,33 @@ def error_metrics(p: Predictions) -> dict[str, float]:
         "spearman_atom": rho if np.isfinite(rho) else 0.0,
         "mean_atom_uncertainty": float(np.mean(p.atom_uncertainty)),
         "mean_energy_uncertainty_per_atom": float(np.mean(p.energy_uncertainty / p.n_atoms)),
+    } | stress_metrics(p, method, alpha)
+
+
+def stress_metrics(p: Predictions, method: str, alpha: float) -> dict[str, float]:
+    """The stress metrics of the module docstring ({} without periodic stress labels)."""
+    from uq_bias.uncertainty.calibration import STRESS_DOF, metrics
+
+    if not len(p.stress):
+        return {}
+    full = np.concatenate([p.stress - p.stress_ref, (p.stress - p.stress_ref)[:, 3:]], axis=1)
+    result = {
+        "n_stress_frames": int(len(p.stress)),
+        "stress_rmse": float(np.sqrt(np.sum(full**2) / (9 * len(full)))),
+        "stress_mae": float(np.sum(np.abs(full)) / (9 * len(full))),
+    }
+    if np.isnan(p.stress_uncertainty).any():
+        return result
+    error = np.linalg.norm(p.stress - p.stress_ref, axis=1)
+    u = np.sqrt(np.mean(p.stress_uncertainty**2, axis=1))
+    m = metrics(error, u, method=method, alpha=alpha, dof=STRESS_DOF)
+    rho = m["spearman"]
+    return result | {
+        "stress_coverage": m["coverage"],
+        "stress_nll": m["nll"],
+        "stress_miscalibration_area": m["miscalibration_area"],
+        "spearman_stress": rho if np.isfinite(rho) else 0.0,
+        "mean_stress_uncertainty": m["mean_uncertainty"],
     }
 
 

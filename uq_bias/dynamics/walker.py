@@ -260,7 +260,9 @@ def _restore_bias(calculator: ASECalculator, state: dict | None) -> None:
     relative = relative_strength(calculator)
     if state is None or relative is None:
         return
-    calculator.bias.relative = RelativeStrength.from_state(state, relative.tau_rel, relative.window)
+    calculator.bias.relative = RelativeStrength.from_state(
+        state, relative.tau_rel, relative.window, relative.tau_rel_stress
+    )
 
 
 def _rng(spec: WalkerSpec) -> np.random.Generator:

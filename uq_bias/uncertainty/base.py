@@ -92,6 +92,8 @@ class UncertaintyModel(torch.nn.Module, ABC):
     kind: ClassVar[str] = ""
     #: True when :meth:`predict` fills ``forces`` (and ``stress``) itself at no extra cost.
     computes_forces: ClassVar[bool] = False
+    #: True when ``stress=True`` predictions carry a ``stress_uncertainty`` (ensembles).
+    gives_stress_uncertainty: ClassVar[bool] = False
     #: the model file of each wrapped model (None where it was given as an object).
     wrapped_paths: list[str | None]
 

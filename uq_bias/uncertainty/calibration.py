@@ -9,8 +9,23 @@ What the calibrated uncertainty U means depends on the calibration (``report["un
                 dF_ia ~ N(0, U_i^2) for each Cartesian component of an atom's force error, so
                 that |dF_i| / U_i follows a chi distribution with 3 degrees of freedom.
 
+The stress (periodic frames with stress labels, models that give a stress uncertainty: ensembles;
+the gradient-feature models give none and keep c_sigma = 1): one score per structure,
+
+    r_sigma(S) = ||sigma - sigma_ref||_V = sqrt( sum_{v in Voigt} (sigma_v - sigma_ref,v)^2 )
+    u_sigma(S) = sqrt( mean_{v in Voigt} u_v^2 )
+
+over the 6 independent components v = xx, yy, zz, yz, xz, xy of the symmetric 3x3 stress (eV/A^3),
+u_v the raw per-component uncertainty (the members' spread std_k sigma_k,v), k = 6 components:
+
+    conformal   P(r_sigma <= U_sigma) >= 1 - alpha      with U_sigma(S) = c_sigma u_sigma(S)
+    likelihood  sigma_v - sigma_ref,v ~ N(0, U_sigma(S)^2) for each Voigt component v
+
+(the same shape as the atoms: a norm over k components against a root-mean-square spread).
+
 Scores r / u with r the error and u the raw uncertainty (energies: r = |E - E_ref| in eV against
-u(S), k = 1 component; atoms: r = ||F_i - F_i,ref|| in eV/A against u_i, k = 3 components):
+u(S), k = 1 component; atoms: r = ||F_i - F_i,ref|| in eV/A against u_i, k = 3 components; the
+stress: r_sigma against u_sigma, k = 6 components):
 
     conformal   c = q-th smallest score, q = ceil((n + 1)(1 - alpha))
                 (P(r <= c u) >= 1 - alpha; the largest score if q > n)
@@ -18,7 +33,8 @@ u(S), k = 1 component; atoms: r = ||F_i - F_i,ref|| in eV/A against u_i, k = 3 c
                 (maximises the likelihood of r-vectors ~ N(0, c^2 u^2 I_k))
 
 per element: one atom factor per element present in the validation set (computed from that
-element's atoms only), the global factor for the others. The energy factor is always global.
+element's atoms only), the global factor for the others. The energy and stress factors are always
+global.
 
 Metrics of calibrated uncertainties U, with the Gaussian scale s each calibration implies
 (likelihood: s = U; conformal: s = U / chi_k^-1(1 - alpha), the Gaussian whose 1 - alpha quantile
@@ -37,7 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 import numpy as np
@@ -80,6 +96,9 @@ class Residuals:
         energy_error: (S,) |E - E_ref|, eV.   energy_u: (S,) raw u(S).
         atom_error: (N,) ||F_i - F_i,ref||, eV/A.   atom_u: (N,) raw u_i.
         numbers: (N,) atomic numbers.
+        stress_error: (P,) ||sigma - sigma_ref||_V, eV/A^3, of the P periodic frames with a
+            stress label (none when the model gives no stress uncertainty).
+        stress_u: (P,) raw u_sigma(S), eV/A^3 (see the module docstring).
     """
 
     energy_error: np.ndarray
@@ -87,6 +106,24 @@ class Residuals:
     atom_error: np.ndarray
     atom_u: np.ndarray
     numbers: np.ndarray
+    stress_error: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    stress_u: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+#: ASE's Voigt order of a symmetric 3x3 stress: xx yy zz yz xz xy.
+VOIGT = ([0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1])
+
+
+def voigt(stress: np.ndarray) -> np.ndarray:
+    """(..., 3, 3) -> (..., 6) in ASE's Voigt order (xx yy zz yz xz xy)."""
+    stress = np.asarray(stress)
+    return stress[..., VOIGT[0], VOIGT[1]]
+
+
+def stress_spread(u: np.ndarray) -> np.ndarray:
+    """(S, 3, 3) per-component stress uncertainty -> (S,) u_sigma = sqrt(mean_v u_v^2) over the 6
+    Voigt components, eV/A^3."""
+    return np.sqrt(np.mean(voigt(u) ** 2, axis=-1))
 
 
 def conformal_factor(error: np.ndarray, u: np.ndarray, alpha: float) -> float:
@@ -181,17 +218,41 @@ def _labels(atoms: Atoms, index: int) -> tuple[float, np.ndarray]:
         ) from err
 
 
+def stress_label(atoms: Atoms) -> np.ndarray | None:
+    """The (6,) Voigt stress label (eV/A^3) of a frame periodic in all three directions, or None
+    (a molecule, or a frame labelled without stress)."""
+    from ase.calculators.calculator import PropertyNotImplementedError
+
+    if not atoms.pbc.all() or atoms.calc is None:
+        return None
+    try:
+        return np.asarray(atoms.get_stress(voigt=True), dtype=np.float64)
+    except PropertyNotImplementedError:
+        return None
+
+
 def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int = 8) -> Residuals:
-    """Errors of ``model`` on labelled ``frames`` beside its raw (uncalibrated) uncertainties."""
+    """Errors of ``model`` on labelled ``frames`` beside its raw (uncalibrated) uncertainties;
+    the stress of the periodic frames with a stress label when the model gives a stress
+    uncertainty."""
     frames = [frames] if isinstance(frames, Atoms) else list(frames)
     if not frames:
         raise ValueError("calibration needs labelled validation frames, got an empty set")
     labels = [_labels(atoms, k) for k, atoms in enumerate(frames)]
+    stresses = [stress_label(atoms) for atoms in frames]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in Residuals.__dataclass_fields__}
     scales = model.calibration
     for start in range(0, len(frames), batch_size):
         graph = model.graph(frames[start : start + batch_size])
-        out = model(graph, forces=True)
+        labelled = stresses[start : start + batch_size]
+        stress = model.gives_stress_uncertainty and any(s is not None for s in labelled)
+        out = model(graph, forces=True, stress=stress)
+        if stress and out.stress_uncertainty is not None:
+            rows = [j for j, s in enumerate(labelled) if s is not None]
+            error = voigt(_np(out.stress)[rows]) - np.stack([labelled[j] for j in rows])
+            raw = _np(out.stress_uncertainty)[rows] / float(scales.stress)
+            parts["stress_error"].append(np.linalg.norm(error, axis=1))
+            parts["stress_u"].append(stress_spread(raw))
         energy_u = out.energy_uncertainty / scales.energy
         atom_u = out.atom_uncertainty / scales.atom[graph.atomic_numbers]
         ref_e = np.array([e for e, _ in labels[start : start + batch_size]])
@@ -201,7 +262,8 @@ def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int 
         parts["atom_error"].append(np.linalg.norm(_np(out.forces) - ref_f, axis=1))
         parts["atom_u"].append(_np(atom_u))
         parts["numbers"].append(_np(graph.atomic_numbers).astype(int))
-    return Residuals(**{name: np.concatenate(values) for name, values in parts.items()})
+    joined = {name: np.concatenate(v) if v else np.zeros(0) for name, v in parts.items()}
+    return Residuals(**joined)
 
 
 def _np(tensor: torch.Tensor) -> np.ndarray:
@@ -222,9 +284,12 @@ def calibrate(
 
     The report holds the method, what U means (``uncertainty``: ``quantile`` of level 1 - alpha
     or Gaussian ``std``), alpha, the factors, metrics before (raw, c = 1) and after calibration
-    for energies (1 component) and per-atom forces (3 components), and the reliability curves,
-    all on ``frames``. With ``held_out`` (labelled frames not used to calibrate), its
-    ``held_out`` entry has the calibrated metrics on those: the honest coverage.
+    for energies (1 component), per-atom forces (3 components) and, with periodic frames that
+    have stress labels and a model that gives a stress uncertainty, the stress (6 Voigt
+    components; factor ``factors["stress"]``, else None and the model's stress factor is left
+    as it is), and the reliability curves, all on ``frames``. With ``held_out`` (labelled
+    frames not used to calibrate), its ``held_out`` entry has the calibrated metrics on those:
+    the honest coverage.
     """
     if method not in CALIBRATION_METHODS:
         raise ValueError(
@@ -242,18 +307,29 @@ def calibrate(
                 res.atom_error[mask], res.atom_u[mask], method, alpha, dof=3
             )
             atom[int(z)] = per_z[chemical_symbols[z]]
-    model.calibration.set(c_energy, atom)
+    c_stress = None
+    if len(res.stress_error):
+        c_stress = factor(res.stress_error, res.stress_u, method, alpha, dof=STRESS_DOF)
+    model.calibration.set(c_energy, atom, c_stress)
     report = {
         "method": method,
         "uncertainty": "quantile" if method == "conformal" else "std",
         "alpha": alpha,
         "per_element": per_element,
-        "factors": {"energy": c_energy, "atom": c_global, "atom_per_element": per_z},
+        "factors": {
+            "energy": c_energy,
+            "atom": c_global,
+            "atom_per_element": per_z,
+            "stress": c_stress,
+        },
     }
-    raw = _metrics(res, 1.0, np.ones_like(atom.cpu().numpy()), method, alpha)
-    report |= _metrics(res, c_energy, atom.cpu().numpy(), method, alpha)
+    ones = np.ones_like(atom.cpu().numpy())
+    raw = _metrics(res, 1.0, ones, method, alpha, 1.0)
+    report |= _metrics(res, c_energy, atom.cpu().numpy(), method, alpha, c_stress or 1.0)
     report["energy"] = {"raw": raw["energy"], "calibrated": report["energy"]}
     report["forces"] = {"raw": raw["forces"], "calibrated": report["forces"]}
+    if "stress" in report:
+        report["stress"] = {"raw": raw["stress"], "calibrated": report["stress"]}
     if held_out is not None:
         report["held_out"] = evaluate(model, held_out, method=method, alpha=alpha)
     return report
@@ -271,18 +347,32 @@ def evaluate(
     it, for an honest coverage); ``method`` and ``alpha`` say what its U means."""
     res = residuals(model, frames, batch_size)
     scales = model.calibration
-    report = _metrics(res, float(scales.energy), scales.atom.cpu().numpy(), method, alpha)
-    return {key: report[key] for key in ("n_frames", "n_atoms", "energy", "forces")}
+    atom = scales.atom.cpu().numpy()
+    report = _metrics(res, float(scales.energy), atom, method, alpha, float(scales.stress))
+    names = ("n_frames", "n_atoms", "energy", "forces", "n_stress_frames", "stress")
+    return {key: report[key] for key in names if key in report}
 
 
-def _metrics(res: Residuals, c_energy: float, atom: np.ndarray, method: str, alpha: float):
-    """Metrics, points and reliability curves of the raw uncertainties scaled by the factors."""
+#: Independent components of the stress error (Voigt) in the stress scores.
+STRESS_DOF = 6
+
+
+def _metrics(
+    res: Residuals,
+    c_energy: float,
+    atom: np.ndarray,
+    method: str,
+    alpha: float,
+    c_stress: float = 1.0,
+):
+    """Metrics, points and reliability curves of the raw uncertainties scaled by the factors
+    (the stress entries only when ``res`` holds stress residuals)."""
     energy_u = c_energy * res.energy_u
     atom_u = res.atom_u * atom[res.numbers]
     scale = {"method": method, "alpha": alpha}
     energy_s = gaussian_scale(energy_u, method, alpha, 1)
     atom_s = gaussian_scale(atom_u, method, alpha, 3)
-    return {
+    report = {
         "n_frames": int(len(res.energy_error)),
         "n_atoms": int(len(res.atom_error)),
         "energy": metrics(res.energy_error, energy_u, dof=1, **scale),
@@ -294,6 +384,19 @@ def _metrics(res: Residuals, c_energy: float, atom: np.ndarray, method: str, alp
             "forces": observed_coverage(res.atom_error, atom_s, 3).tolist(),
         },
     }
+    if len(res.stress_error):
+        stress_u = c_stress * res.stress_u
+        stress_s = gaussian_scale(stress_u, method, alpha, STRESS_DOF)
+        report["n_stress_frames"] = int(len(res.stress_error))
+        report["stress"] = metrics(res.stress_error, stress_u, dof=STRESS_DOF, **scale)
+        report["points"] |= {
+            "stress_error": res.stress_error.tolist(),
+            "stress_uncertainty": stress_u.tolist(),
+        }
+        report["reliability"]["stress"] = observed_coverage(
+            res.stress_error, stress_s, STRESS_DOF
+        ).tolist()
+    return report
 
 
 def _points(res: Residuals, energy_u: np.ndarray, atom_u: np.ndarray, limit: int = 2000) -> dict:

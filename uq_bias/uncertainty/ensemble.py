@@ -6,7 +6,7 @@ Equations (k = 1..K members, population statistics as in MACE's committee mode):
     F_i         = mean_k F_{i,k},   F_{i,k} = -dE_k/dr_i           (eV/A)
     U(S)        = c_E * std_k E_k(S)                              (eV)
     U_i         = c_Z[Z_i] * sqrt( mean_xyz var_k F_{i,k} )       (eV/A)
-    U_sigma(S)  = std_k sigma_k(S),   sigma_k = (1/V) dE_k/d(eps)  (eV/A^3, not calibrated)
+    U_sigma(S)  = c_sigma * std_k sigma_k(S),   sigma_k = (1/V) dE_k/d(eps)   (eV/A^3, (3, 3))
     G_k(S)      = (E_k(S) - E(S)) / sqrt(K - 1)                   (selection features)
 
 so that G G^T is the members' sample covariance of the energies. U(S) is a smooth function of the
@@ -158,6 +158,7 @@ class Ensemble(UncertaintyModel):
 
     kind = "ensemble"
     computes_forces = True
+    gives_stress_uncertainty = True
 
     def wrapped(self) -> list[AtomisticModel]:
         return list(self.members)
@@ -199,7 +200,7 @@ class Ensemble(UncertaintyModel):
         )
         if stress:
             out.stress = member_stress.mean(dim=0)
-            out.stress_uncertainty = member_std(member_stress)
+            out.stress_uncertainty = self.calibration.apply_stress(member_std(member_stress))
             members[keys.MEMBERS_STRESS] = member_stress
         return out
 

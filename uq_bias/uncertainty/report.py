@@ -2,7 +2,8 @@
 
 The plot has two panels: observed against expected coverage of the error distribution the
 calibration implies (per-component Gaussian: |dE| half-normal, |dF_i| chi with 3 degrees of
-freedom; see :mod:`uq_bias.uncertainty.calibration`; the diagonal is perfect calibration), and
+freedom, the stress's Voigt-norm error chi with 6 when the frames have stress; see
+:mod:`uq_bias.uncertainty.calibration`; the diagonal is perfect calibration), and
 the error against the calibrated uncertainty on log axes (the line error = U).
 """
 
@@ -33,7 +34,10 @@ def write_plot(report: dict, path: str | Path) -> Path:
     ax_rel, ax_err = fig.subplots(1, 2)
     rel = report["reliability"]
     ax_rel.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="ideal")
-    for name, label in (("energy", "energy"), ("forces", "per-atom forces")):
+    curves = [("energy", "energy"), ("forces", "per-atom forces"), ("stress", "stress")]
+    for name, label in curves:
+        if name not in rel:
+            continue
         area = report[name]["calibrated"]["miscalibration_area"]
         ax_rel.plot(rel["expected"], rel[name], label=f"{label} (area {area:.3f})")
     ax_rel.set(xlabel="expected coverage", ylabel="observed coverage", title="reliability")

@@ -78,14 +78,15 @@ REBASE_FRAMES = 16
 def bias_seed(ctx: Context, k: int) -> dict:
     """Window means <|F|>, <|w dU/dr|> (eV/A) of iteration k's model over the start frames of
     the walkers that start afresh (the start structures, or the latest labelled frames with
-    ``start: labelled``), without MD; ``bias_seed.json``.
+    ``start: labelled``), without MD; with ``bias.tau_rel_stress`` > 0 also the stress window's
+    <||sigma||_F>, <||w_S (1/V) dU/deps||_F> (eV/A^3) over the periodic ones; ``bias_seed.json``.
 
     Only those frames: the bias force's mean is tau_rel <|F|>, and <|F|> of labelled frames
     (rattled copies, max-det picks far from equilibrium) is many times that of thermal MD near
     the start (measured on alanine dipeptide: 5.0 eV/A over the rattled frames, against about 1
     at 300 K), which pushed walkers 2 eV up the surface in their first 10 steps. From the start
     frame the window's mean follows the walker's own forces as it fills."""
-    from uq_bias.bias import estimate_window
+    from uq_bias.bias import estimate_state
 
     path = ctx.dir(k) / "bias_seed.json"
     seed = read_json(path)
@@ -93,10 +94,22 @@ def bias_seed(ctx: Context, k: int) -> dict:
         labelled = ctx.config.exploration.start == "labelled"
         frames = walker_starts(ctx, k) if labelled else ctx.structures
         model = load_uncertainty(ctx, k)
-        force_mean, bias_mean = estimate_window(model, frames, ctx.config.exploration.bias)
-        seed = {"force_mean": force_mean, "bias_mean": bias_mean, "n_frames": len(frames)}
+        state = estimate_state(model, frames, ctx.config.exploration.bias)
+        seed = {"force_mean": state["forces"][0], "bias_mean": state["bias"][0]}
+        if "stress" in state:
+            seed |= {"stress_mean": state["stress"][0], "bias_stress_mean": state["bias_stress"][0]}
+        seed["n_frames"] = len(frames)
         write_json(path, seed)
     return seed
+
+
+def _seed_state(seed: dict) -> dict:
+    """The one-sample window state (:meth:`uq_bias.bias.RelativeStrength.from_state`) of a
+    :func:`bias_seed` dict."""
+    state = {"forces": [seed["force_mean"]], "bias": [seed["bias_mean"]]}
+    if "stress_mean" in seed:
+        state |= {"stress": [seed["stress_mean"]], "bias_stress": [seed["bias_stress_mean"]]}
+    return state
 
 
 def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
@@ -111,7 +124,7 @@ def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
     times larger (measured on alanine dipeptide: 20x after one iteration, which broke bonds at
     step 2), and to where that walk ended, not where the next one starts (carried into walks
     that restart from the start structure, it drove them 2 eV up the surface within 20 steps)."""
-    from uq_bias.bias import estimate_window
+    from uq_bias.bias import estimate_state
 
     bias = ctx.config.exploration.bias
     if bias.tau_rel is None:
@@ -122,11 +135,9 @@ def bias_states(ctx: Context, k: int, walkers: int) -> list[dict] | None:
         if frames:
             if model is None:  # once for all walkers
                 model = load_uncertainty(ctx, k)
-            force_mean, bias_mean = estimate_window(model, frames, bias)
+            states.append(estimate_state(model, frames, bias))
         else:
-            seed = bias_seed(ctx, k)
-            force_mean, bias_mean = seed["force_mean"], seed["bias_mean"]
-        states.append({"forces": [force_mean], "bias": [bias_mean]})
+            states.append(_seed_state(bias_seed(ctx, k)))
     return states
 
 
@@ -135,18 +146,16 @@ def restart_where(ctx: Context, k: int, specs: list) -> list:
     its start structure, with the window measured there, whatever it went on from (a continued
     walker's frame is far up the surface under the new model; starting there again is how it
     blew up)."""
-    from uq_bias.bias import estimate_window
+    from uq_bias.bias import estimate_state
 
     e = ctx.config.exploration
     if not e.restarts:
         return specs
     state = None
     if e.bias.tau_rel is not None and e.start != "labelled":
-        seed = bias_seed(ctx, k)  # measured over the start structures
-        state = {"forces": [seed["force_mean"]], "bias": [seed["bias_mean"]]}
+        state = _seed_state(bias_seed(ctx, k))  # measured over the start structures
     elif e.bias.tau_rel is not None:  # bias_seed is over the labelled frames the walkers start from
-        force_mean, bias_mean = estimate_window(load_uncertainty(ctx, k), ctx.structures, e.bias)
-        state = {"forces": [force_mean], "bias": [bias_mean]}
+        state = estimate_state(load_uncertainty(ctx, k), ctx.structures, e.bias)
     structures = ctx.structures
     return [
         replace(s, restart_start=structures[s.index % len(structures)], restart_bias_state=state)

@@ -51,17 +51,17 @@ def metrics(ctx: Context, k: int) -> None:
             "valid": len(roles.valid),
             "calibration": len(roles.calibration),
         },
-        "valid": unc.error_metrics(predictions),
+        "valid": _error_metrics(ctx, predictions),
     }
     if roles.calibration is not roles.valid:
-        result["calibration"] = unc.error_metrics(unc.predict(model, roles.calibration))
+        result["calibration"] = _error_metrics(ctx, unc.predict(model, roles.calibration))
     test = test_frames(ctx)
     if test:
-        result["test"] = unc.error_metrics(unc.predict(model, test))
+        result["test"] = _error_metrics(ctx, unc.predict(model, test))
     before = read_metrics(ctx.state, k - 1).get("batch") if k >= 2 else None
     batch = read_frames(ctx.dir(k - 1) / "labelled.extxyz") if before else []
     if batch:
-        after = unc.error_metrics(unc.predict(model, batch))
+        after = _error_metrics(ctx, unc.predict(model, batch))
         result["previous_batch"] = {"iteration": k - 1, "before": before, "after": after}
     write_json(ctx.dir(k) / "predictions.json", unc.atom_errors(predictions))
     write_json(ctx.dir(k) / "metrics.json", result)
@@ -74,5 +74,12 @@ def evaluate(ctx: Context, k: int) -> None:
     metrics_k = read_json(path, {})
     if frames:
         predictions = unc.predict(load_uncertainty(ctx, k), frames)
-        metrics_k["batch"] = unc.error_metrics(predictions)
+        metrics_k["batch"] = _error_metrics(ctx, predictions)
     write_json(path, metrics_k)
+
+
+def _error_metrics(ctx: Context, predictions: unc.Predictions) -> dict:
+    """:func:`uq_bias.campaign.uq.error_metrics`, the stress NLL and miscalibration area read
+    with the campaign's calibration method and alpha (what its U means)."""
+    c = ctx.config.calibration
+    return unc.error_metrics(predictions, c.method, c.alpha)
