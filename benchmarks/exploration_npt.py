@@ -1,0 +1,325 @@
+"""Does the bias stress buy a better potential per label? The Cu3Al alloy under NPT, EMT labels.
+
+    python benchmarks/exploration_npt.py [--quick] [--seeds 0 1 2] [--jobs 3] [--out DIR]
+                                         [--cache ~/.cache/uq_bias] [--no-properties]
+
+Active-learning campaigns (``uq_bias.campaign.run``) that differ only in how they explore, all
+under NPT (ASE's MTK barostat, isotropic cell by default) from the builtin ``cual_fcc`` cell:
+
+* ``biased-<T>K``: uncertainty-biased forces and stress at T;
+* ``biased-nostress-<T>K``: the same bias on the forces, none on the stress (``tau_rel_stress``
+  0), so the difference to the first says what the bias stress buys;
+* ``plain-<T>K`` and ``plain-<hot>K``: plain NPT at T and hot;
+* ``ladder``: plain NPT, walker i at the (T, P) ladder point i (DP-GEN's way: 300 and 600 K at
+  0 and +-2.5 GPa here, the pressures of the 2024 paper's MIL-53 runs scaled to a metal).
+
+Same seeds, start, initial frames, model, training, selection (max-det) and label budget. Every
+iteration's model is scored on a held-out EMT test set no campaign sees (``cual_test_set.py``,
+cached): NPT MD frames at several temperatures and pressures (``npt``), the liquid (``liquid``)
+and compressed, stretched and sheared cells (``strain``). Coverage is that of cell space: the
+volume per atom (A^3/atom) and the cell's shear (``uq_bias.campaign.cvs``), on grids as for
+torsions. Properties of each final model against EMT on the same input (``npt_properties.py``):
+the mean volume per atom from NPT MD at 300 K and 900 K, the bulk modulus, and the liquid's
+volume per atom at the hot temperature.
+
+PASS/MISS (mean over seeds at equal labels, and per seed): biased explores >= 1.5x the cell
+space of plain NPT at T and >= that of hot NPT; its model has the lowest stress RMSE on the
+``strain`` and ``npt`` frames and the lowest mean relative property error. Writes
+``exploration_npt.png``, ``table.md`` and ``results.json`` to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cual_test_set  # noqa: E402
+import npt_properties  # noqa: E402
+from harness import (  # noqa: E402
+    Case,
+    Lowest,
+    Ratio,
+    RunOptions,
+    Subset,
+    TestSet,
+    Variant,
+    benchmark,
+    finish,
+    quiet,
+)
+from harness.report import command_line  # noqa: E402
+from harness.testsets import DEFAULT_CACHE  # noqa: E402
+
+TARGET_VS_PLAIN, TARGET_VS_HOT = 1.5, 1.0
+
+
+@dataclass(frozen=True)
+class Size:
+    """Campaign size shared by every campaign (temperatures K, pressures GPa)."""
+
+    preset: str = "small"
+    cutoff: float = 4.5
+    initial: int = 16
+    batch: int = 16
+    iterations: int = 5
+    walkers: int = 4
+    steps: int = 1000
+    sample_every: int = 20
+    max_epochs: int = 80
+    temperature: float = 600.0
+    hot: float = 1500.0
+    tau_rel: float = 0.2
+    window: int = 50
+    ladder: tuple[tuple[float, float], ...] = (
+        (300.0, 0.0),
+        (600.0, 0.0),
+        (600.0, 2.5),
+        (600.0, -2.5),
+    )
+    #: NPT MD length of each property, steps of 2 fs (equilibration, production)
+    property_steps: tuple[int, int] = (500, 1500)
+
+    @property
+    def budget(self) -> int:
+        return self.initial + self.batch * self.iterations
+
+
+QUICK = Size(
+    "tiny",
+    4.0,
+    8,
+    8,
+    2,
+    2,
+    200,
+    10,
+    30,
+    property_steps=(200, 400),
+    ladder=((300.0, 0.0), (600.0, 2.5)),
+)
+
+
+def base_config(size: Size) -> dict:
+    """The campaign config every variant shares (all but its own exploration keys)."""
+    return {
+        "data": {
+            "structures": "builtin:cual_fcc",
+            "initial_frames": size.initial,
+            "rattle": 0.05,
+            "strain": 0.03,
+        },
+        "oracle": {"kind": "emt"},
+        "model": {"preset": size.preset, "cutoff": size.cutoff},
+        "training": {"max_epochs": size.max_epochs, "batch_size": 4, "weights": {"stress": 100.0}},
+        "uncertainty": {"method": "posterior"},
+        "calibration": {"method": "conformal", "alpha": 0.1},
+        "exploration": {
+            "walkers": size.walkers,
+            "steps": size.steps,
+            "timestep": 2.0,
+            "ensemble": "npt",
+            "sample_every": size.sample_every,
+            "restarts": 3,
+        },
+        "selection": {"method": "maxdet", "batch_size": size.batch},
+        "stop": {"iterations": size.iterations, "label_budget": size.budget},
+        "executor": {"kind": "inprocess"},
+        "report": {"plots": True, "cvs": [asdict(cv) for cv in cell_cvs()]},
+    }
+
+
+def cell_cvs():
+    """Volume per atom and shear of the cell, in boxes that hold solid and liquid Cu3Al."""
+    from uq_bias.campaign.cvs import CollectiveVariable
+
+    return (
+        CollectiveVariable("volume", "volume", [], range=[10.0, 18.0]),
+        CollectiveVariable("shear", "shear", [], range=[0.0, 0.1]),
+    )
+
+
+def variants(size: Size) -> tuple[Variant, ...]:
+    """The five campaigns of the module docstring."""
+    t, hot = size.temperature, size.hot
+    bias = {"tau_rel": size.tau_rel, "window": size.window}
+    plain = {"tau": 0.0}
+    tag = f"taurel{size.tau_rel:g}_w{size.window}"
+    ladder = [list(point) for point in size.ladder]
+    return (
+        Variant(
+            f"biased-{t:g}K", "biased", f"biased-{t:g}K_{tag}", {"temperature": t, "bias": bias}
+        ),
+        Variant(
+            f"biased-nostress-{t:g}K",
+            "no stress bias",
+            f"biased-nostress-{t:g}K_{tag}",
+            {"temperature": t, "bias": {**bias, "tau_rel_stress": 0.0}},
+        ),
+        Variant(
+            f"plain-{t:g}K", f"plain {t:g} K", f"plain-{t:g}K", {"temperature": t, "bias": plain}
+        ),
+        Variant(
+            f"plain-{hot:g}K",
+            f"plain {hot:g} K",
+            f"plain-{hot:g}K",
+            {"temperature": hot, "bias": plain},
+        ),
+        Variant(
+            "ladder",
+            "ladder",
+            "ladder_" + "_".join(f"{a:g}K{b:g}GPa" for a, b in size.ladder),
+            {"temperature": t, "bias": plain, "ladder": ladder},
+        ),
+    )
+
+
+def case(size: Size, spec: cual_test_set.TestSetSpec) -> Case:
+    """The Cu3Al case: five campaigns, the held-out EMT test set, the targets."""
+    found = variants(size)
+    biased, _, plain, hot, _ = (v.name for v in found)
+    test_set = TestSet(
+        cual_test_set.NAME,
+        spec,
+        cual_test_set.make,
+        (Subset("strain", "strain"), Subset("npt", "npt"), Subset("liquid", "liquid")),
+        about="held-out EMT frames (strained and sheared cells)",
+    )
+    targets = (
+        Ratio("explored", biased, plain, TARGET_VS_PLAIN, "cell-space coverage"),
+        Ratio("explored", biased, hot, TARGET_VS_HOT, "cell-space coverage"),
+        Lowest("strain_stress_rmse", biased, "stress RMSE on the strained cells", "eV/A^3"),
+        Lowest("npt_stress_rmse", biased, "stress RMSE on the NPT MD frames", "eV/A^3"),
+    )
+    return Case("exploration_npt", base_config(size), found, test_set, targets, cell_cvs(), None)
+
+
+# -- properties of the final models against EMT -------------------------------------------------
+
+
+def properties(calc, size: Size, seed: int = 0) -> dict[str, float]:
+    """V/N at 300 and 900 K (A^3/atom), B (GPa) and the liquid's V/N at ``size.hot`` (0 GPa)."""
+    start = cual_test_set.cual_cell(2, relaxed=True)
+    equilibrate, production = size.property_steps
+    run = dict(equilibrate=equilibrate, production=production, seed=seed)
+    return {
+        "volume_300K": npt_properties.npt_volume(start, calc, 300.0, **run).mean,
+        "volume_900K": npt_properties.npt_volume(start, calc, 900.0, **run).mean,
+        "bulk_modulus": npt_properties.bulk_modulus(start, calc),
+        f"liquid_volume_{size.hot:g}K": npt_properties.npt_volume(
+            start, calc, size.hot, **run
+        ).mean,
+    }
+
+
+def _model_properties(job: tuple) -> dict[str, float]:
+    """:func:`properties` of one model file (a worker process, one thread), or of EMT."""
+    import torch
+
+    torch.set_num_threads(1)
+    path, size = job
+    if path is None:
+        from ase.calculators.emt import EMT
+
+        return properties(EMT(), size)
+    from mace.calculators import MACECalculator
+
+    return properties(MACECalculator(model_paths=path, device="cpu", default_dtype="float64"), size)
+
+
+def property_lines(folders: dict, size: Size, jobs: int) -> list[str]:
+    """A table of each final model's properties and relative errors against EMT."""
+    models = {
+        key: str(sorted(Path(f).glob("iterations/*/model/member_0.model"))[-1])
+        for key, f in folders.items()
+    }
+    with ProcessPoolExecutor(max_workers=max(1, jobs), initializer=quiet) as pool:
+        found = list(
+            pool.map(_model_properties, [(None, size)] + [(m, size) for m in models.values()])
+        )
+    reference, predicted = found[0], dict(zip(models, found[1:]))
+    names = list(reference)
+    lines = [
+        "Properties of the final models against EMT (MTK NPT MD and a Birch-Murnaghan fit, "
+        "same start and seeds; relative error in brackets)",
+        "",
+        "| campaign | seed | " + " | ".join(names) + " | mean rel. error |",
+        "| --- | --- | " + " | ".join("---" for _ in names) + " | --- |",
+        "| EMT | - | " + " | ".join(f"{reference[n]:.3f}" for n in names) + " | - |",
+    ]
+    errors = {}
+    for (name, seed), values in predicted.items():
+        rel = {n: abs(values[n] / reference[n] - 1.0) for n in names}
+        errors[(name, seed)] = float(np.mean(list(rel.values())))
+        cells = " | ".join(f"{values[n]:.3f} ({rel[n]:.1%})" for n in names)
+        lines.append(f"| {name} | {seed} | {cells} | {errors[(name, seed)]:.1%} |")
+    lines += ["", *property_verdict(errors)]
+    return lines
+
+
+def property_verdict(errors: dict[tuple[str, int], float]) -> list[str]:
+    """PASS/MISS per seed and on the mean: the biased campaign has the lowest property error."""
+    names = list(dict.fromkeys(name for name, _ in errors))
+    seeds = sorted({seed for _, seed in errors})
+    lines = []
+    for label, pick in [(f"seed {s}", [s]) for s in seeds] + [("mean over seeds", seeds)]:
+        means = {n: float(np.mean([errors[(n, s)] for s in pick])) for n in names}
+        best = min(means, key=means.get)
+        mark = "PASS" if best == names[0] else "MISS"
+        listed = ", ".join(f"{n} {v:.1%}" for n, v in means.items())
+        lines.append(f"- {mark} ({label}): mean relative property error {listed} (lowest: {best})")
+    return lines
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="tiny model, short walkers: < 10 min")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument(
+        "--out", type=Path, default=Path(__file__).parent / "results" / "exploration_npt"
+    )
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
+    p.add_argument("--jobs", type=int, default=2, help="campaigns run at once, processes")
+    p.add_argument("--no-properties", action="store_true", help="skip the properties' MD")
+    p.add_argument("--only", nargs="+", help="run only these variants (names as in the table)")
+    return p
+
+
+def main(argv=None) -> int:
+    quiet()
+    args = parser().parse_args(argv)
+    size = QUICK if args.quick else Size()
+    spec = cual_test_set.QUICK if args.quick else cual_test_set.TestSetSpec()
+    the_case = case(size, spec)
+    options = RunOptions(
+        seeds=tuple(args.seeds),
+        out=args.out / ("quick" if args.quick else "default"),
+        command=command_line("benchmarks/exploration_npt.py", argv),
+        describe=(
+            f"{size.preset} MACE, {size.initial} + {size.iterations} x {size.batch} EMT labels, "
+            f"{size.walkers} walkers x {size.steps} NPT steps (2 fs) at {size.temperature:g} K, "
+            f"hot {size.hot:g} K, tau_rel {size.tau_rel}, seeds {list(args.seeds)}"
+        ),
+        jobs=args.jobs,
+        cache=args.cache,
+        only=tuple(args.only) if args.only else None,
+    )
+    outcome = benchmark(the_case, options)
+    if outcome is None:
+        return 0
+    if not args.no_properties:
+        lines = property_lines(outcome.folders, size, args.jobs)
+        print("\n".join(lines), flush=True)
+        outcome.lines += ["", *lines]
+    finish(the_case, options, outcome, {"size": asdict(size)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
