@@ -21,8 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from uq_bias.campaign import config as cfg
+from uq_bias.campaign.cell_report import cell_section
 from uq_bias.campaign.explored import campaign_cvs
-from uq_bias.campaign.state import CampaignState, atomic_path, read_json, write_text
+from uq_bias.campaign.figures import integer_ticks as _integer_ticks
+from uq_bias.campaign.figures import pyplot as _figure
+from uq_bias.campaign.figures import save as _save
+from uq_bias.campaign.state import CampaignState, read_json, write_text
 
 
 def _iterations(state: CampaignState) -> list[int]:
@@ -31,27 +35,6 @@ def _iterations(state: CampaignState) -> list[int]:
         return []
     found = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
     return sorted(k for k in found if (folder / f"{k:03d}" / "metrics.json").is_file())
-
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _integer_ticks():
-    from matplotlib.ticker import MaxNLocator
-
-    return MaxNLocator(integer=True)
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _figure().close(fig)
 
 
 def plot_errors(rows: list[dict], path: Path) -> None:
@@ -414,6 +397,7 @@ def write_report(state: CampaignState, config: cfg.CampaignConfig) -> Path:
             lines += ["## Calibration", "", "![calibration](calibration.png)", ""]
     lines += _test_section(rows, config, out)
     lines += _coverage_section(state, config, rows, campaign_cvs(config, frames), out)
+    lines += cell_section(state, config, out)
     lines += _walker_section(state, rows)
     if failures:
         lines += ["## Oracle failures", "", "| iteration | frame | reason |", "| --- | --- | --- |"]
