@@ -19,10 +19,17 @@ from uq_bias.dynamics.walker import make_dynamics
 from uq_bias.dynamics.watchdog import hal_ratio, min_pair_distance
 
 FAST = {"timestep": 2.0, "temperature": 300.0, "progress": False, "seed": 11}
+#: The watchdog before issue 23's defaults (no energy stops, no distance ratio or bond stretch):
+#: these runs measure the bias itself, from a Cu8 training frame above equilibrium that falls
+#: more than the default 2 k_B T/atom drop within 40 steps.
+NO_ENERGY_STOPS = WatchdogConfig(
+    max_energy_rise_kt=None, max_energy_drop_kt=None, min_distance_ratio=None, max_bond_stretch=None
+)
 
 
 def _calc(ensemble, tau):
-    return Calculator(ensemble, bias=BiasConfig(tau=tau))
+    """A calculator with the absolute bias ``tau`` and no fade (the default fades in k_B T)."""
+    return Calculator(ensemble, bias=BiasConfig(tau=tau, fade_kt=None))
 
 
 def _start_results(ensemble, start):
@@ -60,7 +67,7 @@ def lattice(cu8_frames):
 @pytest.fixture(scope="module")
 def nvt_runs(fitted_ensemble, start):
     """Unbiased and biased NVT from the same start and seeds, every frame kept."""
-    config = ExploreConfig(steps=40, sample_every=1, **FAST)
+    config = ExploreConfig(steps=40, sample_every=1, watchdog=NO_ENERGY_STOPS, **FAST)
     return {
         tau: explore(_calc(fitted_ensemble, tau), start, config).walkers[0] for tau in (0.0, 1.5)
     }
@@ -87,9 +94,9 @@ def test_bias_reaches_higher_uncertainty(nvt_runs, fitted_ensemble, start):
 def test_relative_bias_raises_gradient_feature_uncertainty(fitted_gradient_model, start):
     """With a gradient-feature posterior and tau_rel (bias force = the physical force on
     average once the 5-step window is full), U climbs higher than without bias."""
-    config = ExploreConfig(steps=40, sample_every=1, **FAST)
+    config = ExploreConfig(steps=40, sample_every=1, watchdog=NO_ENERGY_STOPS, **FAST)
     peaks, taus = {}, None
-    for bias in (BiasConfig(tau=0.0), BiasConfig(tau_rel=1.0, window=5)):
+    for bias in (BiasConfig(tau=0.0), BiasConfig(tau_rel=1.0, window=5, fade_kt=None)):
         calc = Calculator(fitted_gradient_model, bias=bias)
         walker = explore(calc, start, config).walkers[0]
         peaks[bias.tau_rel] = max(f.info[keys.ENERGY_UNCERTAINTY] for f in walker.frames)

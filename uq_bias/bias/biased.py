@@ -151,7 +151,8 @@ class Bias:
         """dU/dr of each structure projected per ``config.project`` (``auto``: molecules with
         a backbone rotor, see :mod:`uq_bias.bias.projection`; what it chose is logged once)."""
         project = self.config.project
-        if project == "none" or (project == "auto" and not self.config.split):
+        plain = self.strengths is None and self.config.tau == 0  # dU/dr is zero: nothing to do
+        if plain or project == "none" or (project == "auto" and not self.config.split):
             return du_dr
         projected, done = project_torsions(du_dr, graph, auto=project == "auto")
         if project == "auto" and self._projected is None:
