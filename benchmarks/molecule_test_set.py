@@ -11,10 +11,12 @@ seen by a campaign. Every frame carries ``info["subset"]``:
   ``pool`` x ``conformers`` conformers of the molecule (same atom order as the start), and
   farthest-point sampling in torsion space (distance: the root mean square over the T backbone
   torsions of the periodic angle difference) keeps ``conformers`` of them, starting from the one
-  farthest from the start; each is relaxed by xTB with its backbone torsions held
-  (``ase.constraints.FixInternals``, BFGS, at most ``relax_steps``) and thermalised for
-  ``thermalise_steps`` Langevin steps at ``thermalise_temperature`` with the torsions still
-  held. Labels are xTB's unconstrained energy and forces of the final geometry.
+  farthest from the start; each is relaxed by MMFF94 (RDKit, which keeps it in its torsional
+  basin), then by xTB (BFGS, at most ``relax_steps``, to 0.1 eV/A) and thermalised for
+  ``thermalise_steps`` Langevin steps of xTB MD at ``thermalise_temperature``. Holding all
+  torsions with ``ase.constraints.FixInternals`` (as the alanine set holds phi and psi) does not
+  converge with a dozen coupled dihedrals (PEG: every conformer failed), so the torsions are
+  free: short relaxation and MD keep each frame near its conformer's basin.
 
 The spec holds the molecule itself (atomic numbers and start positions), so its content hash
 (:mod:`harness.testsets`) names one file per molecule and setting. A conformer whose xTB
@@ -118,29 +120,37 @@ def rdkit_molecule(start: Atoms):
 
 def conformer_frames(start: Atoms, spec: MoleculeSpec, say=print) -> list[Atoms]:
     """The ``conf`` frames of the module docstring."""
-    from ase.constraints import FixInternals
     from ase.md.langevin import Langevin
     from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
     from ase.optimize import BFGS
+    from rdkit import Chem
     from rdkit.Chem import AllChem
+    from tqdm import tqdm
 
     from uq_bias.torsions import backbone_torsions, dihedrals
 
     quads = backbone_torsions(start)
     mol = rdkit_molecule(start)
-    ids = list(AllChem.EmbedMultipleConfs(mol, spec.pool * spec.conformers, randomSeed=spec.seed))
-    if not ids:
+    # one embedding per seed: EmbedMultipleConfs with a fixed randomSeed gave 48 copies of one
+    # conformer here (RDKit on this machine)
+    mols = []
+    for i in range(spec.pool * spec.conformers):
+        copy = Chem.Mol(mol)
+        if AllChem.EmbedMolecule(copy, randomSeed=1000 * spec.seed + i) == 0:
+            mols.append(copy)
+    if not mols:
         raise ValueError("RDKit could not embed a conformer of the molecule")
-    shapes = [Atoms(start.numbers, mol.GetConformer(i).GetPositions()) for i in ids]
+    shapes = [Atoms(start.numbers, m.GetConformer().GetPositions()) for m in mols]
     angles = np.array([dihedrals(a, quads) for a in shapes])
     chosen = spread(angles, dihedrals(start, quads), spec.conformers)
+    mmff = AllChem.MMFFHasAllMoleculeParams(mols[0])
     rng = np.random.default_rng([spec.seed, 7])
     frames, failed = [], 0
-    for k in chosen:
-        atoms = shapes[k].copy()
-        fixed = [[float(atoms.get_dihedral(*q)), [int(i) for i in q]] for q in quads]
+    for k in tqdm(chosen, desc="test set: conformers", leave=False):
         try:
-            atoms.set_constraint(FixInternals(dihedrals_deg=fixed))
+            if mmff:
+                AllChem.MMFFOptimizeMolecule(mols[k], maxIters=500)
+            atoms = Atoms(start.numbers, mols[k].GetConformer().GetPositions())
             atoms.calc = xtb()
             BFGS(atoms, logfile=None).run(fmax=0.1, steps=spec.relax_steps)
             MaxwellBoltzmannDistribution(atoms, temperature_K=spec.thermalise_temperature, rng=rng)
@@ -153,18 +163,21 @@ def conformer_frames(start: Atoms, spec: MoleculeSpec, say=print) -> list[Atoms]
                 rng=rng,
             ).run(spec.thermalise_steps)
             frames.append(labelled(atoms, subset="conf"))
-        except Exception as err:  # noqa: BLE001 - xTB SCF failures and ASE constraint errors
+        except Exception as err:  # noqa: BLE001 - xTB SCF failures
             failed += 1
             say(f"test set: conformer {k} skipped: {err}")
     say(f"test set: {len(frames)} conformer frames ({failed} failed)")
+    if not frames:
+        raise RuntimeError(f"test set: all {len(chosen)} conformers failed; nothing cached")
     return frames
 
 
 def make(spec: MoleculeSpec, say=print) -> list[Atoms]:
     """Generate the test set of ``spec`` (minutes on one core)."""
     start = spec.start
+    conformers = conformer_frames(start, spec, say)  # first: it fails fast, MD does not
     frames = []
     for temperature in spec.md_temperatures:
         frames += md_frames(start, temperature, spec)
         say(f"test set: {len(frames)} MD frames (up to {temperature:g} K)")
-    return frames + conformer_frames(start, spec, say)
+    return frames + conformers
