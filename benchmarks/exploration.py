@@ -2,6 +2,7 @@
 
     python benchmarks/exploration.py [--quick] [--seeds 0 1 2] [--hot 1200] [--no-stability]
                                      [--out DIR] [--cache ~/.cache/uq_bias] [--jobs 3]
+                                     [--structure FILE | --smiles SMILES]
 
 The alanine-dipeptide case of the benchmark harness (``benchmarks/harness``): this file
 declares the campaigns, the test set and the targets; the harness runs, scores and reports.
@@ -29,6 +30,16 @@ RMSE against labels), ``table.md`` and ``results.json`` to ``--out``. With stabi
 default), each final model also runs plain MD at 300 K and 600 K (``--stability-runs`` runs of
 ``--stability-ps`` ps) and the share of runs that do not blow up is reported (HAL Fig. 8; see
 ``md_stability.py``). Campaign folders are resumable: rerunning continues where a run stopped.
+
+Any molecule (``--structure FILE``, anything ASE reads, or ``--smiles``; read and checked by
+``molecule_input.py`` before anything is written, then relaxed by GFN2-xTB): the same three
+campaigns with the package's default bias and watchdog (plain MD is ``bias: {tau: 0}`` alone;
+the alanine campaigns spell out the settings they were measured with, so the package's defaults
+do not change their table), the molecule's backbone torsions as CVs (coverage: the mean over
+torsion pairs of the 2-CV coverage, :mod:`uq_bias.campaign.coverage`), its own cached held-out
+test set (``molecule_test_set.py``: xTB MD at 300, 600 and 1200 K, ``md``, and frames spread
+over torsion space from RDKit conformers, ``conf``), and the same targets with the force RMSE on
+the ``conf`` frames. Its folder is ``--out``/<formula or file stem>_<size>.
 """
 
 from __future__ import annotations

@@ -4,12 +4,11 @@ spread-over-torsions sampling picks the farthest conformers."""
 
 from __future__ import annotations
 
+import exploration  # benchmarks/ on sys.path (conftest)
 import numpy as np
 import pytest
 from ase.build import molecule
 from ase.io import write
-
-import exploration  # benchmarks/ on sys.path (conftest)
 
 
 def _fails(argv, tmp_path, capsys) -> str:
