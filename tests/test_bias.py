@@ -541,3 +541,17 @@ def test_fade_in_kt_is_the_absolute_fade_at_the_walkers_temperature(gradient_mod
 def test_a_bad_fade_in_kt_is_refused(fade_kt):
     with pytest.raises(ValueError, match="fade_kt must be \\[a, b\\] with 0 <= a < b"):
         BiasConfig(fade_kt=fade_kt)
+
+
+def test_projection_note_says_where_auto_projects(methanol, cu8):
+    """The campaign log's line: project auto is on for alanine dipeptide (2 rotatable bonds),
+    off for methanol and a crystal, and off with split false."""
+    from uq_bias.bias.projection import projection_note
+    from uq_bias.campaign.systems import builtin
+
+    alanine = builtin("alanine_dipeptide")[0]
+    note = projection_note("auto", True, [alanine, methanol])
+    assert "on torsions for 1 of 2 start structure(s)" in note and ": 2, 0)" in note
+    assert "off (no start structure" in projection_note("auto", True, [methanol, cu8])
+    assert "off with split: false" in projection_note("auto", False, [alanine])
+    assert projection_note("none", True, [alanine]).endswith("the full uncertainty gradient")
