@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -128,7 +129,7 @@ def test_uncertainty_threshold_stops_at_the_first_crossing(fitted_ensemble, star
     u = np.array([f.arrays[keys.FORCES_UNCERTAINTY].max() for f in reference])
     u_start = _start_results(fitted_ensemble, start)[keys.FORCES_UNCERTAINTY].max()
     threshold, first = _threshold(u_start, u, 0.6)
-    watchdog = WatchdogConfig(max_uncertainty=threshold)
+    watchdog = replace(NO_ENERGY_STOPS, max_uncertainty=threshold)  # as the reference run
     config = ExploreConfig(steps=40, sample_every=7, watchdog=watchdog, restarts=3, **FAST)
     walker = explore(_calc(fitted_ensemble, 0.0), start, config).walkers[0]
     assert (walker.stop_reason, walker.stop_step) == ("uncertainty", first)
@@ -149,7 +150,7 @@ def test_hal_criterion_stops_at_the_first_crossing(fitted_ensemble, start, nvt_r
     r = _start_results(fitted_ensemble, start)
     ratio_start = hal_ratio(r[keys.FORCES_UNCERTAINTY], r[keys.FORCES], eps)
     threshold, first = _threshold(ratio_start, ratios, 0.7)
-    watchdog = WatchdogConfig(max_hal_ratio=threshold, hal_eps=eps)
+    watchdog = replace(NO_ENERGY_STOPS, max_hal_ratio=threshold, hal_eps=eps)  # as the reference
     config = ExploreConfig(steps=40, sample_every=100, watchdog=watchdog, **FAST)
     walker = explore(_calc(fitted_ensemble, 0.0), start, config).walkers[0]
     assert (walker.stop_reason, walker.stop_step) == ("hal", first)
@@ -316,7 +317,7 @@ def test_walker_specs_pickle(fitted_ensemble, cu8_frames):
     assert [s.start is cu8_frames[k % 2] for k, s in enumerate(specs)] == [True] * 3
     clone = pickle.loads(pickle.dumps(specs[1]))
     calc = clone.calculator()
-    assert calc.bias.config == BiasConfig(tau=1.0)
+    assert calc.bias.config == BiasConfig(tau=1.0, fade_kt=None)
     assert calc.bias is not specs[1].calculator().bias  # a fresh bias state per walker
 
 
