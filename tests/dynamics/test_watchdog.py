@@ -142,6 +142,7 @@ def test_energy_rise_is_measured_from_the_lowest_energy_seen(evaluated):
     assert step(-0.5 * n) is None  # new lowest: -0.5 eV/atom
     assert step(-0.41 * n, biased=-5.0 * n) is None  # 0.09 eV/atom above the lowest
     assert step(-0.39 * n, biased=-5.0 * n) == "energy_rise"  # 0.11 above
+    # without a temperature the default k_B T limits are off (see the k_B T test below)
     assert Watchdog(WatchdogConfig())(atoms, dict(results, energy=1e6)).reason is None
 
 
