@@ -100,11 +100,17 @@ def md_frames(start: Atoms, temperature: float, spec: TestSetSpec) -> list[Atoms
         fixcm=False,
         rng=rng,
     )
+    from tqdm import tqdm
+
+    total = spec.equilibrate + spec.md_frames * spec.md_every
+    bar = tqdm(total=total, desc=f"test set: xTB MD at {temperature:g} K", unit="step", leave=False)
+    md.attach(lambda: bar.update(1), interval=1)
     md.run(spec.equilibrate)
     frames = []
     for _ in range(spec.md_frames):
         md.run(spec.md_every)
         frames.append(labelled(atoms, subset=f"md{int(temperature)}"))
+    bar.close()
     return frames
 
 

@@ -95,8 +95,11 @@ def bias_rows(model, name: str, atoms, repeats: int, preset: str) -> None:
     stress = bool(atoms.pbc.all())
     unc = GradientFeatureUncertainty(model).fit(_rattled(atoms))
     for label, bias in (
-        ("biased gradient vs gradient", BiasConfig(tau=1.0)),
-        ("biased gradient split=False", BiasConfig(tau=1.0, split=False)),
+        ("biased gradient vs gradient", BiasConfig(tau=1.0, project="none", fade_kt=None)),
+        (
+            "biased gradient split=False",
+            BiasConfig(tau=1.0, split=False, project="none", fade_kt=None),
+        ),
     ):
         ours = Calculator(unc, bias=bias)
         compare(label, name, ours, Calculator(unc), atoms, repeats, stress)
@@ -104,7 +107,7 @@ def bias_rows(model, name: str, atoms, repeats: int, preset: str) -> None:
         build_mace([1, 6, 7, 8, 13, 29], cutoff=5.0, preset=preset, seed=s) for s in (1, 2, 3)
     ]
     ensemble = Ensemble(members)
-    ours = Calculator(ensemble, bias=BiasConfig(tau=1.0))
+    ours = Calculator(ensemble, bias=BiasConfig(tau=1.0, project="none", fade_kt=None))
     compare("biased ensemble vs ensemble", name, ours, Calculator(ensemble), atoms, repeats, stress)
 
 
@@ -116,8 +119,11 @@ def relative_rows(model, name: str, atoms, repeats: int) -> None:
     stress = bool(atoms.pbc.all())
     unc = GradientFeatureUncertainty(model).fit(_rattled(atoms))
     for label, bias in (
-        ("tau_rel split (2 passes) [mean]", BiasConfig(tau_rel=0.2)),
-        ("tau_rel split_every=10 [mean]", BiasConfig(tau_rel=0.2, split=False, split_every=10)),
+        ("tau_rel split (2 passes) [mean]", BiasConfig(tau_rel=0.2, project="none", fade_kt=None)),
+        (
+            "tau_rel split_every=10 [mean]",
+            BiasConfig(tau_rel=0.2, split=False, split_every=10, project="none", fade_kt=None),
+        ),
     ):
         ours = Calculator(unc, bias=bias)
         ours.bias.relative.seed(1.0, 0.05)  # a full window: tau = 4 from the first call

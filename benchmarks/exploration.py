@@ -2,6 +2,7 @@
 
     python benchmarks/exploration.py [--quick] [--seeds 0 1 2] [--hot 1200] [--no-stability]
                                      [--out DIR] [--cache ~/.cache/uq_bias] [--jobs 3]
+                                     [--structure FILE | --smiles SMILES]
 
 The alanine-dipeptide case of the benchmark harness (``benchmarks/harness``): this file
 declares the campaigns, the test set and the targets; the harness runs, scores and reports.
@@ -29,6 +30,16 @@ RMSE against labels), ``table.md`` and ``results.json`` to ``--out``. With stabi
 default), each final model also runs plain MD at 300 K and 600 K (``--stability-runs`` runs of
 ``--stability-ps`` ps) and the share of runs that do not blow up is reported (HAL Fig. 8; see
 ``md_stability.py``). Campaign folders are resumable: rerunning continues where a run stopped.
+
+Any molecule (``--structure FILE``, anything ASE reads, or ``--smiles``; read and checked by
+``molecule_input.py`` before anything is written, then relaxed by GFN2-xTB): the same three
+campaigns with the package's default bias and watchdog (plain MD is ``bias: {tau: 0}`` alone;
+the alanine campaigns spell out the settings they were measured with, so the package's defaults
+do not change their table), the molecule's backbone torsions as CVs (coverage: the mean over
+torsion pairs of the 2-CV coverage, :mod:`uq_bias.campaign.coverage`), its own cached held-out
+test set (``molecule_test_set.py``: xTB MD at 300, 600 and 1200 K, ``md``, and frames spread
+over torsion space from RDKit conformers, ``conf``), and the same targets with the force RMSE on
+the ``conf`` frames. Its folder is ``--out``/<formula or file stem>_<size>.
 """
 
 from __future__ import annotations
@@ -40,6 +51,8 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ase import Atoms
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -177,23 +190,33 @@ def base_config(size: Size) -> dict:
 
 
 def exploration(temperature: float, biased: bool, size: Size) -> dict:
-    """The exploration keys of one campaign: temperature, bias and watchdog."""
+    """The exploration keys of one campaign: temperature, bias and watchdog. Every key the
+    alanine benchmark measured with is spelt out (eV/atom energy stops and fade, the checks it
+    had off set to null), so that the package's defaults (issue 23: k_B T units, ``project:
+    auto``, the watchdog of the recipe) do not change its campaigns or its table."""
     bias = {"tau_rel": size.tau_rel, "window": size.window} if biased else {"tau": 0.0}
-    if biased:
-        bias["project"] = size.project
-        bias["fade"] = None if size.fade is None else list(size.fade)
+    bias["project"] = size.project if biased else "none"
+    bias["fade"] = None if size.fade is None or not biased else list(size.fade)
+    bias["fade_kt"] = None
     if biased and size.h_weight != 1.0:
         bias["weights"] = {"H": size.h_weight}
-    watchdog = {"max_bond_stretch": size.bond_stretch} if size.bond_stretch else {}
-    if biased and size.energy_rise:
-        watchdog["max_energy_rise"] = size.energy_rise
-    if biased and size.energy_drop:
-        watchdog["max_energy_drop"] = size.energy_drop
+    watchdog = {
+        "max_bond_stretch": size.bond_stretch or None,
+        "max_energy_rise": size.energy_rise if biased and size.energy_rise else None,
+        "max_energy_drop": size.energy_drop if biased and size.energy_drop else None,
+        "max_energy_rise_kt": None,
+        "max_energy_drop_kt": None,
+        "min_distance_ratio": size.distance_ratio if biased and size.distance_ratio else None,
+    }
     if biased and size.max_uncertainty:
         watchdog["max_uncertainty"] = size.max_uncertainty
-    if biased and size.distance_ratio:
-        watchdog["min_distance_ratio"] = size.distance_ratio
     return {"temperature": temperature, "bias": bias, "watchdog": watchdog}
+
+
+def default_exploration(temperature: float, biased: bool) -> dict:
+    """The exploration keys of a campaign on any other molecule: the package's defaults
+    (issue 23), plain MD by ``tau: 0`` alone."""
+    return {"temperature": temperature, "bias": {} if biased else {"tau": 0.0}, "watchdog": {}}
 
 
 def folder_name(name: str, biased: bool, size: Size) -> str:
@@ -253,6 +276,42 @@ def case(size: Size, hot: float, spec: alanine_test_set.TestSetSpec) -> Case:
     )
 
 
+def molecule_case(size: Size, hot: float, start: Atoms, start_file: Path, quick: bool) -> Case:
+    """Any molecule: the three campaigns with the package's defaults from ``start_file`` (the
+    xTB-relaxed ``start``), its backbone torsions as CVs (coverage: the mean over torsion pairs),
+    its own held-out xTB test set (``molecule_test_set.py``), the same targets with the
+    spread-over-torsions frames (``conf``) in place of the Ramachandran ones."""
+    import molecule_test_set
+
+    from uq_bias.campaign.cvs import torsion_cvs
+
+    kinds = [
+        ("biased-300K", "biased", 300.0, True),
+        ("plain-300K", "plain 300 K", 300.0, False),
+        (f"plain-{hot:g}K", f"plain-{hot:g}K", hot, False),
+    ]
+    found = tuple(
+        Variant(name, short, f"{name}_defaults", default_exploration(t, biased))
+        for name, short, t, biased in kinds
+    )
+    biased, plain, hot_name = (v.name for v in found)
+    base = base_config(size)
+    base["data"]["structures"] = str(start_file)
+    test_set = TestSet(
+        molecule_test_set.NAME,
+        molecule_test_set.MoleculeSpec.of(start, quick),
+        molecule_test_set.make,
+        (Subset("conf", "conf"), Subset("md", "md")),
+        about="held-out GFN2-xTB frames spread over its torsions",
+    )
+    targets = (
+        Ratio("explored", biased, plain, TARGET_VS_PLAIN, "explored coverage"),
+        Ratio("explored", biased, hot_name, TARGET_VS_HOT, "explored coverage"),
+        Lowest("conf_forces_rmse", biased, "force RMSE on the spread-over-torsions frames", "eV/A"),
+    )
+    return Case("exploration", base, found, test_set, targets, tuple(torsion_cvs(start)), start)
+
+
 def stability(folders: dict, args, start) -> list[str]:
     """Survival of plain MD with each campaign's final model at 300 K and 600 K; the models
     run ``--jobs`` at a time (processes)."""
@@ -295,6 +354,13 @@ def _survival(job: tuple):
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, short walkers: < 10 min")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--structure",
+        type=Path,
+        help="any molecule instead of alanine dipeptide: a file ASE reads (first structure)",
+    )
+    which.add_argument("--smiles", help="any molecule instead of alanine dipeptide, as SMILES")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--hot", type=float, default=1200.0, help="temperature of hot plain MD, K")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "exploration")
@@ -376,7 +442,13 @@ def size_of(args: argparse.Namespace) -> Size:
     return Size(**{**asdict(size), **{k: v for k, v in overrides.items() if v is not None}})
 
 
-def describe(size: Size, seeds: list[int]) -> str:
+def describe(size: Size, seeds: list[int], defaults: bool = False) -> str:
+    if defaults:  # any molecule: the package's default bias and watchdog
+        return (
+            f"{size.preset} MACE, {size.initial} initial + {size.iterations} x {size.batch} "
+            f"labels, {size.walkers} walkers x {size.steps} steps (0.5 fs) from {size.start}, "
+            f"the package's default bias and watchdog, seeds {seeds}"
+        )
     return (
         f"{size.preset} MACE, {size.initial} initial + {size.iterations} x {size.batch} labels, "
         f"{size.walkers} walkers x {size.steps} steps (0.5 fs) from {size.start}, tau_rel "
@@ -388,20 +460,38 @@ def describe(size: Size, seeds: list[int]) -> str:
 
 def main(argv=None) -> int:
     quiet()
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
     args.stability_runs = args.stability_runs or (4 if args.quick else 8)
     args.stability_ps = args.stability_ps or (0.25 if args.quick else 2.0)
     size = size_of(args)
     shared = {k: v for k, v in asdict(size).items() if k not in BIAS_ONLY}
     key = hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]
-    spec = alanine_test_set.QUICK if args.quick else alanine_test_set.TestSetSpec()
-    the_case = case(size, args.hot, spec)
+    folder = f"{'quick' if args.quick else 'default'}_{key}"  # one folder per size
+    any_molecule = args.structure is not None or args.smiles is not None
+    if any_molecule:
+        import molecule_input
+
+        try:  # every check before anything is written
+            raw, name, words = molecule_input.molecule(args.structure, args.smiles)
+        except molecule_input.InputError as err:
+            p.error(str(err))
+        start = molecule_input.relaxed(raw, args.cache)
+        out = args.out / f"{name}_{folder}"
+        out.mkdir(parents=True, exist_ok=True)
+        start_file = out / "start.xyz"
+        start.write(start_file)
+        the_case = molecule_case(size, args.hot, start, start_file, args.quick)
+        about = f"{words}: {len(start)} atoms, {len(the_case.cvs)} backbone torsions; "
+    else:
+        spec = alanine_test_set.QUICK if args.quick else alanine_test_set.TestSetSpec()
+        the_case, out, about = case(size, args.hot, spec), args.out / folder, ""
     kinds = dict(zip(("biased", "plain", "hot"), the_case.names()))
     options = RunOptions(
         seeds=tuple(args.seeds),
-        out=args.out / f"{'quick' if args.quick else 'default'}_{key}",  # one folder per size
+        out=out,
         command=command_line("benchmarks/exploration.py", argv),
-        describe=describe(size, args.seeds),
+        describe=about + describe(size, args.seeds, any_molecule),
         jobs=args.jobs,
         cache=args.cache,
         only=tuple(kinds[k] for k in args.only) if args.only else None,
@@ -410,7 +500,7 @@ def main(argv=None) -> int:
     if outcome is None:  # --only: the table waits for a run with all three
         return 0
     if not args.no_stability:
-        start = alanine_test_set.relaxed_start()
+        start = the_case.reference if any_molecule else alanine_test_set.relaxed_start()
         start.calc = None
         outcome.lines += ["", *stability(outcome.folders, args, start)]
     finish(the_case, options, outcome, {"size": asdict(size)})

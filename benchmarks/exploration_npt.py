@@ -128,6 +128,14 @@ def base_config(size: Size) -> dict:
             "ensemble": "npt",
             "sample_every": size.sample_every,
             "restarts": 3,
+            # the watchdog and fade these figures were measured with (before the k_B T
+            # defaults of issue 23): cell checks only, no energy or distance stops
+            "watchdog": {
+                "max_energy_rise_kt": None,
+                "max_energy_drop_kt": None,
+                "min_distance_ratio": None,
+                "max_bond_stretch": None,
+            },
         },
         "selection": {"method": "maxdet", "batch_size": size.batch},
         "stop": {"iterations": size.iterations, "label_budget": size.budget},
@@ -149,7 +157,7 @@ def cell_cvs():
 def variants(size: Size) -> tuple[Variant, ...]:
     """The five campaigns of the module docstring."""
     t, hot = size.temperature, size.hot
-    bias = {"tau_rel": size.tau_rel, "window": size.window}
+    bias = {"tau_rel": size.tau_rel, "window": size.window, "fade_kt": None, "project": "none"}
     plain = {"tau": 0.0}
     tag = f"taurel{size.tau_rel:g}_w{size.window}"
     ladder = [list(point) for point in size.ladder]

@@ -75,7 +75,9 @@ from uq_bias.dynamics.walker import run_walker
 from uq_bias.training.build import build_mace
 from uq_bias.uncertainty import GradientFeatureUncertainty
 
-BIAS = BiasConfig(tau_rel=0.2, window=100, split=False, split_every=10)
+BIAS = BiasConfig(
+    tau_rel=0.2, window=100, split=False, split_every=10, project="none", fade_kt=None
+)
 SEED_WINDOW = {"forces": [1.0], "bias": [0.05]}  # tau = 0.2 * 1.0 / 0.05 = 4 from step 1
 
 
@@ -126,7 +128,7 @@ def model_ratio(model, start, walkers: int, repeats: int = 3) -> float:
     ``repeats``): the most that batching the model can give."""
     from uq_bias.calculator import evaluate
 
-    bias = Bias(BiasConfig(tau=1.0, split=False), model)
+    bias = Bias(BiasConfig(tau=1.0, split=False, project="none", fade_kt=None), model)
     stress = bool(start.pbc.all())
 
     def best(frames) -> float:
@@ -161,7 +163,14 @@ def main(argv=None) -> None:
     device = str(resolve_device(args.device))
     molecule, cell = systems()
     model = uncertainty_model(args.preset, [molecule, cell], device)
-    no_stops = WatchdogConfig(min_distance=None, max_force=None)
+    no_stops = WatchdogConfig(
+        min_distance=None,
+        max_force=None,
+        min_distance_ratio=None,
+        max_bond_stretch=None,
+        max_energy_rise_kt=None,
+        max_energy_drop_kt=None,
+    )
     config = ExploreConfig(
         steps=args.steps, timestep=0.5, watchdog=no_stops, progress=False, seed=1, device=device
     )

@@ -54,7 +54,14 @@ BASE = {
         "timestep": 0.5,
         "temperature": 300.0,
         "sample_every": 10,
-        "bias": {"tau_rel": 0.5, "window": 50},
+        # the bias and watchdog it was measured with, before the defaults of issue 23
+        "bias": {"tau_rel": 0.5, "window": 50, "project": "none", "fade_kt": None},
+        "watchdog": {
+            "max_energy_rise_kt": None,
+            "max_energy_drop_kt": None,
+            "min_distance_ratio": None,
+            "max_bond_stretch": None,
+        },
     },
     "selection": {"method": "maxdet", "batch_size": 8},
     "stop": {"iterations": 6},

@@ -440,7 +440,7 @@ def test_torsional_projection_keeps_the_bias_work_along_a_dihedral(gradient_mode
 
     tau = 0.5
     projected = Calculator(gradient_model, bias=BiasConfig(tau=tau, project="torsions"))
-    full = Calculator(gradient_model, bias=BiasConfig(tau=tau))
+    full = Calculator(gradient_model, bias=BiasConfig(tau=tau, project="none"))
     atoms = methanol.copy()
     atoms.calc = projected
     atoms.get_forces()
@@ -600,3 +600,90 @@ def test_a_bad_stress_strength_is_refused(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BiasConfig(**kwargs)
     BiasConfig(tau=1.0, tau_rel_stress=0.0)  # an absolute bias with the stress bias off is fine
+
+
+def _bias_forces(model, atoms, **config):
+    atoms = atoms.copy()
+    atoms.calc = Calculator(model, bias=BiasConfig(tau=0.5, **config))
+    atoms.get_forces()
+    return atoms.calc.results[keys.BIAS_FORCES]
+
+
+def test_project_auto_follows_the_bond_graph(gradient_model, methanol, cu8):
+    """The default project='auto' projects a molecule with a backbone rotor (butane's C-C-C-C)
+    exactly as 'torsions' does, and leaves a molecule without one (methanol: only hydrogens
+    turn) and a crystal with the full gradient, as 'none' does."""
+    from ase.build import molecule
+
+    butane = molecule("trans-butane")
+    assert BiasConfig().project == "auto"
+    auto, torsions = (_bias_forces(gradient_model, butane, project=p) for p in ("auto", "torsions"))
+    full = _bias_forces(gradient_model, butane, project="none")
+    np.testing.assert_allclose(auto, torsions, rtol=1e-12, atol=1e-15)
+    assert np.linalg.norm(auto - full) > 1e-3 * np.linalg.norm(full)
+    for rigid in (methanol, cu8):
+        auto = _bias_forces(gradient_model, rigid, project="auto")
+        np.testing.assert_allclose(auto, _bias_forces(gradient_model, rigid, project="none"))
+
+
+def test_fade_in_kt_is_the_absolute_fade_at_the_walkers_temperature(gradient_model, methanol):
+    """fade_kt [x, y] at T equals fade [x k_B T, y k_B T] eV/atom (k_B from CODATA, written out
+    here) on a sequence of stretched frames; without a temperature a kT fade is off; an
+    absolute fade wins over fade_kt. The defaults at 300 K are the alanine values to 5%."""
+    k_b = 8.617333262e-5  # eV/K, CODATA 2018 (ASE's units are CODATA 2014: 3e-7 apart)
+    assert BiasConfig().fade_range(300.0) == pytest.approx((0.04, 0.07), rel=0.05)
+    assert BiasConfig(fade=[0.01, 0.02]).fade_range(300.0) == (0.01, 0.02)
+    assert BiasConfig().fade_range(None) is None and BiasConfig().fade_range(0.0) is None
+    stretches = (0.3, 0.2, 0.15, 0.1, 0.05, 0.0, 0.3)  # down the surface, then up again
+    frames = []
+    for stretch in stretches:
+        atoms = methanol.copy()
+        atoms.positions[1] = methanol.positions[1] * (1 + stretch)
+        frames.append(atoms)
+    plain = Calculator(gradient_model, bias=BiasConfig(tau=0.7, fade_kt=None))
+    per_atom = []
+    for atoms in frames:
+        atoms.calc = plain
+        atoms.get_forces()
+        per_atom.append(plain.results[keys.UNBIASED_ENERGY] / len(atoms))
+    rise = max(np.array(per_atom) - np.minimum.accumulate(per_atom))
+    in_kt = [0.5, 3.0]
+    temperature = 0.8 * rise / (in_kt[1] * k_b)  # the fade ends at 0.8 of the largest rise
+    a, b = in_kt[0] * k_b * temperature, in_kt[1] * k_b * temperature
+    kt = Calculator(
+        gradient_model, bias=BiasConfig(tau=0.7, fade_kt=in_kt), temperature=temperature
+    )
+    absolute = Calculator(gradient_model, bias=BiasConfig(tau=0.7, fade=[a, b], fade_kt=None))
+    no_temperature = Calculator(gradient_model, bias=BiasConfig(tau=0.7, fade_kt=in_kt))
+    strengths = []
+    for atoms in frames:
+        for calc in (kt, absolute, no_temperature):
+            atoms.calc = calc
+            atoms.get_forces()
+        assert kt.results[keys.BIAS_STRENGTH] == pytest.approx(
+            absolute.results[keys.BIAS_STRENGTH], rel=1e-5
+        )
+        np.testing.assert_allclose(kt.results["forces"], absolute.results["forces"], rtol=1e-5)
+        assert no_temperature.results[keys.BIAS_STRENGTH] == 0.7
+        strengths.append(kt.results[keys.BIAS_STRENGTH])
+    assert strengths[0] == 0.7 and min(strengths) < 0.7  # the fade did act
+
+
+@pytest.mark.parametrize("fade_kt", [[1.0], [2.0, 1.0], [-1.0, 1.0]])
+def test_a_bad_fade_in_kt_is_refused(fade_kt):
+    with pytest.raises(ValueError, match="fade_kt must be \\[a, b\\] with 0 <= a < b"):
+        BiasConfig(fade_kt=fade_kt)
+
+
+def test_projection_note_says_where_auto_projects(methanol, cu8):
+    """The campaign log's line: project auto is on for alanine dipeptide (2 rotatable bonds),
+    off for methanol and a crystal, and off with split false."""
+    from uq_bias.bias.projection import projection_note
+    from uq_bias.campaign.systems import builtin
+
+    alanine = builtin("alanine_dipeptide")[0]
+    note = projection_note("auto", True, [alanine, methanol])
+    assert "on torsions for 1 of 2 start structure(s)" in note and ": 2, 0)" in note
+    assert "off (no start structure" in projection_note("auto", True, [methanol, cu8])
+    assert "off with split: false" in projection_note("auto", False, [alanine])
+    assert projection_note("none", True, [alanine]).endswith("the full uncertainty gradient")

@@ -35,6 +35,8 @@ class Calculator(ASECalculator):
         bias: a :class:`~uq_bias.bias.BiasConfig` (uncertainty models only): then ``energy``,
             ``forces`` and ``stress`` are the biased ones and ``unbiased_*``, ``bias_*`` sit
             beside them in ``results``. The bias state (tau_rel window) belongs to this calculator.
+        temperature: the thermostat temperature of the MD it drives, K: sets the bias's
+            ``fade_kt`` fade (a walker sets it itself); None: only an absolute ``fade``.
         **kwargs: passed to ``ase.calculators.calculator.Calculator``.
     """
 
@@ -46,13 +48,14 @@ class Calculator(ASECalculator):
         *,
         copy_to_atoms: bool = False,
         bias: BiasConfig | None = None,
+        temperature: float | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         known = isinstance(model, (AtomisticModel, UncertaintyModel))
         self.model = model if known else load_model(model)
         self.copy_to_atoms = copy_to_atoms
-        self.bias = None if bias is None else Bias(bias, self.model)
+        self.bias = None if bias is None else Bias(bias, self.model, temperature=temperature)
 
     def _graph(self, atoms: Atoms, stress: bool) -> Graph:
         return self.model.graph(atoms).requires_grad_(positions=True, strain=stress)

@@ -26,7 +26,7 @@ def test_valid_file_reads_types_and_resolves_paths(tmp_path):
     assert config.data.rattle == 1.0 and isinstance(config.data.rattle, float)
     assert config.exploration.walkers == 3
     assert config.exploration.bias.weights == {"H": 0.5}
-    assert config.exploration.bias.tau_rel == 0.2  # the relative default when tau is not given
+    assert config.exploration.bias.tau_rel == 0.1  # the relative default when tau is not given
     assert config.trainer.devices == [0, 1]
     assert config.folder == "campaign"  # named after the YAML file
     assert config.path(config.data.structures) == tmp_path.resolve() / "start.xyz"
@@ -151,3 +151,18 @@ def test_ladder_puts_walker_i_at_point_i_mod_len(tmp_path):
         on_ladder(cfg.load(write(tmp_path, "data: {structures: a.xyz}\n")).exploration, specs)
         == specs
     )
+
+
+def test_a_yaml_with_structures_and_oracle_runs_the_biased_recipe(tmp_path):
+    """Issue 23: the defaults of exploration.bias and exploration.watchdog are the biased
+    alanine recipe (recipes/alanine_dipeptide_biased.yaml spells them out)."""
+    recipes = Path(__file__).parents[2] / "recipes"
+    path = tmp_path / "campaign.yaml"
+    path.write_text("data: {structures: builtin:alanine_dipeptide}\noracle: {kind: gfn2-xtb}\n")
+    minimal, recipe = cfg.load(path), cfg.load(recipes / "alanine_dipeptide_biased.yaml")
+    assert minimal.exploration.bias == recipe.exploration.bias
+    assert minimal.exploration.watchdog == recipe.exploration.watchdog
+    bias, watchdog = minimal.exploration.bias, minimal.exploration.watchdog
+    assert (bias.tau_rel, bias.project, bias.fade, bias.fade_kt) == (0.1, "auto", None, [1.5, 2.7])
+    assert (watchdog.max_energy_rise_kt, watchdog.max_energy_drop_kt) == (4.0, 2.0)
+    assert (watchdog.min_distance_ratio, watchdog.max_bond_stretch) == (0.6, 1.5)

@@ -86,3 +86,49 @@ def test_bad_box_is_an_error():
         coverage(np.zeros((1, 1)), [1.0], [1.0], [True])
     with pytest.raises(ValueError, match="values must be"):
         coverage(np.zeros((1, 3)), [0.0, 0.0], [1.0, 1.0], [True, True])
+
+
+def test_more_than_two_cvs_is_the_mean_over_pairs():
+    """d = 3 and 4 CVs: the mean of the 2-CV coverage of every pair, each pair counted cell by
+    cell by the brute-force reference; d = 2 is the 2-CV coverage itself."""
+    rng = np.random.default_rng(3)
+    for d in (3, 4):
+        values = rng.uniform(-180, 180, (25, d))
+        low, high, periodic = [-180.0] * d, [180.0] * d, [True] * d
+        levels = (2, 4, 8)
+        pairs = list(itertools.combinations(range(d), 2))
+        expected = np.mean(
+            [
+                np.mean(
+                    [
+                        brute_force(values[:, list(p)], low[:2], high[:2], [True] * 2, n)
+                        for n in levels
+                    ]
+                )
+                for p in pairs
+            ]
+        )
+        assert len(pairs) == d * (d - 1) // 2
+        assert coverage(values, low, high, periodic, levels) == pytest.approx(expected)
+    two = rng.uniform(-180, 180, (25, 2))
+    assert coverage(two, **RAMA) == pytest.approx(np.mean(visited_fractions(two, **RAMA)))
+
+
+def test_two_torsions_of_alanine_dipeptide_give_the_phi_psi_coverage():
+    """The torsion CVs of alanine dipeptide are phi and psi: the same coverage as the
+    Ramachandran CVs on the same frames."""
+    from uq_bias.campaign import cvs
+    from uq_bias.campaign.systems import builtin
+
+    start = builtin("alanine_dipeptide")[0]
+    rng = np.random.default_rng(0)
+    frames = []
+    for _ in range(6):
+        atoms = start.copy()
+        atoms.rattle(0.3, rng=rng)
+        frames.append(atoms)
+    torsions, rama = cvs.torsion_cvs(start), cvs.backbone_cvs(start)
+    assert [cv.atoms for cv in torsions] == [cv.atoms for cv in rama]
+    a = cvs.coverage_of(cvs.values(frames, torsions), torsions)
+    b = cvs.coverage_of(cvs.values(frames, rama), rama)
+    assert a == b > 0

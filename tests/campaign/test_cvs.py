@@ -118,3 +118,23 @@ def test_cell_cvs_refuse_a_molecule():
 
     with pytest.raises(ValueError, match="periodic in all three"):
         CollectiveVariable("v", "volume", [], range=[1.0, 2.0]).value(molecule("H2O"))
+
+
+def test_automatic_cvs_are_phi_psi_of_a_peptide_else_the_backbone_torsions():
+    """Without declared CVs: alanine dipeptide gets phi and psi, a flexible molecule (butane)
+    its one backbone torsion (C-C-C-C), a rigid one (methane) none; declared CVs and
+    ``auto=False`` win."""
+    from ase.build import molecule
+
+    from uq_bias.campaign.explored import resolve_cvs
+    from uq_bias.campaign.systems import builtin
+
+    alanine = builtin("alanine_dipeptide")[0]
+    assert [cv.name for cv in resolve_cvs([], [alanine])] == ["phi", "psi"]
+    butane = molecule("trans-butane")
+    (torsion,) = resolve_cvs([], [butane])
+    assert torsion.kind == "dihedral" and all(butane.numbers[torsion.atoms] == 6)
+    assert resolve_cvs([], [molecule("CH4")]) == []
+    assert resolve_cvs([], [butane], auto=False) == []
+    declared = [CollectiveVariable("d", "distance", [0, 1], range=[0.0, 3.0])]
+    assert resolve_cvs(declared, [butane]) == declared

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pickle
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -19,10 +20,17 @@ from uq_bias.dynamics.walker import make_dynamics
 from uq_bias.dynamics.watchdog import hal_ratio, min_pair_distance
 
 FAST = {"timestep": 2.0, "temperature": 300.0, "progress": False, "seed": 11}
+#: The watchdog before issue 23's defaults (no energy stops, no distance ratio or bond stretch):
+#: these runs measure the bias itself, from a Cu8 training frame above equilibrium that falls
+#: more than the default 2 k_B T/atom drop within 40 steps.
+NO_ENERGY_STOPS = WatchdogConfig(
+    max_energy_rise_kt=None, max_energy_drop_kt=None, min_distance_ratio=None, max_bond_stretch=None
+)
 
 
 def _calc(ensemble, tau):
-    return Calculator(ensemble, bias=BiasConfig(tau=tau))
+    """A calculator with the absolute bias ``tau`` and no fade (the default fades in k_B T)."""
+    return Calculator(ensemble, bias=BiasConfig(tau=tau, fade_kt=None))
 
 
 def _start_results(ensemble, start):
@@ -60,7 +68,7 @@ def lattice(cu8_frames):
 @pytest.fixture(scope="module")
 def nvt_runs(fitted_ensemble, start):
     """Unbiased and biased NVT from the same start and seeds, every frame kept."""
-    config = ExploreConfig(steps=40, sample_every=1, **FAST)
+    config = ExploreConfig(steps=40, sample_every=1, watchdog=NO_ENERGY_STOPS, **FAST)
     return {
         tau: explore(_calc(fitted_ensemble, tau), start, config).walkers[0] for tau in (0.0, 1.5)
     }
@@ -87,9 +95,9 @@ def test_bias_reaches_higher_uncertainty(nvt_runs, fitted_ensemble, start):
 def test_relative_bias_raises_gradient_feature_uncertainty(fitted_gradient_model, start):
     """With a gradient-feature posterior and tau_rel (bias force = the physical force on
     average once the 5-step window is full), U climbs higher than without bias."""
-    config = ExploreConfig(steps=40, sample_every=1, **FAST)
+    config = ExploreConfig(steps=40, sample_every=1, watchdog=NO_ENERGY_STOPS, **FAST)
     peaks, taus = {}, None
-    for bias in (BiasConfig(tau=0.0), BiasConfig(tau_rel=1.0, window=5)):
+    for bias in (BiasConfig(tau=0.0), BiasConfig(tau_rel=1.0, window=5, fade_kt=None)):
         calc = Calculator(fitted_gradient_model, bias=bias)
         walker = explore(calc, start, config).walkers[0]
         peaks[bias.tau_rel] = max(f.info[keys.ENERGY_UNCERTAINTY] for f in walker.frames)
@@ -121,7 +129,7 @@ def test_uncertainty_threshold_stops_at_the_first_crossing(fitted_ensemble, star
     u = np.array([f.arrays[keys.FORCES_UNCERTAINTY].max() for f in reference])
     u_start = _start_results(fitted_ensemble, start)[keys.FORCES_UNCERTAINTY].max()
     threshold, first = _threshold(u_start, u, 0.6)
-    watchdog = WatchdogConfig(max_uncertainty=threshold)
+    watchdog = replace(NO_ENERGY_STOPS, max_uncertainty=threshold)  # as the reference run
     config = ExploreConfig(steps=40, sample_every=7, watchdog=watchdog, restarts=3, **FAST)
     walker = explore(_calc(fitted_ensemble, 0.0), start, config).walkers[0]
     assert (walker.stop_reason, walker.stop_step) == ("uncertainty", first)
@@ -142,7 +150,7 @@ def test_hal_criterion_stops_at_the_first_crossing(fitted_ensemble, start, nvt_r
     r = _start_results(fitted_ensemble, start)
     ratio_start = hal_ratio(r[keys.FORCES_UNCERTAINTY], r[keys.FORCES], eps)
     threshold, first = _threshold(ratio_start, ratios, 0.7)
-    watchdog = WatchdogConfig(max_hal_ratio=threshold, hal_eps=eps)
+    watchdog = replace(NO_ENERGY_STOPS, max_hal_ratio=threshold, hal_eps=eps)  # as the reference
     config = ExploreConfig(steps=40, sample_every=100, watchdog=watchdog, **FAST)
     walker = explore(_calc(fitted_ensemble, 0.0), start, config).walkers[0]
     assert (walker.stop_reason, walker.stop_step) == ("hal", first)
@@ -309,7 +317,7 @@ def test_walker_specs_pickle(fitted_ensemble, cu8_frames):
     assert [s.start is cu8_frames[k % 2] for k, s in enumerate(specs)] == [True] * 3
     clone = pickle.loads(pickle.dumps(specs[1]))
     calc = clone.calculator()
-    assert calc.bias.config == BiasConfig(tau=1.0)
+    assert calc.bias.config == BiasConfig(tau=1.0, fade_kt=None)
     assert calc.bias is not specs[1].calculator().bias  # a fresh bias state per walker
 
 

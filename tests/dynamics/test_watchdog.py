@@ -142,6 +142,7 @@ def test_energy_rise_is_measured_from_the_lowest_energy_seen(evaluated):
     assert step(-0.5 * n) is None  # new lowest: -0.5 eV/atom
     assert step(-0.41 * n, biased=-5.0 * n) is None  # 0.09 eV/atom above the lowest
     assert step(-0.39 * n, biased=-5.0 * n) == "energy_rise"  # 0.11 above
+    # without a temperature the default k_B T limits are off (see the k_B T test below)
     assert Watchdog(WatchdogConfig())(atoms, dict(results, energy=1e6)).reason is None
 
 
@@ -197,3 +198,37 @@ def test_bond_stretch_compares_with_the_walkers_first_frame(evaluated):
     check = Watchdog(WatchdogConfig(min_distance=None, max_bond_stretch=1.0))
     assert check(crystal, crystal_results).reason is None
     assert check(far, crystal_results).reason is None
+
+
+def test_energy_limits_are_multiples_of_kt_at_the_walkers_temperature(evaluated):
+    """The default stops are 4 and 2 k_B T per atom (k_B written out): at 300 K the alanine
+    values 0.1 and 0.05 eV/atom to 5%, twice that at 600 K, off at 0 K or without a
+    temperature; eV/atom values override them; a walker at T stops at the k_B T rise."""
+    k_b = 8.617333262e-5  # eV/K
+    config = WatchdogConfig()
+    rise, drop = config.energy_limits(300.0)
+    assert (rise, drop) == pytest.approx((4 * k_b * 300, 2 * k_b * 300), rel=1e-6)
+    assert (rise, drop) == pytest.approx((0.1, 0.05), rel=0.05)
+    assert config.energy_limits(600.0) == pytest.approx((2 * rise, 2 * drop))
+    assert config.energy_limits(0.0) == config.energy_limits(None) == (None, None)
+    assert WatchdogConfig(max_energy_rise=0.2).energy_limits(300.0) == (0.2, pytest.approx(drop))
+    assert WatchdogConfig(max_energy_drop_kt=None).energy_limits(300.0)[1] is None
+
+    atoms, results = evaluated
+    n, temperature = len(atoms), 100.0
+    watchdog = Watchdog(WatchdogConfig(max_energy_drop_kt=None), temperature)
+    limit = 4 * k_b * temperature
+
+    def step(unbiased_per_atom: float):
+        return watchdog(atoms, dict(results, **{keys.UNBIASED_ENERGY: unbiased_per_atom * n}))
+
+    assert step(0.0).reason is None
+    assert step(0.99 * limit).reason is None
+    verdict = step(1.01 * limit)
+    assert verdict.reason == "energy_rise" and f"{limit:.3g}" in verdict.message
+
+
+@pytest.mark.parametrize("name", ["max_energy_rise_kt", "max_energy_drop_kt"])
+def test_negative_kt_limits_are_refused(name):
+    with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
+        WatchdogConfig(**{name: -1.0})

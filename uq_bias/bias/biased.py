@@ -27,6 +27,7 @@ the fade) replaces tau there (0: no stress bias), and sigma_b is no strain deriv
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import replace
@@ -52,6 +53,8 @@ from uq_bias.graph import Graph
 from uq_bias.models.base import energy_gradients
 from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput
 
+_log = logging.getLogger(__name__)
+
 
 class Bias:
     """The bias of one calculator or of a batch of W walkers: config, element weights and (for
@@ -62,9 +65,18 @@ class Bias:
         model: the uncertainty model it biases (checked to be one, and to know the weighted
             elements).
         walkers: W, the number of structures in every graph it evaluates (with tau_rel).
+        temperature: the walkers' thermostat temperature, K, which sets a ``fade_kt`` fade
+            (:meth:`BiasConfig.fade_range`); None: only an absolute ``fade`` applies (a
+            walker sets it with :meth:`set_temperature`).
     """
 
-    def __init__(self, config: BiasConfig, model: UncertaintyModel, walkers: int = 1):
+    def __init__(
+        self,
+        config: BiasConfig,
+        model: UncertaintyModel,
+        walkers: int = 1,
+        temperature: float | None = None,
+    ):
         if not isinstance(config, BiasConfig):
             raise TypeError(f"bias must be a uq_bias.BiasConfig, got {type(config).__name__}")
         if not isinstance(model, UncertaintyModel):
@@ -90,9 +102,19 @@ class Bias:
                 RelativeStrength(config.tau_rel, window, config.tau_rel_stress)
                 for _ in range(walkers)
             ]
-        self.fade = None if config.fade is None else Fade(*config.fade, walkers=walkers)
+        fade = config.fade_range(temperature)
+        self.fade = None if fade is None else Fade(*fade, walkers=walkers)
+        self._walkers = walkers
+        self._projected: list[bool] | None = None  # what project="auto" did, logged once
         self._last_key: bytes | None = None
         self._configurations = 0
+
+    def set_temperature(self, temperature: float | None) -> None:
+        """Set the fade for walkers at ``temperature`` (K): ``fade`` if given, else
+        ``fade_kt`` k_B T (a fresh fade state: each walker's lowest energy is forgotten)."""
+        fade = self.config.fade_range(temperature)
+        walkers = self._walkers if self.strengths is None else len(self.strengths)
+        self.fade = None if fade is None else Fade(*fade, walkers=walkers)
 
     @property
     def relative(self) -> RelativeStrength | None:
@@ -139,8 +161,22 @@ class Bias:
         return out.forces, du_dr, out.stress if stress else None, du_deps
 
     def _project(self, du_dr: torch.Tensor, graph: Graph) -> torch.Tensor:
-        """dU/dr of each structure projected per ``config.project``."""
-        return du_dr if self.config.project == "none" else project_torsions(du_dr, graph)
+        """dU/dr of each structure projected per ``config.project`` (``auto``: molecules with
+        a backbone rotor, see :mod:`uq_bias.bias.projection`; what it chose is logged once)."""
+        project = self.config.project
+        plain = self.strengths is None and self.config.tau == 0  # dU/dr is zero: nothing to do
+        if plain or project == "none" or (project == "auto" and not self.config.split):
+            return du_dr
+        projected, done = project_torsions(du_dr, graph, auto=project == "auto")
+        if project == "auto" and self._projected is None:
+            self._projected = done
+            _log.info(
+                "bias: project='auto' projects the bias on torsions for %d of %d structure(s) "
+                "(molecules with a rotatable bond); the others get the full uncertainty gradient",
+                sum(done),
+                len(done),
+            )
+        return projected
 
     def evaluate(
         self, model: UncertaintyModel, graph: Graph, stress: bool

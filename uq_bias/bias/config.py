@@ -5,8 +5,20 @@ Strength: an absolute ``tau`` (eV of bias per eV of uncertainty, dimensionless) 
 ``tau_rel`` (:mod:`uq_bias.bias.strength`), and optionally a strength of the bias stress on its own
 (``tau_rel_stress``); per-element ``weights`` (:mod:`uq_bias.bias.weights`);
 how dU/dr is obtained (``gradient``, :mod:`uq_bias.bias.gradients`); the torsional ``project``
-(:mod:`uq_bias.bias.projection`); the energy ``fade`` (:mod:`uq_bias.bias.fade`); and whether
-the bias terms are reported beside the biased ones (``split``, :mod:`uq_bias.bias.biased`).
+(:mod:`uq_bias.bias.projection`); the energy fade (``fade_kt`` or ``fade``,
+:mod:`uq_bias.bias.fade`); and whether the bias terms are reported beside the biased ones
+(``split``, :mod:`uq_bias.bias.biased`).
+
+The defaults are the recipe that explores a flexible molecule (``recipes/``): tau_rel 0.1, the
+projection on torsions wherever it applies (``project: auto``), and a fade in thermal units,
+
+    [a, b] = fade_kt k_B T,    fade_kt = [1.5, 2.7]  (eV/atom; T the walker's temperature),
+
+which at 300 K (k_B T = 0.02585 eV) is [0.039, 0.070] eV/atom, the values chosen on alanine
+dipeptide. A harmonic molecule's potential energy per atom sits 3/2 k_B T above its minimum on
+average (equipartition, 3 degrees of freedom per atom), so the bias acts at full strength within
+the thermal range and lets go by 1.8 times it; at 1200 K the same recipe fades 4x higher. An
+absolute ``fade`` in eV/atom (the spelling before 0.x) overrides ``fade_kt``.
 """
 
 from __future__ import annotations
@@ -15,22 +27,27 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 import numpy as np
+from ase.units import kB as K_B
 
 from uq_bias.bias.weights import atomic_number
 from uq_bias.options import option
 
 GradientMode = Literal["auto", "autograd", "closed_form"]
 GRADIENT_MODES = get_args(GradientMode)
-Projection = Literal["none", "torsions"]
+Projection = Literal["auto", "none", "torsions"]
 PROJECTIONS = get_args(Projection)
 #: tau_rel of a BiasConfig given neither tau nor tau_rel.
-DEFAULT_TAU_REL = 0.2
+DEFAULT_TAU_REL = 0.1
+#: The default fade in units of k_B T per atom.
+DEFAULT_FADE_KT = (1.5, 2.7)
 
 
 @dataclass(frozen=True)
 class BiasConfig:
     """How strongly and where to bias: an absolute ``tau`` or a relative ``tau_rel`` (the
-    default, 0.2, when neither is given); ``tau=0`` is plain MD."""
+    default, 0.1, when neither is given); ``tau=0`` is plain MD. The energy fade is
+    ``fade`` (eV/atom) when given, else ``fade_kt`` times k_B T of the walker's temperature
+    (:meth:`fade_range`)."""
 
     tau: float | None = option(
         None, "Absolute strength tau of E_b = E - tau U (exclusive with tau_rel; 0: no bias)."
@@ -61,15 +78,24 @@ class BiasConfig:
         "autograd, or auto (closed form when the model gives member forces).",
     )
     project: Projection = option(
-        "none",
+        "auto",
         "torsions: keep only the part of the bias force that leaves bond lengths and angles "
-        "unchanged (molecules; needs split: true); none: the full uncertainty gradient.",
+        "unchanged (molecules; needs split: true); none: the full uncertainty gradient; auto: "
+        "torsions for each non-periodic structure with a rotatable bond (bond graph), none "
+        "elsewhere or with split: false (logged once).",
     )
     fade: list[float] | None = option(
         None,
         "[a, b]: fade the bias out as the walker's unbiased energy rises from a to b above the "
-        "lowest it has had (full strength below a, none above b); null: never fade.",
+        "lowest it has had (full strength below a, none above b); overrides fade_kt; null: "
+        "fade_kt decides.",
         unit="eV/atom",
+    )
+    fade_kt: list[float] | None = option(
+        list(DEFAULT_FADE_KT),
+        "The fade [a, b] in units of k_B T per atom at the walker's temperature (300 K: "
+        "[0.039, 0.070] eV/atom), used when fade is null; null with fade null: never fade.",
+        unit="k_B T/atom",
     )
     split: bool = option(
         True,
@@ -123,18 +149,21 @@ class BiasConfig:
             raise ValueError(
                 f"BiasConfig: unknown project {self.project!r}; choose one of {PROJECTIONS}"
             )
-        if self.project != "none" and not self.split:
+        if self.project == "torsions" and not self.split:
             raise ValueError(
                 "BiasConfig: project='torsions' makes the bias force no gradient of an energy, "
                 "so it needs split=True (the bias force on its own on every step)"
             )
-        if self.fade is not None:
-            fade = list(self.fade)
-            ok = len(fade) == 2 and all(np.isfinite(x) for x in fade)
-            if not (ok and 0 <= fade[0] < fade[1]):
+        for name, unit in (("fade", "eV/atom"), ("fade_kt", "k_B T per atom")):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            pair = list(value)
+            ok = len(pair) == 2 and all(np.isfinite(x) for x in pair)
+            if not (ok and 0 <= pair[0] < pair[1]):
                 raise ValueError(
-                    f"BiasConfig: fade must be [a, b] with 0 <= a < b (eV/atom above the "
-                    f"walker's lowest energy), got {self.fade!r}"
+                    f"BiasConfig: {name} must be [a, b] with 0 <= a < b ({unit} above the "
+                    f"walker's lowest energy), got {value!r}"
                 )
         for element, weight in self.weights.items():
             atomic_number(element)
@@ -142,3 +171,14 @@ class BiasConfig:
                 raise ValueError(
                     f"BiasConfig: weights[{element!r}] must be a finite number >= 0, got {weight}"
                 )
+
+    def fade_range(self, temperature: float | None) -> tuple[float, float] | None:
+        """[a, b] of the fade in eV/atom: ``fade`` when given, else ``fade_kt`` k_B T at
+        ``temperature`` (K); None when neither applies (no fade, or fade_kt without a
+        temperature above 0 K: a bare calculator does not know its thermostat)."""
+        if self.fade is not None:
+            return float(self.fade[0]), float(self.fade[1])
+        if self.fade_kt is None or temperature is None or temperature <= 0:
+            return None
+        kt = K_B * float(temperature)
+        return self.fade_kt[0] * kt, self.fade_kt[1] * kt

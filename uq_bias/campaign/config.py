@@ -240,13 +240,14 @@ class ReportConfig:
     plots: bool = option(True, "Write PNG plots beside the report.")
     ramachandran: bool | None = option(
         None,
-        "Without report.cvs, use a peptide backbone's phi and psi (if found) for the coverage "
-        "and the CV map (Ramachandran plane); false: no automatic CVs.",
+        "Without report.cvs, use a peptide backbone's phi and psi (if found; the Ramachandran "
+        "plane), else a molecule's backbone torsions (uq_bias.torsions; coverage: the mean over "
+        "torsion pairs), for the coverage and the CV map; false: no automatic CVs.",
     )
     cvs: list[CollectiveVariable] = option(
         [],
         "Collective variables for the coverage of CV space: a list of {name, kind: dihedral or "
-        "distance, atoms, period, range}; empty: phi and psi of a peptide backbone, if any.",
+        "distance, atoms, period, range}; empty: see report.ramachandran.",
     )
 
 

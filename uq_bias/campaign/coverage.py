@@ -13,6 +13,15 @@ phi = -180 deg fall in the same cell; a non-periodic value outside [low_j, high_
 One frame covers 1/4, 1/16, ... of a 2-CV box at the levels; a trajectory that never moves
 covers (1/5) sum_l 4^-l = 0.067 of it; a value on the top edge of a non-periodic box counts in
 the last cell. Averaging coarse and fine grids rewards spread (coarse) and detail (fine) alike.
+
+More than two CVs (the backbone torsions of a flexible molecule, :mod:`uq_bias.torsions`): a
+grid of 32^d cells is empty however long a walker runs, so the coverage of d > 2 CVs is the mean
+over all d (d - 1) / 2 pairs (a, b) of the 2-CV coverage of that pair,
+
+    coverage_d = (2 / (d (d - 1))) sum_{a < b} coverage(x[:, (a, b)])          (d > 2)
+
+which is the coverage above for d <= 2 (one pair for d = 2), rewards every pair of torsions
+that moves together, and stays comparable between molecules with different numbers of them.
 """
 
 from __future__ import annotations
@@ -74,5 +83,25 @@ def coverage(
     levels: Sequence[int] = LEVELS,
 ) -> float:
     """The mean over ``levels`` of :func:`visited_fractions` (the module docstring's formula);
-    a number in [0, 1], 0 for no frames."""
-    return float(np.mean(visited_fractions(values, low, high, periodic, levels)))
+    for more than two CVs the mean over CV pairs; a number in [0, 1], 0 for no frames."""
+    x = np.asarray(values, dtype=np.float64)
+    d = len(low)
+    if d <= 2:
+        return float(np.mean(visited_fractions(x, low, high, periodic, levels)))
+    if x.ndim != 2 or x.shape[1] != d:
+        raise ValueError(f"coverage: values must be (frames, {d}), got {x.shape}")
+    pairs = [(a, b) for a in range(d) for b in range(a + 1, d)]
+    return float(
+        np.mean(
+            [
+                coverage(
+                    x[:, [a, b]],
+                    [low[a], low[b]],
+                    [high[a], high[b]],
+                    [periodic[a], periodic[b]],
+                    levels,
+                )
+                for a, b in pairs
+            ]
+        )
+    )

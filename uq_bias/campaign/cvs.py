@@ -24,7 +24,10 @@ A CV is declared by a :class:`CollectiveVariable` (in the campaign YAML as a lis
   its ``range``.
 
 Without declared CVs, peptides get their backbone phi and psi (:func:`backbone_cvs`), found from
-the bond graph as in :mod:`uq_bias.campaign.systems`.
+the bond graph as in :mod:`uq_bias.campaign.systems`. Any molecule's backbone torsions (one
+dihedral per rotatable bond between heavy atoms, :mod:`uq_bias.torsions`) are
+:func:`torsion_cvs`; the coverage of more than two CVs is the mean over CV pairs
+(:mod:`uq_bias.campaign.coverage`).
 """
 
 from __future__ import annotations
@@ -166,6 +169,18 @@ def backbone_cvs(atoms: Atoms) -> list[CollectiveVariable]:
     return [
         CollectiveVariable(name, "dihedral", [int(i) for i in quad])
         for name, quad in zip(("phi", "psi"), quads)
+    ]
+
+
+def torsion_cvs(atoms: Atoms) -> list[CollectiveVariable]:
+    """One dihedral CV per backbone rotor of the molecule ``atoms``
+    (:func:`uq_bias.torsions.backbone_torsions`), named ``t<j>-<k>`` after the bond's atoms;
+    [] for a molecule without one or a periodic structure."""
+    from uq_bias.torsions import backbone_torsions
+
+    return [
+        CollectiveVariable(f"t{j}-{k}", "dihedral", [int(i), int(j), int(k), int(m)])
+        for i, j, k, m in backbone_torsions(atoms)
     ]
 
 

@@ -58,16 +58,18 @@ class CoverageRow:
 def resolve_cvs(
     declared: Sequence[cvlib.CollectiveVariable], frames: Sequence[Atoms], auto: bool = True
 ) -> list[cvlib.CollectiveVariable]:
-    """The declared CVs, or (with ``auto``) a peptide's phi and psi found in ``frames[0]``;
-    [] if neither."""
+    """The declared CVs, or (with ``auto``) a peptide's phi and psi found in ``frames[0]``,
+    else its backbone torsions (:func:`uq_bias.campaign.cvs.torsion_cvs`); [] if none."""
     if declared:
         return list(declared)
-    return cvlib.backbone_cvs(frames[0]) if frames and auto else []
+    if not (frames and auto):
+        return []
+    return cvlib.backbone_cvs(frames[0]) or cvlib.torsion_cvs(frames[0])
 
 
 def campaign_cvs(config, frames: Sequence[Atoms]) -> list[cvlib.CollectiveVariable]:
-    """The CVs of a campaign: ``report.cvs``, else phi and psi of a peptide backbone unless
-    ``report.ramachandran`` is false."""
+    """The CVs of a campaign: ``report.cvs``, else phi and psi of a peptide backbone, else the
+    molecule's backbone torsions, unless ``report.ramachandran`` is false."""
     return resolve_cvs(config.report.cvs, frames, auto=config.report.ramachandran is not False)
 
 

@@ -128,6 +128,23 @@ def _stage(ctx: stages.Context, k: int, name: str, fn: Callable | None = None) -
     return True
 
 
+def _bias_note(config: cfg.CampaignConfig, structures: list) -> str:
+    """The campaign log's line on the bias: its strength, where it is projected on torsions
+    (``project: auto`` decides from the bond graph) and its fade in eV/atom at the walkers'
+    temperature."""
+    from uq_bias.bias.projection import projection_note
+
+    e = config.exploration
+    bias = e.bias
+    if bias.tau == 0:
+        return "bias: off (tau 0: plain MD)"
+    strength = f"tau {bias.tau}" if bias.tau is not None else f"tau_rel {bias.tau_rel}"
+    fade = bias.fade_range(e.temperature)
+    faded = "never" if fade is None else f"{fade[0]:.4g} to {fade[1]:.4g} eV/atom"
+    note = projection_note(bias.project, bias.split, structures)
+    return f"bias: {strength}; fade {faded} at {e.temperature:g} K; {note.removeprefix('bias: ')}"
+
+
 def _summary(ctx: stages.Context, k: int) -> None:
     """The console line of iteration ``k`` (:mod:`uq_bias.campaign.console`)."""
     chosen = explored.campaign_cvs(ctx.config, ctx.structures)
@@ -142,10 +159,10 @@ def _check_inputs(config: cfg.CampaignConfig) -> list:
             "config key 'exploration.ensemble': npt needs start structures periodic in all three "
             f"directions, and {config.data.structures!r} has a non-periodic one; use nvt"
         )
-    if config.exploration.bias.project != "none" and any(a.pbc.any() for a in structures):
+    if config.exploration.bias.project == "torsions" and any(a.pbc.any() for a in structures):
         raise cfg.ConfigError(
             f"config key 'exploration.bias.project': {config.exploration.bias.project} is for "
-            f"molecules, and {config.data.structures!r} has a periodic structure; use none"
+            f"molecules, and {config.data.structures!r} has a periodic structure; use auto or none"
         )
     oracle = config.oracle
     try:
@@ -215,6 +232,7 @@ def run(
     say = progress or (lambda message: None)
     ctx = stages.Context(state, config, LazyExecutor(config.executor), structures, say, bars)
     state.log(f"campaign run in {state.root}")
+    state.log(_bias_note(config, structures))
     try:
         with sigterm_interrupts():  # SIGTERM (SLURM's time limit) stops it like Ctrl-C
             k, reason = _iterate(ctx)

@@ -229,7 +229,8 @@ def _coverage_section(state, config, rows, cvs, out: Path) -> list[str]:
         "## Coverage of CV space",
         "",
         f"CVs: {names}. Coverage is the mean over 2x2, 4x4, ... 32x32 grids of the CV box of "
-        "the share of cells holding a frame (`uq_bias.campaign.coverage`). Row k is iteration "
+        "the share of cells holding a frame (`uq_bias.campaign.coverage`; for more than two CVs "
+        "the mean of that over all CV pairs). Row k is iteration "
         "k's model: *labelled* are the frames it was trained and validated on (labelled before "
         "iteration k), *explored* the frames the walkers kept before iteration k: one every "
         f"`exploration.sample_every` = {config.exploration.sample_every} MD steps plus the "

@@ -81,7 +81,7 @@ def _start(spec: WalkerSpec) -> _Walker:
         Stationary(atoms)
     steps, trajectory = spec.config.steps, spec.trajectory
     result = WalkerResult(spec.index, [], "completed", steps, trajectory=trajectory)
-    watchdog = Watchdog(spec.config.watchdog)
+    watchdog = Watchdog(spec.config.watchdog, spec.config.temperature)
     writer = _Writer(spec.trajectory, append=spec.segment > 0)
     return _Walker(spec, atoms, rng, writer, result, watchdog)
 
@@ -100,12 +100,24 @@ class BatchedForces:
         bias: a :class:`~uq_bias.BiasConfig` or None.
         sizes: the size of each walker at the start (graph edges, or any additive measure).
         batch_edges: most of ``sizes`` per model call; None: all walkers in one call.
+        temperature: the walkers' temperature, K (sets a ``fade_kt`` fade); None: no
+            temperature-scaled fade.
     """
 
-    def __init__(self, model, bias: BiasConfig | None, sizes: Sequence[int], batch_edges=None):
+    def __init__(
+        self,
+        model,
+        bias: BiasConfig | None,
+        sizes: Sequence[int],
+        batch_edges=None,
+        temperature: float | None = None,
+    ):
         self.model = model
         self.counts = _chunk_counts(sizes, batch_edges)
-        self.biases = [None if bias is None else Bias(bias, model, walkers=n) for n in self.counts]
+        self.biases = [
+            None if bias is None else Bias(bias, model, walkers=n, temperature=temperature)
+            for n in self.counts
+        ]
 
     def _locate(self, k: int) -> tuple[int, int]:
         """(chunk, position in the chunk) of walker k of the batch."""
@@ -303,7 +315,8 @@ def _run_round(model, bias: BiasConfig | None, specs: Sequence[WalkerSpec]) -> l
     try:
         device = next(model.parameters()).device
         sizes = [model.graph(w.atoms).edge_index.shape[1] for w in walkers]
-        forces = BatchedForces(model, bias, sizes, _batch_edges(config, device))
+        edges = _batch_edges(config, device)
+        forces = BatchedForces(model, bias, sizes, edges, temperature=config.temperature)
         forces.restore([spec.bias_state for spec in specs])
         batch = _Batch(walkers, device)
         _run(forces, batch, config)

@@ -382,13 +382,16 @@ def _run_segment(spec: WalkerSpec) -> WalkerResult:
     config = spec.config
     atoms = spec.start.copy()
     atoms.calc = spec.calculator()
+    bias = getattr(atoms.calc, "bias", None)
+    if bias is not None and hasattr(bias, "set_temperature"):  # a fade in units of k_B T
+        bias.set_temperature(config.temperature)
     _restore_bias(atoms.calc, spec.bias_state)
     rng = _rng(spec)
     if config.temperature > 0:
         thermalize_momenta(atoms, config.temperature, rng=rng)
         Stationary(atoms)
     dynamics = make_dynamics(atoms, config, rng)
-    watchdog = Watchdog(config.watchdog)
+    watchdog = Watchdog(config.watchdog, config.temperature)
     writer = _Writer(spec.trajectory, append=spec.segment > 0)
     result = WalkerResult(spec.index, [], "completed", config.steps, trajectory=spec.trajectory)
     try:

@@ -18,17 +18,28 @@ Checks, after every MD step, in this order (the first that fires gives the stop 
   longer than ``max_bond_stretch`` (r_i + r_j): the molecule has come apart (a hot walker
   boiling off a hydrogen). Molecules only: a periodic first frame has no fixed graph, and the
   check is skipped;
-* ``energy_rise``: the model's unbiased energy per atom more than ``max_energy_rise`` (eV/atom)
-  above the lowest the walker has seen: the walker has been pushed up the surface where no
-  thermal trajectory at its temperature goes (the bias did the climbing);
-* ``energy_drop``: the model's unbiased energy per atom more than ``max_energy_drop`` (eV/atom)
-  below the walker's first frame: a thermal trajectory started near equilibrium does not fall
-  far below where it started, so the model has a spurious low (a hole) there, which the bias,
-  rewarding uncertainty, steers into;
+* ``energy_rise``: the model's unbiased energy per atom more than the rise limit above the lowest
+  the walker has seen: the walker has been pushed up the surface where no thermal trajectory at
+  its temperature goes (the bias did the climbing);
+* ``energy_drop``: the model's unbiased energy per atom more than the drop limit below the
+  walker's first frame: a thermal trajectory started near equilibrium does not fall far below
+  where it started, so the model has a spurious low (a hole) there, which the bias, rewarding
+  uncertainty, steers into;
 * ``uncertainty``: max_i u_i > ``max_uncertainty`` (eV/A), u_i the calibrated per-atom force
   uncertainty;
 * ``hal``: max_i u_i / (|F_i| + eps) > ``max_hal_ratio`` (HAL's relative criterion, F_i the
   unbiased force, eps = ``hal_eps`` in eV/A).
+
+The energy limits are in units the system sets (:meth:`WatchdogConfig.energy_limits`):
+
+    rise limit = max_energy_rise_kt k_B T,   drop limit = max_energy_drop_kt k_B T   (eV/atom)
+
+with T the walker's temperature; defaults 4 and 2, which at 300 K (k_B T = 0.02585 eV) are
+0.103 and 0.052 eV/atom, the values chosen on alanine dipeptide. A harmonic molecule's potential
+energy per atom sits 3/2 k_B T above its minimum on average, with a spread of
+sqrt(3/(2N)) k_B T per atom: a thermal walker does not rise 4 k_B T/atom above its lowest, nor
+fall 2 k_B T/atom below a start near equilibrium. ``max_energy_rise`` / ``max_energy_drop`` in
+eV/atom (the spelling before 0.x) override them; at T = 0 the k_B T limits are off.
 
 The first seven are blow-ups (the frame is broken and not kept); ``energy_rise`` and
 ``energy_drop`` frames are not kept either (labels that far up the true surface teach nothing
@@ -46,6 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms
+from ase.units import kB as K_B
 
 from uq_bias import keys
 from uq_bias.options import option
@@ -96,12 +108,12 @@ class WatchdogConfig:
         unit="eV/A",
     )
     min_distance_ratio: float | None = option(
-        None,
+        0.6,
         "Stop (blow-up) when atoms i, j come closer than this times the sum of their covalent "
         "radii (ASE's covalent_radii), e.g. 0.7: a C-H bond at 0.75 A.",
     )
     max_bond_stretch: float | None = option(
-        None,
+        1.5,
         "Stop (blow-up) when a bond of the walker's first frame is longer than this times the "
         "sum of covalent radii, e.g. 1.5: C-H at 1.6 A (molecules; skipped for periodic cells).",
     )
@@ -120,17 +132,29 @@ class WatchdogConfig:
     max_energy_rise: float | None = option(
         None,
         "Stop when the model's unbiased energy per atom rises more than this above the lowest "
-        "the walker has seen (the frame is not kept); thermal MD of a molecule at 300 K rises "
-        "about 1.5 kT = 0.04 eV/atom.",
+        "the walker has seen (the frame is not kept); overrides max_energy_rise_kt.",
         unit="eV/atom",
+    )
+    max_energy_rise_kt: float | None = option(
+        4.0,
+        "The energy-rise stop in units of k_B T per atom at the walker's temperature (300 K: "
+        "0.103 eV/atom; thermal MD sits about 1.5 k_B T above its lowest), used when "
+        "max_energy_rise is null; null with it null: no rise stop.",
+        unit="k_B T/atom",
     )
     max_energy_drop: float | None = option(
         None,
         "Stop when the model's unbiased energy per atom falls more than this below the walker's "
         "first frame (the frame is not kept): a fall that far means a spurious low of the model "
-        "(a hole), which the bias steers into; e.g. 0.05 for a molecule started near equilibrium "
-        "at 300 K.",
+        "(a hole), which the bias steers into; overrides max_energy_drop_kt.",
         unit="eV/atom",
+    )
+    max_energy_drop_kt: float | None = option(
+        2.0,
+        "The energy-drop stop in units of k_B T per atom at the walker's temperature (300 K: "
+        "0.052 eV/atom), used when max_energy_drop is null; null with it null: no drop stop. "
+        "Start walkers near equilibrium: a start far up the surface falls that far at once.",
+        unit="k_B T/atom",
     )
 
     def __post_init__(self):
@@ -146,6 +170,8 @@ class WatchdogConfig:
             "max_shear",
             "max_energy_rise",
             "max_energy_drop",
+            "max_energy_rise_kt",
+            "max_energy_drop_kt",
         ):
             value = getattr(self, name)
             if value is None and name != "hal_eps":
@@ -155,6 +181,22 @@ class WatchdogConfig:
                     f"WatchdogConfig: {name} must be a finite number >= 0 (or None to switch the "
                     f"check off), got {value!r}"
                 )
+
+    def energy_limits(self, temperature: float | None) -> tuple[float | None, float | None]:
+        """(rise, drop) limits in eV/atom for a walker at ``temperature`` (K): the eV/atom
+        values where given, else the k_B T multiples (None: that check is off; the k_B T ones
+        are off without a temperature above 0 K)."""
+        kt = None if temperature is None or temperature <= 0 else K_B * float(temperature)
+
+        def limit(absolute: float | None, in_kt: float | None) -> float | None:
+            if absolute is not None:
+                return float(absolute)
+            return None if in_kt is None or kt is None else in_kt * kt
+
+        return (
+            limit(self.max_energy_rise, self.max_energy_rise_kt),
+            limit(self.max_energy_drop, self.max_energy_drop_kt),
+        )
 
 
 @dataclass(frozen=True)
@@ -227,10 +269,12 @@ def cell_shear(first: np.ndarray, cell: np.ndarray) -> float:
 
 
 class Watchdog:
-    """Applies a :class:`WatchdogConfig` to a frame and its calculator results."""
+    """Applies a :class:`WatchdogConfig` to a frame and its calculator results; ``temperature``
+    (K) of the walker sets the k_B T energy limits (None: only the eV/atom ones)."""
 
-    def __init__(self, config: WatchdogConfig):
+    def __init__(self, config: WatchdogConfig, temperature: float | None = None):
         self.config = config
+        self.rise_limit, self.drop_limit = config.energy_limits(temperature)
         self.lowest_energy = float("inf")  # eV/atom, of the frames seen so far
         self.first_energy = None  # eV/atom, of the first frame (max_energy_drop)
         self.bonds = None  # BondGraph of the first frame (max_bond_stretch, molecules)
@@ -282,7 +326,7 @@ class Watchdog:
     def _energy_limit(self, atoms: Atoms, results: dict) -> tuple[str, str] | None:
         """The energy-rise and energy-drop checks; update the first and lowest energy per atom."""
         energy = results.get(keys.UNBIASED_ENERGY, results.get(keys.ENERGY))
-        rise_limit, drop_limit = self.config.max_energy_rise, self.config.max_energy_drop
+        rise_limit, drop_limit = self.rise_limit, self.drop_limit
         if energy is None or (rise_limit is None and drop_limit is None):
             return None
         per_atom = float(energy) / len(atoms)
@@ -291,11 +335,11 @@ class Watchdog:
         self.lowest_energy = min(self.lowest_energy, per_atom)
         rise, drop = per_atom - self.lowest_energy, self.first_energy - per_atom
         if rise_limit is not None and rise > rise_limit:
-            text = f"unbiased energy {rise:.3g} eV/atom above the walker's lowest > max_energy_rise"
-            return "energy_rise", f"{text} {rise_limit}"
+            text = f"unbiased energy {rise:.3g} eV/atom above the walker's lowest > rise limit"
+            return "energy_rise", f"{text} {rise_limit:.3g}"
         if drop_limit is not None and drop > drop_limit:
-            text = f"unbiased energy {drop:.3g} eV/atom below the walker's first > max_energy_drop"
-            return "energy_drop", f"{text} {drop_limit}"
+            text = f"unbiased energy {drop:.3g} eV/atom below the walker's first > drop limit"
+            return "energy_drop", f"{text} {drop_limit:.3g}"
         return None
 
     def __call__(self, atoms: Atoms, results: dict) -> Verdict:
