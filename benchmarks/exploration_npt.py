@@ -203,8 +203,8 @@ def case(size: Size, spec: cual_test_set.TestSetSpec) -> Case:
     targets = (
         Ratio("explored", biased, plain, TARGET_VS_PLAIN, "cell-space coverage"),
         Ratio("explored", biased, hot, TARGET_VS_HOT, "cell-space coverage"),
-        Lowest("strain_stress_rmse", biased, "stress RMSE on the strained cells", "eV/A^3"),
-        Lowest("npt_stress_rmse", biased, "stress RMSE on the NPT MD frames", "eV/A^3"),
+        Lowest("strain_stress_rmse", biased, "stress RMSE on the strained cells", "meV/A^3", 1e3),
+        Lowest("npt_stress_rmse", biased, "stress RMSE on the NPT MD frames", "meV/A^3", 1e3),
     )
     return Case("exploration_npt", base_config(size), found, test_set, targets, cell_cvs(), None)
 

@@ -69,6 +69,8 @@ class Lowest:
     of: str
     label: str
     unit: str = ""
+    #: the values are printed times this (e.g. 1000 for eV/A^3 printed in meV/A^3)
+    scale: float = 1.0
 
     def variants(self) -> list[str]:
         return [self.of]
@@ -81,7 +83,7 @@ class Lowest:
         return self.best(values) == self.of
 
     def text(self, values: Mapping[str, float]) -> str:
-        listed = ", ".join(f"{n} {v:.3f}" for n, v in values.items())
+        listed = ", ".join(f"{n} {self.scale * v:.3f}" for n, v in values.items())
         unit = f" {self.unit}" if self.unit else ""
         return f"{self.label} {listed}{unit} (lowest: {self.best(values)})"
 

@@ -37,7 +37,16 @@ from uq_bias.dynamics import (
 from uq_bias.dynamics.watchdog import cell_shear
 from uq_bias.uncertainty.gradient import GradientFeatureUncertainty
 
-QUIET = WatchdogConfig(min_distance=None, max_force=None)
+#: Only the cell checks: the default energy and distance stops (k_B T limits) are off, so that a
+#: walker started off equilibrium (a compressed cell) runs its steps.
+QUIET = WatchdogConfig(
+    min_distance=None,
+    max_force=None,
+    min_distance_ratio=None,
+    max_bond_stretch=None,
+    max_energy_rise_kt=None,
+    max_energy_drop_kt=None,
+)
 TEMPERATURE = 300.0
 #: Shared by the MTK runs and ours: 4 fs steps, tau_p = 250 fs (about 60 steps: Euler-Maruyama's
 #: error on a variance is about dt / (2 tau_p) < 1 %), bulk modulus near the model's (~260 GPa).
@@ -297,7 +306,7 @@ def test_the_biased_stress_drives_the_cell(morse_uq, cell):
     barostat.baoa by hand on the walker's stream (seed sequence (seed, 0): velocities, then
     cell noise, then particle noise) with the biased calculator's stress and forces; with the
     unbiased stress the cell would differ."""
-    start, bias = _crystal(a=3.5), BiasConfig(tau=5.0)
+    start, bias = _crystal(a=3.5), BiasConfig(tau=5.0, fade_kt=None)
     config = replace(NPT, steps=1, sample_every=1, npt_cell=cell, seed=4, pdamp=20.0)
     (walker,) = run_batched(morse_uq, bias, walker_specs(Calculator(morse_uq), start, config))
     atoms = start.copy()
@@ -343,7 +352,7 @@ def test_a_walker_in_a_batch_follows_its_own_stream(morse_uq, cell):
     """Three walkers (different cells) with a relative bias in one batch follow exactly the
     trajectories (positions and cells) they follow each alone (same seed sequence)."""
     starts = [_crystal(seed=1), _crystal(seed=2, a=3.55), _crystal(seed=3, a=3.62)]
-    bias = BiasConfig(tau_rel=0.3, window=3)
+    bias = BiasConfig(tau_rel=0.3, window=3, fade_kt=None)
     config = replace(NPT, steps=12, sample_every=3, npt_cell=cell, pdamp=50.0)
     specs = walker_specs(Calculator(morse_uq, bias=bias), starts, config, walkers=3)
     together = run_batched(morse_uq, bias, specs)
@@ -389,7 +398,9 @@ def test_a_sheared_cell_is_a_blow_up(morse_uq):
     """A strong bias shears the full cell past max_shear: "cell_shear"."""
     watchdog = replace(QUIET, max_shear=0.01)
     config = replace(NPT, steps=200, npt_cell="full", pdamp=20.0, watchdog=watchdog)
-    runs = explore(Calculator(morse_uq, bias=BiasConfig(tau=5.0)), _crystal(a=3.5), config)
+    runs = explore(
+        Calculator(morse_uq, bias=BiasConfig(tau=5.0, fade_kt=None)), _crystal(a=3.5), config
+    )
     assert runs.stop_reasons == ["cell_shear"]
     assert "max_shear 0.01" in runs.walkers[0].message
 
