@@ -222,7 +222,7 @@ def properties(calc, size: Size, seed: int = 0) -> dict[str, float]:
         "volume_300K": npt_properties.npt_volume(start, calc, 300.0, **run).mean,
         "volume_900K": npt_properties.npt_volume(start, calc, 900.0, **run).mean,
         "bulk_modulus": npt_properties.bulk_modulus(start, calc),
-        f"liquid_volume_{size.hot:g}K": npt_properties.npt_volume(
+        f"volume_{size.hot:g}K": npt_properties.npt_volume(
             start, calc, size.hot, **run
         ).mean,
     }
