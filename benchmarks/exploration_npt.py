@@ -93,15 +93,11 @@ class Size:
 
 
 QUICK = Size(
-    "tiny",
-    4.0,
-    8,
-    8,
-    2,
-    2,
-    200,
-    10,
-    30,
+    cutoff=4.0,
+    iterations=2,
+    walkers=2,
+    steps=200,
+    max_epochs=30,
     property_steps=(200, 400),
     ladder=((300.0, 0.0), (600.0, 2.5)),
 )
@@ -222,9 +218,7 @@ def properties(calc, size: Size, seed: int = 0) -> dict[str, float]:
         "volume_300K": npt_properties.npt_volume(start, calc, 300.0, **run).mean,
         "volume_900K": npt_properties.npt_volume(start, calc, 900.0, **run).mean,
         "bulk_modulus": npt_properties.bulk_modulus(start, calc),
-        f"volume_{size.hot:g}K": npt_properties.npt_volume(
-            start, calc, size.hot, **run
-        ).mean,
+        f"volume_{size.hot:g}K": npt_properties.npt_volume(start, calc, size.hot, **run).mean,
     }
 
 
