@@ -24,6 +24,13 @@ from uq_bias.campaign.validate import first_frames
 from .test_loop import FLAKY, check_exactly_once, check_labels_against, cu8, write_campaign
 
 
+def _default_sigint() -> None:
+    """In the child before it starts: Ctrl-C back to its default. A test run started in the
+    background (``cmd &`` in a script, nohup) ignores SIGINT, children inherit that, and Python
+    keeps an ignored SIGINT ignored: the campaign would never see the signal the test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(path: Path) -> subprocess.Popen:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.Popen(
@@ -32,6 +39,7 @@ def _start(path: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
+        preexec_fn=_default_sigint,
     )
 
 

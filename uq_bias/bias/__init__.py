@@ -20,14 +20,16 @@ One idea per module:
 * :mod:`~uq_bias.bias.fade`: the fade of the bias as a walker climbs;
 * :mod:`~uq_bias.bias.terms`: the biased energy, forces and stress from those parts;
 * :mod:`~uq_bias.bias.biased`: :class:`Bias`, which puts them together for one calculator or a
-  batch of walkers.
+  batch of walkers;
+* :mod:`~uq_bias.bias.seeding`: a walker's strength window estimated on frames, without MD.
 """
 
-from uq_bias.bias.biased import Bias, estimate_state, estimate_window
+from uq_bias.bias.biased import Bias
 from uq_bias.bias.config import DEFAULT_TAU_REL, GRADIENT_MODES, PROJECTIONS, BiasConfig
 from uq_bias.bias.fade import Fade, fade_factor
 from uq_bias.bias.gradients import ensemble_uncertainty_gradient, uncertainty_gradients
 from uq_bias.bias.projection import project_torsions
+from uq_bias.bias.seeding import estimate_state, estimate_window
 from uq_bias.bias.strength import (
     RelativeStrength,
     configuration_key,
