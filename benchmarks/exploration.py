@@ -232,25 +232,34 @@ def folder_name(name: str, biased: bool, size: Size) -> str:
     return "_".join(parts + ([f"start-{size.start}"] if size.start != "structures" else []))
 
 
-def variants(size: Size, hot: float) -> tuple[Variant, ...]:
-    """biased-300K, plain-300K and plain-<hot>K (the module docstring)."""
+def variants(size: Size, hot: float, defaults: bool = False) -> tuple[Variant, ...]:
+    """biased-300K, plain-300K and plain-<hot>K (the module docstring); ``defaults``: with the
+    package's default bias and watchdog in place of the settings spelt out in ``size``."""
     kinds = [
         ("biased-300K", "biased", 300.0, True),
         ("plain-300K", "plain 300 K", 300.0, False),
         (f"plain-{hot:g}K", f"plain-{hot:g}K", hot, False),
     ]
+    if defaults:
+        return tuple(
+            Variant(name, short, f"{name}_defaults", default_exploration(t, biased))
+            for name, short, t, biased in kinds
+        )
     return tuple(
         Variant(name, short, folder_name(name, biased, size), exploration(t, biased, size))
         for name, short, t, biased in kinds
     )
 
 
-def case(size: Size, hot: float, spec: alanine_test_set.TestSetSpec) -> Case:
-    """The alanine-dipeptide case: three campaigns, the held-out xTB test set, the targets."""
+def case(
+    size: Size, hot: float, spec: alanine_test_set.TestSetSpec, defaults: bool = False
+) -> Case:
+    """The alanine-dipeptide case: three campaigns (``defaults``: with the package's default
+    bias and watchdog), the held-out xTB test set, the targets."""
     from uq_bias.campaign.cvs import backbone_cvs
     from uq_bias.campaign.systems import builtin
 
-    found = variants(size, hot)
+    found = variants(size, hot, defaults)
     biased, plain, hot_name = (v.name for v in found)
     start = builtin("alanine_dipeptide")[0]
     test_set = TestSet(
@@ -285,15 +294,7 @@ def molecule_case(size: Size, hot: float, start: Atoms, start_file: Path, quick:
 
     from uq_bias.campaign.cvs import torsion_cvs
 
-    kinds = [
-        ("biased-300K", "biased", 300.0, True),
-        ("plain-300K", "plain 300 K", 300.0, False),
-        (f"plain-{hot:g}K", f"plain-{hot:g}K", hot, False),
-    ]
-    found = tuple(
-        Variant(name, short, f"{name}_defaults", default_exploration(t, biased))
-        for name, short, t, biased in kinds
-    )
+    found = variants(size, hot, defaults=True)
     biased, plain, hot_name = (v.name for v in found)
     base = base_config(size)
     base["data"]["structures"] = str(start_file)
@@ -312,43 +313,45 @@ def molecule_case(size: Size, hot: float, start: Atoms, start_file: Path, quick:
     return Case("exploration", base, found, test_set, targets, tuple(torsion_cvs(start)), start)
 
 
-def stability(folders: dict, args, start) -> list[str]:
-    """Survival of plain MD with each campaign's final model at 300 K and 600 K; the models
-    run ``--jobs`` at a time (processes)."""
+def stability(outcome, args, start) -> list[str]:
+    """Survival curves of plain MD (``md_stability.py``) with the model of every campaign at
+    each label count of ``--stability-labels`` it reached (default: its last), at each of
+    ``--stability-temperatures``; the models run ``--jobs`` at a time (processes)."""
+    import md_stability
 
-    steps = int(round(args.stability_ps * 1000 / 0.5))
+    steps = int(round(args.stability_ps * 1000 / md_stability.TIMESTEP_FS))
+    jobs, names = [], []
+    for (name, seed), folder in outcome.folders.items():
+        rows = outcome.results[(name, seed)]
+        wanted = args.stability_labels or [rows[-1]["n_labelled"]]
+        for row in rows:
+            if row["n_labelled"] in wanted:
+                model = Path(folder) / "iterations" / f"{row['iteration']:03d}" / "model"
+                jobs.append((str(model / "member_0.model"), start, args, steps))
+                names.append(f"{name} s{seed} {row['n_labelled']} labels")
+    temps = ", ".join(f"{t:g}" for t in args.stability_temperatures)
     lines = [
-        f"MD stability: {args.stability_runs} plain Langevin runs of {args.stability_ps:g} ps "
-        "(0.5 fs) per model and temperature, from the xTB-relaxed structure",
+        f"MD stability: survival S(t) of {args.stability_runs} plain Langevin runs of "
+        f"{args.stability_ps:g} ps (0.5 fs, batched engine) per model and temperature ({temps} K), "
+        "from the xTB-relaxed structure; failed: a blow-up or a bond stretched past 1.5 x its "
+        "covalent radii sum",
         "",
-        "| campaign | seed | T (K) | survived | failures (run, step, reason) |",
-        "| --- | --- | --- | --- | --- |",
     ]
-    models = [
-        str(sorted(Path(folder).glob("iterations/*/model/member_0.model"))[-1])
-        for folder in folders.values()
-    ]
-    jobs = [(m, start, (300.0, 600.0), args.stability_runs, steps) for m in models]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=quiet) as pool:
-        outcomes = pool.map(_survival, jobs)
-        for (name, seed), model_outcomes in zip(folders, outcomes):
-            for s in model_outcomes:
-                fails = "; ".join(f"{r}, {k}, {why}" for r, k, why in s.failures) or "-"
-                lines.append(
-                    f"| {name} | {seed} | {s.temperature:g} | {s.runs - len(s.failures)}/{s.runs} "
-                    f"({s.fraction:.2f}) | {fails} |"
-                )
-                print(lines[-1], flush=True)
+        rows = [(n, s) for n, out in zip(names, pool.map(_survival, jobs)) for s in out]
+    lines += md_stability.curve_table(rows)
+    print("\n".join(lines), flush=True)
     return lines
 
 
 def _survival(job: tuple):
-    """md_stability.survival on one model, in a worker process (one thread)."""
+    """md_stability.survival of one model, in a worker process (one thread)."""
     import torch
     from md_stability import survival
 
+    model, start, args, steps = job
     torch.set_num_threads(1)
-    return survival(*job)
+    return survival(model, start, args.stability_temperatures, args.stability_runs, steps)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -372,8 +375,27 @@ def parser() -> argparse.ArgumentParser:
         help="campaigns (and stability models) run at once, processes; 3: a seed's three together",
     )
     p.add_argument("--no-stability", action="store_true", help="skip the MD-stability runs")
-    p.add_argument("--stability-runs", type=int, help="runs per temperature (8; --quick 4)")
+    p.add_argument("--stability-runs", type=int, help="runs per temperature (32; --quick 8)")
     p.add_argument("--stability-ps", type=float, help="length of each run, ps (2; --quick 0.25)")
+    p.add_argument(
+        "--stability-temperatures",
+        type=float,
+        nargs="+",
+        default=[300.0, 600.0, 900.0],
+        help="temperatures of the stability runs, K",
+    )
+    p.add_argument(
+        "--stability-labels",
+        type=int,
+        nargs="+",
+        help="label counts whose models run the stability test (default: each campaign's last)",
+    )
+    p.add_argument(
+        "--defaults",
+        action="store_true",
+        help="alanine dipeptide with the package's default bias and watchdog (as any molecule "
+        "runs), not the settings spelt out here; the overrides below do not apply",
+    )
     p.add_argument("--tau-rel", type=float, help="override the bias strength tau_rel")
     p.add_argument("--window", type=int, help="override the bias window, steps")
     p.add_argument(
@@ -462,7 +484,7 @@ def main(argv=None) -> int:
     quiet()
     p = parser()
     args = p.parse_args(argv)
-    args.stability_runs = args.stability_runs or (4 if args.quick else 8)
+    args.stability_runs = args.stability_runs or (8 if args.quick else 32)
     args.stability_ps = args.stability_ps or (0.25 if args.quick else 2.0)
     size = size_of(args)
     shared = {k: v for k, v in asdict(size).items() if k not in BIAS_ONLY}
@@ -485,13 +507,14 @@ def main(argv=None) -> int:
         about = f"{words}: {len(start)} atoms, {len(the_case.cvs)} backbone torsions; "
     else:
         spec = alanine_test_set.QUICK if args.quick else alanine_test_set.TestSetSpec()
-        the_case, out, about = case(size, args.hot, spec), args.out / folder, ""
+        the_case, out = case(size, args.hot, spec, args.defaults), args.out / folder
+        about = ""
     kinds = dict(zip(("biased", "plain", "hot"), the_case.names()))
     options = RunOptions(
         seeds=tuple(args.seeds),
         out=out,
         command=command_line("benchmarks/exploration.py", argv),
-        describe=about + describe(size, args.seeds, any_molecule),
+        describe=about + describe(size, args.seeds, any_molecule or args.defaults),
         jobs=args.jobs,
         cache=args.cache,
         only=tuple(kinds[k] for k in args.only) if args.only else None,
@@ -502,7 +525,7 @@ def main(argv=None) -> int:
     if not args.no_stability:
         start = the_case.reference if any_molecule else alanine_test_set.relaxed_start()
         start.calc = None
-        outcome.lines += ["", *stability(outcome.folders, args, start)]
+        outcome.lines += ["", *stability(outcome, args, start)]
     finish(the_case, options, outcome, {"size": asdict(size)})
     return 0
 
