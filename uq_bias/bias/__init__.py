@@ -15,6 +15,7 @@ One idea per module:
 * :mod:`~uq_bias.bias.weights`: per-element weights w_i and the structure weight w_S;
 * :mod:`~uq_bias.bias.strength`: the relative, adaptive strength tau = tau_rel <|F|>/<|F_bias/tau|>
   (and tau_sigma = tau_rel_stress <|sigma|>/<|sigma_bias/tau_sigma|> for the stress);
+* :mod:`~uq_bias.bias.walkers`: tau (and tau_sigma) of each of W walkers on one call;
 * :mod:`~uq_bias.bias.gradients`: dU/dr and (1/V) dU/deps (closed form for ensembles, autograd);
 * :mod:`~uq_bias.bias.projection`: the torsional projection of the bias force;
 * :mod:`~uq_bias.bias.fade`: the fade of the bias as a walker climbs;

@@ -28,7 +28,6 @@ the fade) replaces tau there (0: no stress bias), and sigma_b is no strain deriv
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -39,12 +38,9 @@ from uq_bias.bias.config import BiasConfig
 from uq_bias.bias.fade import Fade
 from uq_bias.bias.gradients import ensemble_uncertainty_gradient, uncertainty_gradients
 from uq_bias.bias.projection import project_torsions
-from uq_bias.bias.strength import (
-    RelativeStrength,
-    configuration_key,
-    stress_window_sample,
-)
+from uq_bias.bias.strength import RelativeStrength
 from uq_bias.bias.terms import BiasTerms, biased_terms
+from uq_bias.bias.walkers import WalkerStrengths
 from uq_bias.bias.weights import structure_mean, weight_table
 from uq_bias.graph import Graph
 from uq_bias.models.base import energy_gradients
@@ -91,20 +87,11 @@ class Bias:
                 f"{dict(config.weights)} for the model's elements; unequal weights need the bias "
                 "force on its own on every step: use split=True (two backward passes per step)"
             )
-        self.strengths: list[RelativeStrength] | None = None
-        if config.tau_rel is not None:
-            every = 1 if config.split else config.split_every
-            window = math.ceil(config.window / every)
-            self.strengths = [
-                RelativeStrength(config.tau_rel, window, config.tau_rel_stress)
-                for _ in range(walkers)
-            ]
+        self.taus = WalkerStrengths(config, walkers)
         fade = config.fade_range(temperature)
         self.fade = None if fade is None else Fade(*fade, walkers=walkers)
         self._walkers = walkers
         self._projected: list[bool] | None = None  # what project="auto" did, logged once
-        self._last_key: bytes | None = None
-        self._configurations = 0
 
     def set_temperature(self, temperature: float | None) -> None:
         """Set the fade for walkers at ``temperature`` (K): ``fade`` if given, else
@@ -112,6 +99,11 @@ class Bias:
         fade = self.config.fade_range(temperature)
         walkers = self._walkers if self.strengths is None else len(self.strengths)
         self.fade = None if fade is None else Fade(*fade, walkers=walkers)
+
+    @property
+    def strengths(self) -> list[RelativeStrength] | None:
+        """One :class:`RelativeStrength` per walker (tau_rel), or None (absolute tau)."""
+        return self.taus.states
 
     @property
     def relative(self) -> RelativeStrength | None:
@@ -127,14 +119,13 @@ class Bias:
     def keep(self, walkers: Sequence[int]) -> None:
         """Keep only the states of ``walkers`` (positions in the current batch), in that order:
         the graphs that follow hold those walkers only."""
-        if self.strengths is not None:
-            self.strengths = [self.strengths[k] for k in walkers]
+        self.taus.keep(walkers)
         if self.fade is not None:
             self.fade.keep(walkers)
 
     def _gradients(self, out: UncertaintyOutput, graph: Graph, stress: bool):
         """(F, dU/dr, sigma, (1/V) dU/deps) for ``out`` (forces and stress filled)."""
-        if self.strengths is None and self.config.tau == 0:  # no bias: no dU/dr needed
+        if self.taus.absent:  # no bias: no dU/dr needed
             sigma = out.stress if stress else None
             zero = None if sigma is None else torch.zeros_like(sigma)
             return out.forces, torch.zeros_like(out.forces), sigma, zero
@@ -161,8 +152,7 @@ class Bias:
         """dU/dr of each structure projected per ``config.project`` (``auto``: molecules with
         a backbone rotor, see :mod:`uq_bias.bias.projection`; what it chose is logged once)."""
         project = self.config.project
-        plain = self.strengths is None and self.config.tau == 0  # dU/dr is zero: nothing to do
-        if plain or project == "none" or (project == "auto" and not self.config.split):
+        if self.taus.absent or project == "none" or (project == "auto" and not self.config.split):
             return du_dr
         projected, done = project_torsions(du_dr, graph, auto=project == "auto")
         if project == "auto" and self._projected is None:
@@ -184,20 +174,20 @@ class Bias:
         ``split=False`` only split steps (see the module notes) fill in the unbiased forces.
         """
         self._check_walkers(graph)
-        key = self._count(graph)
+        key = self.taus.count(graph)
         own = model.computes_forces and self.config.gradient != "autograd"
         split = self.config.split or self.config.gradient == "closed_form" or own
-        if not split and not self._split_step():  # one backward pass over E_b
+        if not split and not self.taus.split_step():  # one backward pass over E_b
             return self._single_pass(model(graph), graph, stress)
         out = model(graph, forces=True, stress=stress)
         forces, du_dr, sigma, du_deps = map(_float64, self._gradients(out, graph, stress))
         du_dr = self._project(du_dr, graph)
         atom_weight = self.table.to(forces)[graph.atomic_numbers]
         fade = self._fade(out, graph)
-        tau = self._strength(graph, key, forces, du_dr, atom_weight) * fade
+        tau = self.taus.forces(graph, key, forces, du_dr, atom_weight) * fade
         tau_stress = None
         if du_deps is not None and self.config.tau_rel_stress is not None:
-            tau_stress = self._stress_strength(graph, key, sigma, du_deps, atom_weight) * fade
+            tau_stress = self.taus.stress(graph, key, sigma, du_deps, atom_weight) * fade
         terms = biased_terms(out, du_dr, du_deps, tau, atom_weight, graph.batch, tau_stress)
         return out, terms
 
@@ -217,22 +207,6 @@ class Bias:
         counts = torch.bincount(graph.batch, minlength=graph.n_structures)
         return self.fade.factor(out.energy, counts)
 
-    def _count(self, graph: Graph) -> bytes | None:
-        """Count distinct configurations (repeated calls at one MD step count once)."""
-        if self.strengths is None:
-            return None
-        key = configuration_key(graph)
-        if key != self._last_key:
-            self._last_key = key
-            self._configurations += 1
-        return key
-
-    def _split_step(self) -> bool:
-        """tau_rel with split=False: configurations 1, 1 + m, 1 + 2m, ... are measured."""
-        if self.strengths is None:
-            return False
-        return (self._configurations - 1) % self.config.split_every == 0
-
     def _closed_form(self, out: UncertaintyOutput, stress: bool) -> bool:
         members = out.members
         usable = keys.MEMBERS_FORCES in members and keys.MEMBERS_ENERGY in members
@@ -242,7 +216,8 @@ class Bias:
     def _single_pass(self, out: UncertaintyOutput, graph: Graph, stress: bool):
         """F_b and sigma_b from one backward pass over E_b = E - tau w_S U (weights all equal;
         tau the current strength of each walker)."""
-        tau = self._current(graph, out.energy) * self._fade(out, graph).to(out.energy)
+        tau = self.taus.current(graph.n_structures, out.energy)
+        tau = tau * self._fade(out, graph).to(out.energy)
         atom_weight = self.table.to(out.energy)[graph.atomic_numbers]
         bias_energy = -tau * structure_mean(atom_weight, graph.batch, graph.n_structures)
         bias_energy = bias_energy * out.energy_uncertainty
@@ -255,48 +230,6 @@ class Bias:
         terms = BiasTerms(energy, node_energy, forces, sigma, bias_energy, None, None, tau)
         # the calculator needs forces/stress in ``out``: give it the biased ones (no extra pass)
         return replace(out, forces=forces, stress=sigma if stress else out.stress), terms
-
-    def _current(self, graph: Graph, like: torch.Tensor) -> torch.Tensor:
-        """(S,) tau as it stands, without a measurement."""
-        if self.strengths is None:
-            return like.new_full((graph.n_structures,), float(self.config.tau))
-        return like.new_tensor([state.current() for state in self.strengths])
-
-    def _strength(self, graph, key, forces, du_dr, atom_weight) -> torch.Tensor:
-        """(S,) tau; with tau_rel each walker's window takes this configuration's means."""
-        if self.strengths is None:
-            return forces.new_full((graph.n_structures,), float(self.config.tau))
-        n = graph.n_structures  # the window samples of window_sample, one per structure
-        force = forces.detach().double().norm(dim=1)
-        bias = (atom_weight[:, None] * du_dr).detach().double().norm(dim=1)
-        force_mean = structure_mean(force, graph.batch, n).tolist()
-        bias_mean = structure_mean(bias, graph.batch, n).tolist()
-        taus = [
-            state.tau(key + s.to_bytes(4, "little"), force_mean[s], bias_mean[s])
-            for s, state in enumerate(self.strengths)
-        ]
-        return forces.new_tensor(taus)
-
-    def _stress_strength(self, graph, key, sigma, du_deps, atom_weight) -> torch.Tensor:
-        """(S,) tau_sigma before the fade: 0 with ``tau_rel_stress = 0``; else each periodic
-        walker's stress window takes this configuration's ||sigma||_F and
-        ||w_S (1/V) dU/deps||_F (see :mod:`uq_bias.bias.strength`)."""
-        n = graph.n_structures
-        if not self.config.tau_rel_stress:
-            return sigma.new_zeros(n)
-        w_s = structure_mean(atom_weight, graph.batch, n).tolist()
-        periodic = graph.periodic.tolist()
-        taus = []
-        for s, state in enumerate(self.strengths):
-            # the setting is the bias's: a window restored by RelativeStrength.from_state(state,
-            # tau_rel, window) elsewhere may not carry it
-            state.tau_rel_stress = float(self.config.tau_rel_stress)
-            if not periodic[s]:
-                taus.append(0.0)
-                continue
-            stress_mean, bias_mean = stress_window_sample(sigma[s], du_deps[s], w_s[s])
-            taus.append(state.tau_stress(key + s.to_bytes(4, "little"), stress_mean, bias_mean))
-        return sigma.new_tensor(taus)
 
 
 def _float64(tensor: torch.Tensor | None) -> torch.Tensor | None:
