@@ -133,3 +133,22 @@ def test_an_unwritable_folder_is_one_line_and_exit_2(tmp_path, monkeypatch, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "Permission denied" in err and "campaign" in err
     assert "Traceback" not in err and not (tmp_path / "campaign").exists()
+
+
+def test_gradient_features_need_two_training_frames_and_the_advice_is_enough(
+    tmp_path, reference_calls, capsys
+):
+    """Three initial frames split 1/1/1 (seed 0): a deep ensemble can train on one, gradient
+    features cannot fit on one. The check says so before any label, and the count it advises
+    runs iteration 0 to its fitted, calibrated model."""
+    import re
+
+    path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"}, data={"initial_frames": 3})
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "training (2 needed, 1 given)" in err and reference_calls == []
+    advised = int(re.search(r"initial_frames to (\d+) or more", err).group(1))
+    path = write_campaign(tmp_path, cu8(), data={"initial_frames": advised}, stop={"iterations": 0})
+    result = run(path, progress=None)
+    fitted = CampaignState(result.folder).iteration_dir(1)
+    assert (fitted / "uncertainty").is_dir() and (fitted / "calibration.json").is_file()

@@ -102,24 +102,54 @@ def first_frames(config: cfg.CampaignConfig, structures: list[Atoms]) -> list[At
     return out
 
 
-def check_first_split(config: cfg.CampaignConfig, frames: list[Atoms]) -> None:
-    """The first labelled ``frames`` give a frame to train, validate and calibrate on each."""
-    from uq_bias.campaign.roles import split_roles
-
+def check_first_split(
+    config: cfg.CampaignConfig, frames: list[Atoms], structures: list[Atoms] | None = None
+) -> None:
+    """The first labelled ``frames`` give a frame to validate and to calibrate on, and enough
+    to train on: one for a deep ensemble, two for gradient features (their posterior scale and
+    distances need two training structures). With the ``structures`` the initial frames come
+    from, the message names the smallest ``data.initial_frames`` that would do."""
     d = config.data
-    roles = split_roles(frames, d.valid_fraction, d.calibration_fraction, config.seed)
-    need = {"training": roles.train, "validation": roles.valid, "calibration": roles.calibration}
-    empty = [name for name, members in need.items() if not members]
+    empty = _short_roles(config, frames)
     if empty:
         given = f"{d.initial_frames} initial frames"
         if d.initial_data:
             given += f" and {len(frames) - d.initial_frames} frames of data.initial_data"
+        enough = None if structures is None else _enough(config, frames, structures)
+        advice = f"{enough} or more" if enough else "more"
         raise cfg.ConfigError(
-            f"config key 'data.initial_frames': {given} leave no frame for {' or '.join(empty)} "
-            f"(valid_fraction {d.valid_fraction}, calibration_fraction "
-            f"{d.calibration_fraction}); the first model needs one of each: set "
-            "data.initial_frames to 3 or more (8 is the default)"
+            f"config key 'data.initial_frames': {given} leave too few frames for "
+            f"{' or '.join(empty)} (valid_fraction {d.valid_fraction}, calibration_fraction "
+            f"{d.calibration_fraction}); the first model needs frames to train, validate and "
+            f"calibrate on: set data.initial_frames to {advice} (8 is the default)"
         )
+
+
+def _short_roles(config: cfg.CampaignConfig, frames: list[Atoms]) -> list[str]:
+    """The roles the first split leaves short, in words (none: it will do)."""
+    from uq_bias.campaign.roles import split_roles
+
+    d = config.data
+    roles = split_roles(frames, d.valid_fraction, d.calibration_fraction, config.seed)
+    least = 1 if config.model.ensemble > 1 else 2
+    short = {
+        f"training ({least} needed, {len(roles.train)} given)": len(roles.train) < least,
+        "validation": not roles.valid,
+        "calibration": not roles.calibration,
+    }
+    return [name for name, missing in short.items() if missing]
+
+
+def _enough(config: cfg.CampaignConfig, frames: list[Atoms], structures: list[Atoms]) -> int | None:
+    """The smallest ``data.initial_frames`` whose first split will do (None past 64 more)."""
+    from dataclasses import replace
+
+    given = frames[config.data.initial_frames :]
+    for n in range(config.data.initial_frames + 1, config.data.initial_frames + 65):
+        more = replace(config, data=replace(config.data, initial_frames=n))
+        if not _short_roles(more, first_frames(more, structures) + given):
+            return n
+    return None
 
 
 def check_oracle_elements(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
@@ -157,7 +187,7 @@ def check_campaign(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
     given = initial_data(config)
     check_model_file(config, structures + given)
     check_oracle_elements(config, structures)
-    check_first_split(config, first_frames(config, structures) + given)
+    check_first_split(config, first_frames(config, structures) + given, structures)
     check_folder(config.path(config.folder or "campaign"))
 
 
