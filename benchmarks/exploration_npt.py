@@ -33,7 +33,7 @@ from __future__ import annotations
 import argparse
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +78,9 @@ class Size:
     hot: float = 1500.0
     tau_rel: float = 0.2
     window: int = 50
+    #: a sixth campaign, biased with the stress bias at a relative strength of its own
+    #: (``bias.tau_rel_stress``); None: not run
+    tau_rel_stress: float | None = None
     ladder: tuple[tuple[float, float], ...] = (
         (300.0, 0.0),
         (600.0, 0.0),
@@ -151,12 +154,26 @@ def cell_cvs():
 
 
 def variants(size: Size) -> tuple[Variant, ...]:
-    """The five campaigns of the module docstring."""
+    """The five campaigns of the module docstring (and, with ``size.tau_rel_stress``, biased
+    with the stress bias at that relative strength)."""
     t, hot = size.temperature, size.hot
     bias = {"tau_rel": size.tau_rel, "window": size.window, "fade_kt": None, "project": "none"}
     plain = {"tau": 0.0}
     tag = f"taurel{size.tau_rel:g}_w{size.window}"
     ladder = [list(point) for point in size.ladder]
+    own = size.tau_rel_stress
+    extra = (
+        ()
+        if own is None
+        else (
+            Variant(
+                f"biased-stress{own:g}-{t:g}K",
+                f"stress bias {own:g}",
+                f"biased-stress{own:g}-{t:g}K_{tag}",
+                {"temperature": t, "bias": {**bias, "tau_rel_stress": own}},
+            ),
+        )
+    )
     return (
         Variant(
             f"biased-{t:g}K", "biased", f"biased-{t:g}K_{tag}", {"temperature": t, "bias": bias}
@@ -182,13 +199,13 @@ def variants(size: Size) -> tuple[Variant, ...]:
             "ladder_" + "_".join(f"{a:g}K{b:g}GPa" for a, b in size.ladder),
             {"temperature": t, "bias": plain, "ladder": ladder},
         ),
-    )
+    ) + extra
 
 
 def case(size: Size, spec: cual_test_set.TestSetSpec) -> Case:
     """The Cu3Al case: five campaigns, the held-out EMT test set, the targets."""
     found = variants(size)
-    biased, _, plain, hot, _ = (v.name for v in found)
+    biased, _, plain, hot, _ = (v.name for v in found[:5])
     test_set = TestSet(
         cual_test_set.NAME,
         spec,
@@ -290,6 +307,11 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
     p.add_argument("--jobs", type=int, default=2, help="campaigns run at once, processes")
+    p.add_argument(
+        "--tau-rel-stress",
+        type=float,
+        help="add a campaign biased with the stress bias at this relative strength of its own",
+    )
     p.add_argument("--no-properties", action="store_true", help="skip the properties' MD")
     p.add_argument("--only", nargs="+", help="run only these variants (names as in the table)")
     return p
@@ -298,7 +320,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     quiet()
     args = parser().parse_args(argv)
-    size = QUICK if args.quick else Size()
+    size = replace(QUICK if args.quick else Size(), tau_rel_stress=args.tau_rel_stress)
     spec = cual_test_set.QUICK if args.quick else cual_test_set.TestSetSpec()
     the_case = case(size, spec)
     options = RunOptions(
