@@ -4,7 +4,9 @@
                                          [--cache ~/.cache/uq_bias] [--no-properties]
 
 Active-learning campaigns (``uq_bias.campaign.run``) that differ only in how they explore, all
-under NPT (ASE's MTK barostat, isotropic cell by default) from the builtin ``cual_fcc`` cell:
+under NPT (ASE's MTK barostat, isotropic cell by default) from the builtin ``cual_fcc`` cell
+(compressed: 11.8 A^3/atom against EMT's 12.8) or, with ``--start relaxed``, from that cell
+relaxed by EMT:
 
 * ``biased-<T>K``: uncertainty-biased forces and stress at T;
 * ``biased-nostress-<T>K``: the same bias on the forces, none on the stress (``tau_rel_stress``
@@ -78,6 +80,9 @@ class Size:
     hot: float = 1500.0
     tau_rel: float = 0.2
     window: int = 50
+    #: where walkers start: "builtin" (the builtin ``cual_fcc`` cell, a = 3.61 A, 11.8 A^3/atom,
+    #: compressed against EMT's 12.8) or "relaxed" (that cell relaxed by EMT, positions and cell)
+    start: str = "builtin"
     #: a sixth campaign, biased with the stress bias at a relative strength of its own
     #: (``bias.tau_rel_stress``); None: not run
     tau_rel_stress: float | None = None
@@ -106,11 +111,12 @@ QUICK = Size(
 )
 
 
-def base_config(size: Size) -> dict:
-    """The campaign config every variant shares (all but its own exploration keys)."""
+def base_config(size: Size, start_file: Path | None = None) -> dict:
+    """The campaign config every variant shares (all but its own exploration keys);
+    ``start_file``: the start structure (default: the builtin cell)."""
     return {
         "data": {
-            "structures": "builtin:cual_fcc",
+            "structures": str(start_file) if start_file else "builtin:cual_fcc",
             "initial_frames": size.initial,
             "rattle": 0.05,
             "strain": 0.03,
@@ -202,8 +208,9 @@ def variants(size: Size) -> tuple[Variant, ...]:
     ) + extra
 
 
-def case(size: Size, spec: cual_test_set.TestSetSpec) -> Case:
-    """The Cu3Al case: five campaigns, the held-out EMT test set, the targets."""
+def case(size: Size, spec: cual_test_set.TestSetSpec, start_file: Path | None = None) -> Case:
+    """The Cu3Al case: five campaigns (from ``start_file``, default the builtin cell), the
+    held-out EMT test set, the targets."""
     found = variants(size)
     biased, _, plain, hot, _ = (v.name for v in found[:5])
     test_set = TestSet(
@@ -219,7 +226,8 @@ def case(size: Size, spec: cual_test_set.TestSetSpec) -> Case:
         Lowest("strain_stress_rmse", biased, "stress RMSE on the strained cells", "meV/A^3", 1e3),
         Lowest("npt_stress_rmse", biased, "stress RMSE on the NPT MD frames", "meV/A^3", 1e3),
     )
-    return Case("exploration_npt", base_config(size), found, test_set, targets, cell_cvs(), None)
+    base = base_config(size, start_file)
+    return Case("exploration_npt", base, found, test_set, targets, cell_cvs(), None)
 
 
 # -- properties of the final models against EMT -------------------------------------------------
@@ -312,6 +320,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         help="add a campaign biased with the stress bias at this relative strength of its own",
     )
+    p.add_argument(
+        "--start",
+        choices=["builtin", "relaxed"],
+        default="builtin",
+        help="walkers start from the builtin cell (compressed) or from it relaxed by EMT",
+    )
     p.add_argument("--no-properties", action="store_true", help="skip the properties' MD")
     p.add_argument("--only", nargs="+", help="run only these variants (names as in the table)")
     return p
@@ -320,17 +334,26 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     quiet()
     args = parser().parse_args(argv)
-    size = replace(QUICK if args.quick else Size(), tau_rel_stress=args.tau_rel_stress)
+    size = QUICK if args.quick else Size()
+    size = replace(size, tau_rel_stress=args.tau_rel_stress, start=args.start)
     spec = cual_test_set.QUICK if args.quick else cual_test_set.TestSetSpec()
-    the_case = case(size, spec)
+    out = args.out / ("quick" if args.quick else "default")
+    start_file = None
+    if size.start == "relaxed":  # its own folder: the campaigns differ from the builtin start's
+        out = out.with_name(out.name + "_relaxed")
+        out.mkdir(parents=True, exist_ok=True)
+        start_file = out / "start.extxyz"
+        cual_test_set.cual_cell(2, relaxed=True).write(start_file)
+    the_case = case(size, spec, start_file)
     options = RunOptions(
         seeds=tuple(args.seeds),
-        out=args.out / ("quick" if args.quick else "default"),
+        out=out,
         command=command_line("benchmarks/exploration_npt.py", argv),
         describe=(
             f"{size.preset} MACE, {size.initial} + {size.iterations} x {size.batch} EMT labels, "
             f"{size.walkers} walkers x {size.steps} NPT steps (2 fs) at {size.temperature:g} K, "
-            f"hot {size.hot:g} K, tau_rel {size.tau_rel}, seeds {list(args.seeds)}"
+            f"hot {size.hot:g} K, tau_rel {size.tau_rel}, start {size.start}, "
+            f"seeds {list(args.seeds)}"
         ),
         jobs=args.jobs,
         cache=args.cache,
