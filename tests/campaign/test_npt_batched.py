@@ -1,6 +1,6 @@
 """The Cu-Al NPT recipe (EMT labels) as a campaign on the batched engine, at tiny size: the
 walkers' cells move under stochastic cell rescaling with the bias stress, and the models it
-writes predict stress."""
+writes predict stress: mace.calculators.MACECalculator gives the stress our calculator gives."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from uq_bias import Calculator
 from uq_bias.campaign import run
 from uq_bias.campaign.state import CampaignState, read_frames
 
@@ -44,3 +45,12 @@ def test_cual_npt_recipe_runs_on_the_batched_engine(tmp_path):
     assert moved, "the batched barostat moved no cell"
     cells = np.array([frame.cell.array for frame in pool])
     assert np.isfinite(cells).all()
+
+    from mace.calculators import MACECalculator
+
+    model = sorted(Path(result.folder).glob("iterations/*/model/member_0.model"))[-1]
+    frame = pool[-1].copy()
+    frame.calc = MACECalculator(model_paths=str(model), device="cpu", default_dtype="float64")
+    theirs = frame.get_stress()
+    frame.calc = Calculator(str(model))
+    np.testing.assert_allclose(frame.get_stress(), theirs, rtol=1e-5, atol=1e-8)
