@@ -394,7 +394,7 @@ def parser() -> argparse.ArgumentParser:
         "--defaults",
         action="store_true",
         help="alanine dipeptide with the package's default bias and watchdog (as any molecule "
-        "runs), not the settings spelt out here; the overrides below do not apply",
+        "runs), not the settings spelt out here; the bias and watchdog overrides do not apply",
     )
     p.add_argument("--tau-rel", type=float, help="override the bias strength tau_rel")
     p.add_argument("--window", type=int, help="override the bias window, steps")
