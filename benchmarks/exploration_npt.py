@@ -5,8 +5,8 @@
 
 Active-learning campaigns (``uq_bias.campaign.run``) that differ only in how they explore, all
 under NPT (ASE's MTK barostat, isotropic cell by default) from the builtin ``cual_fcc`` cell
-(compressed: 11.8 A^3/atom against EMT's 12.8) or, with ``--start relaxed``, from that cell
-relaxed by EMT:
+relaxed by EMT (or, with ``--start builtin``, from the cell itself, compressed: 11.8 A^3/atom
+against EMT's 12.8):
 
 * ``biased-<T>K``: uncertainty-biased forces and stress at T;
 * ``biased-nostress-<T>K``: the same bias on the forces, none on the stress (``tau_rel_stress``
@@ -80,9 +80,10 @@ class Size:
     hot: float = 1500.0
     tau_rel: float = 0.2
     window: int = 50
-    #: where walkers start: "builtin" (the builtin ``cual_fcc`` cell, a = 3.61 A, 11.8 A^3/atom,
-    #: compressed against EMT's 12.8) or "relaxed" (that cell relaxed by EMT, positions and cell)
-    start: str = "builtin"
+    #: where walkers start: "relaxed" (the builtin ``cual_fcc`` cell relaxed by EMT, positions
+    #: and cell, 12.8 A^3/atom) or "builtin" (the cell itself, a = 3.61 A, 11.8 A^3/atom: every
+    #: walker then begins with a compression transient, which the biased campaigns labelled)
+    start: str = "relaxed"
     #: a sixth campaign, biased with the stress bias at a relative strength of its own
     #: (``bias.tau_rel_stress``); None: not run
     tau_rel_stress: float | None = None
@@ -322,9 +323,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--start",
-        choices=["builtin", "relaxed"],
-        default="builtin",
-        help="walkers start from the builtin cell (compressed) or from it relaxed by EMT",
+        choices=["relaxed", "builtin"],
+        default="relaxed",
+        help="walkers start from the builtin cell relaxed by EMT, or from the cell itself "
+        "(8 %% compressed)",
     )
     p.add_argument("--no-properties", action="store_true", help="skip the properties' MD")
     p.add_argument("--only", nargs="+", help="run only these variants (names as in the table)")

@@ -18,7 +18,8 @@ RECIPE = Path(__file__).parents[2] / "recipes" / "cual_npt_emt.yaml"
 
 def test_cual_npt_recipe_runs_on_the_batched_engine(tmp_path):
     data = yaml.safe_load(RECIPE.read_text())
-    data["data"] |= {"initial_frames": 4}
+    start = RECIPE.parent / data["data"]["structures"]
+    data["data"] |= {"structures": str(start), "initial_frames": 4}
     data["model"] |= {"preset": "tiny", "cutoff": 3.5}
     data["training"] |= {"max_epochs": 2, "batch_size": 4}
     data["exploration"] |= {
