@@ -319,6 +319,8 @@ def stability(outcome, args, start) -> list[str]:
     ``--stability-temperatures``; the models run ``--jobs`` at a time (processes)."""
     import md_stability
 
+    from uq_bias.campaign.state import CampaignState
+
     steps = int(round(args.stability_ps * 1000 / md_stability.TIMESTEP_FS))
     jobs, names = [], []
     for (name, seed), folder in outcome.folders.items():
@@ -326,7 +328,7 @@ def stability(outcome, args, start) -> list[str]:
         wanted = args.stability_labels or [rows[-1]["n_labelled"]]
         for row in rows:
             if row["n_labelled"] in wanted:
-                model = Path(folder) / "iterations" / f"{row['iteration']:03d}" / "model"
+                model = CampaignState(folder).iteration_dir(row["iteration"]) / "model"
                 jobs.append((str(model / "member_0.model"), start, args, steps))
                 names.append(f"{name} s{seed} {row['n_labelled']} labels")
     temps = ", ".join(f"{t:g}" for t in args.stability_temperatures)
