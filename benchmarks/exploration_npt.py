@@ -43,6 +43,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import cual_test_set  # noqa: E402
+import mil53_properties  # noqa: E402
+import mil53_test_set  # noqa: E402
 import npt_properties  # noqa: E402
 from harness import (  # noqa: E402
     Case,
@@ -57,7 +59,7 @@ from harness import (  # noqa: E402
     quiet,
 )
 from harness.report import command_line  # noqa: E402
-from harness.testsets import DEFAULT_CACHE  # noqa: E402
+from harness.testsets import DEFAULT_CACHE, load_or_make  # noqa: E402
 
 TARGET_VS_PLAIN, TARGET_VS_HOT = 1.5, 1.0
 
@@ -80,6 +82,7 @@ class Size:
     hot: float = 1500.0
     tau_rel: float = 0.2
     window: int = 50
+    timestep: float = 2.0
     #: where walkers start: "relaxed" (the builtin ``cual_fcc`` cell relaxed by EMT, positions
     #: and cell, 12.8 A^3/atom) or "builtin" (the cell itself, a = 3.61 A, 11.8 A^3/atom: every
     #: walker then begins with a compression transient, which the biased campaigns labelled)
@@ -101,6 +104,29 @@ class Size:
         return self.initial + self.batch * self.iterations
 
 
+#: MIL-53(Al), 76 atoms, GFN1-xTB labels (about 2 s each): the temperatures and the +-250 MPa
+#: of the 2024 paper's MIL-53 runs, 1 fs steps (hydrogen). Sized like the alloy's default.
+MIL53 = Size(
+    cutoff=5.0,
+    iterations=4,
+    walkers=4,
+    steps=400,
+    temperature=300.0,
+    hot=600.0,
+    timestep=1.0,
+    ladder=((300.0, 0.0), (600.0, 0.0), (300.0, 0.25), (300.0, -0.25)),
+)
+MIL53_QUICK = replace(
+    MIL53,
+    initial=6,
+    batch=4,
+    iterations=2,
+    walkers=2,
+    steps=100,
+    max_epochs=30,
+    ladder=((300.0, 0.0), (300.0, 0.25)),
+)
+
 QUICK = Size(
     cutoff=4.0,
     iterations=2,
@@ -112,9 +138,28 @@ QUICK = Size(
 )
 
 
-def base_config(size: Size, start_file: Path | None = None) -> dict:
+def base_config(size: Size, start_file: Path | None = None, system: str = "cual") -> dict:
     """The campaign config every variant shares (all but its own exploration keys);
-    ``start_file``: the start structure (default: the builtin cell)."""
+    ``start_file``: the start structure (default: the builtin cell); ``system``: "cual" (EMT
+    labels, the watchdog's cell checks only, as these figures were measured before the k_B T
+    defaults of issue 23) or "mil53" (GFN1-xTB labels, the package's default watchdog)."""
+    exploration = {
+        "walkers": size.walkers,
+        "steps": size.steps,
+        "timestep": size.timestep,
+        "ensemble": "npt",
+        "sample_every": size.sample_every,
+        "restarts": 3,
+    }
+    if system == "cual":
+        exploration["watchdog"] = {
+            "max_energy_rise_kt": None,
+            "max_energy_drop_kt": None,
+            "min_distance_ratio": None,
+            "max_bond_stretch": None,
+        }
+    else:  # a soft framework: the cell relaxes at the rate it would with its own modulus
+        exploration["bulk_modulus"] = 10.0
     return {
         "data": {
             "structures": str(start_file) if start_file else "builtin:cual_fcc",
@@ -122,41 +167,30 @@ def base_config(size: Size, start_file: Path | None = None) -> dict:
             "rattle": 0.05,
             "strain": 0.03,
         },
-        "oracle": {"kind": "emt"},
+        "oracle": {"kind": "emt" if system == "cual" else "gfn1-xtb"},
         "model": {"preset": size.preset, "cutoff": size.cutoff},
         "training": {"max_epochs": size.max_epochs, "batch_size": 4, "weights": {"stress": 100.0}},
         "uncertainty": {"method": "posterior"},
         "calibration": {"method": "conformal", "alpha": 0.1},
-        "exploration": {
-            "walkers": size.walkers,
-            "steps": size.steps,
-            "timestep": 2.0,
-            "ensemble": "npt",
-            "sample_every": size.sample_every,
-            "restarts": 3,
-            # the watchdog and fade these figures were measured with (before the k_B T
-            # defaults of issue 23): cell checks only, no energy or distance stops
-            "watchdog": {
-                "max_energy_rise_kt": None,
-                "max_energy_drop_kt": None,
-                "min_distance_ratio": None,
-                "max_bond_stretch": None,
-            },
-        },
+        "exploration": exploration,
         "selection": {"method": "maxdet", "batch_size": size.batch},
         "stop": {"iterations": size.iterations, "label_budget": size.budget},
         "executor": {"kind": "inprocess"},
-        "report": {"plots": True, "cvs": [asdict(cv) for cv in cell_cvs()]},
+        "report": {"plots": True, "cvs": [asdict(cv) for cv in cell_cvs(system)]},
     }
 
 
-def cell_cvs():
-    """Volume per atom and shear of the cell, in boxes that hold solid and liquid Cu3Al."""
+def cell_cvs(system: str = "cual"):
+    """Volume per atom and shear of the cell (``uq_bias.campaign.cvs``), in boxes that hold solid
+    and liquid Cu3Al, or MIL-53(Al) from the narrow pore (GFN1-xTB: 13.3 A^3/atom, shear 0.83) to
+    beyond the large pore (20.1 A^3/atom, shear 0.51): its shear, the distance of the cell's
+    shape from a cube, is the breathing's second coordinate."""
     from uq_bias.campaign.cvs import CollectiveVariable
 
+    volume, shear = ((10.0, 18.0), (0.0, 0.1)) if system == "cual" else ((11.0, 23.0), (0.3, 1.0))
     return (
-        CollectiveVariable("volume", "volume", [], range=[10.0, 18.0]),
-        CollectiveVariable("shear", "shear", [], range=[0.0, 0.1]),
+        CollectiveVariable("volume", "volume", [], range=list(volume)),
+        CollectiveVariable("shear", "shear", [], range=list(shear)),
     )
 
 
@@ -231,6 +265,30 @@ def case(size: Size, spec: cual_test_set.TestSetSpec, start_file: Path | None = 
     return Case("exploration_npt", base, found, test_set, targets, cell_cvs(), None)
 
 
+def mil53_case(size: Size, spec: mil53_test_set.TestSetSpec) -> Case:
+    """MIL-53(Al) from the GFN1-xTB large pore: the five campaigns, the held-out GFN1-xTB set
+    (``mil53_test_set.py``: the breathing path to the narrow pore first), the targets."""
+    found = variants(size)
+    biased, _, plain, hot, _ = (v.name for v in found[:5])
+    test_set = TestSet(
+        mil53_test_set.NAME,
+        spec,
+        mil53_test_set.make,
+        (Subset("path", "path"), Subset("npt", "npt"), Subset("strain", "strain")),
+        about="held-out GFN1-xTB frames on the breathing path",
+    )
+    targets = (
+        Ratio("explored", biased, plain, TARGET_VS_PLAIN, "cell-space coverage"),
+        Ratio("explored", biased, hot, TARGET_VS_HOT, "cell-space coverage"),
+        Lowest("path_stress_rmse", biased, "stress RMSE on the breathing path", "meV/A^3", 1e3),
+        Lowest("npt_stress_rmse", biased, "stress RMSE on the NPT MD frames", "meV/A^3", 1e3),
+        Lowest("path_forces_rmse", biased, "force RMSE on the breathing path", "eV/A"),
+    )
+    start = mil53_test_set.LARGE_PORE
+    base = base_config(size, start, system="mil53")
+    return Case("exploration_npt_mil53", base, found, test_set, targets, cell_cvs("mil53"), None)
+
+
 # -- properties of the final models against EMT -------------------------------------------------
 
 
@@ -249,39 +307,52 @@ def properties(calc, size: Size, seed: int = 0) -> dict[str, float]:
 
 
 def _model_properties(job: tuple) -> dict[str, float]:
-    """:func:`properties` of one model file (a worker process, one thread), or of EMT."""
+    """The properties of one model file (a worker process, one thread), or of the reference
+    (``path`` None): :func:`properties` for the alloy, ``mil53_properties`` for MIL-53."""
     import torch
 
     torch.set_num_threads(1)
-    path, size = job
+    path, size, pores = job
     if path is None:
+        if pores is not None:
+            return mil53_properties.reference(pores)
         from ase.calculators.emt import EMT
 
         return properties(EMT(), size)
     from mace.calculators import MACECalculator
 
-    return properties(MACECalculator(model_paths=path, device="cpu", default_dtype="float64"), size)
+    calc = MACECalculator(model_paths=path, device="cpu", default_dtype="float64")
+    return properties(calc, size) if pores is None else mil53_properties.properties(calc, pores)
 
 
-def property_lines(folders: dict, size: Size, jobs: int) -> list[str]:
-    """A table of each final model's properties and relative errors against EMT."""
+def property_lines(folders: dict, size: Size, jobs: int, pores: list | None = None) -> list[str]:
+    """A table of each final model's properties and relative errors against the reference
+    (EMT, or with ``pores``, the GFN1-xTB minima of MIL-53)."""
     models = {
         key: str(sorted(Path(f).glob("iterations/*/model/member_0.model"))[-1])
         for key, f in folders.items()
     }
     with ProcessPoolExecutor(max_workers=max(1, jobs), initializer=quiet) as pool:
         found = list(
-            pool.map(_model_properties, [(None, size)] + [(m, size) for m in models.values()])
+            pool.map(
+                _model_properties,
+                [(None, size, pores)] + [(m, size, pores) for m in models.values()],
+            )
         )
     reference, predicted = found[0], dict(zip(models, found[1:]))
     names = list(reference)
+    source = "GFN1-xTB" if pores else "EMT"
+    how = (
+        "both pores relaxed in positions and cell from GFN1-xTB's minima"
+        if pores
+        else "MTK NPT MD and a Birch-Murnaghan fit, same start and seeds"
+    )
     lines = [
-        "Properties of the final models against EMT (MTK NPT MD and a Birch-Murnaghan fit, "
-        "same start and seeds; relative error in brackets)",
+        f"Properties of the final models against the reference ({how}; relative error in brackets)",
         "",
         "| campaign | seed | " + " | ".join(names) + " | mean rel. error |",
         "| --- | --- | " + " | ".join("---" for _ in names) + " | --- |",
-        "| EMT | - | " + " | ".join(f"{reference[n]:.3f}" for n in names) + " | - |",
+        f"| {source} | - | " + " | ".join(f"{reference[n]:.3f}" for n in names) + " | - |",
     ]
     errors = {}
     for (name, seed), values in predicted.items():
@@ -310,6 +381,12 @@ def property_verdict(errors: dict[tuple[str, int], float]) -> list[str]:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny model, short walkers: < 10 min")
+    p.add_argument(
+        "--system",
+        choices=["cual", "mil53"],
+        default="cual",
+        help="Cu3Al labelled by EMT, or MIL-53(Al) labelled by GFN1-xTB",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "exploration_npt"
@@ -333,9 +410,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv=None) -> int:
-    quiet()
-    args = parser().parse_args(argv)
+def cual_setup(args) -> tuple[Size, Case, Path]:
+    """The alloy's size, case and output folder from the command line."""
     size = QUICK if args.quick else Size()
     size = replace(size, tau_rel_stress=args.tau_rel_stress, start=args.start)
     spec = cual_test_set.QUICK if args.quick else cual_test_set.TestSetSpec()
@@ -346,15 +422,31 @@ def main(argv=None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         start_file = out / "start.extxyz"
         cual_test_set.cual_cell(2, relaxed=True).write(start_file)
-    the_case = case(size, spec, start_file)
+    return size, case(size, spec, start_file), out
+
+
+def mil53_setup(args) -> tuple[Size, Case, Path]:
+    """MIL-53(Al)'s size, case and output folder from the command line."""
+    size = replace(MIL53_QUICK if args.quick else MIL53, tau_rel_stress=args.tau_rel_stress)
+    spec = mil53_test_set.QUICK if args.quick else mil53_test_set.TestSetSpec()
+    out = args.out / ("mil53_quick" if args.quick else "mil53")
+    return size, mil53_case(size, spec), out
+
+
+def main(argv=None) -> int:
+    quiet()
+    args = parser().parse_args(argv)
+    setup = mil53_setup if args.system == "mil53" else cual_setup
+    size, the_case, out = setup(args)
     options = RunOptions(
         seeds=tuple(args.seeds),
         out=out,
         command=command_line("benchmarks/exploration_npt.py", argv),
         describe=(
-            f"{size.preset} MACE, {size.initial} + {size.iterations} x {size.batch} EMT labels, "
-            f"{size.walkers} walkers x {size.steps} NPT steps (2 fs) at {size.temperature:g} K, "
-            f"hot {size.hot:g} K, tau_rel {size.tau_rel}, start {size.start}, "
+            f"{args.system}: {size.preset} MACE, {size.initial} + {size.iterations} x "
+            f"{size.batch} labels, {size.walkers} walkers x {size.steps} NPT steps "
+            f"({size.timestep:g} fs) at {size.temperature:g} K, hot {size.hot:g} K, "
+            f"tau_rel {size.tau_rel}, start {size.start if args.system == 'cual' else 'lp'}, "
             f"seeds {list(args.seeds)}"
         ),
         jobs=args.jobs,
@@ -365,10 +457,14 @@ def main(argv=None) -> int:
     if outcome is None:
         return 0
     if not args.no_properties:
-        lines = property_lines(outcome.folders, size, args.jobs)
+        pores = None
+        if args.system == "mil53":
+            spec = mil53_properties.PoresSpec(test_set=the_case.test_set.spec)
+            pores, _ = load_or_make(mil53_properties.NAME, spec, mil53_properties.make, args.cache)
+        lines = property_lines(outcome.folders, size, args.jobs, pores)
         print("\n".join(lines), flush=True)
         outcome.lines += ["", *lines]
-    finish(the_case, options, outcome, {"size": asdict(size)})
+    finish(the_case, options, outcome, {"size": asdict(size), "system": args.system})
     return 0
 
 
