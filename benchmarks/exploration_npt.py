@@ -1,33 +1,41 @@
-"""Does the bias stress buy a better potential per label? The Cu3Al alloy under NPT, EMT labels.
+"""Does the bias stress buy a better potential per label? Cu3Al (EMT) and MIL-53(Al) (GFN1-xTB).
 
-    python benchmarks/exploration_npt.py [--quick] [--seeds 0 1 2] [--jobs 3] [--out DIR]
-                                         [--cache ~/.cache/uq_bias] [--no-properties]
+    python benchmarks/exploration_npt.py [--system cual|mil53] [--quick] [--seeds 0 1 2]
+                                         [--jobs 3] [--out DIR] [--cache ~/.cache/uq_bias]
+                                         [--no-properties]
 
 Active-learning campaigns (``uq_bias.campaign.run``) that differ only in how they explore, all
-under NPT (ASE's MTK barostat, isotropic cell by default) from the builtin ``cual_fcc`` cell
-relaxed by EMT (or, with ``--start builtin``, from the cell itself, compressed: 11.8 A^3/atom
-against EMT's 12.8):
+under NPT (ASE's MTK barostat, full cell). ``--system cual`` (default): the Cu3Al alloy labelled
+by EMT, from the builtin ``cual_fcc`` cell relaxed by EMT (or, with ``--start builtin``, from
+the cell itself, compressed: 11.8 A^3/atom against EMT's 12.8). ``--system mil53``: the
+MIL-53(Al) framework labelled by GFN1-xTB, from its large pore relaxed by GFN1-xTB
+(``recipes/structures``), at 300 K with 600 K as hot and +-0.25 GPa on the ladder (the 2024
+paper's MIL-53 runs).
 
 * ``biased-<T>K``: uncertainty-biased forces and stress at T;
 * ``biased-nostress-<T>K``: the same bias on the forces, none on the stress (``tau_rel_stress``
   0), so the difference to the first says what the bias stress buys;
 * ``plain-<T>K`` and ``plain-<hot>K``: plain NPT at T and hot;
-* ``ladder``: plain NPT, walker i at the (T, P) ladder point i (DP-GEN's way: 300 and 600 K at
-  0 and +-2.5 GPa here, the pressures of the 2024 paper's MIL-53 runs scaled to a metal).
+* ``ladder``: plain NPT, walker i at the (T, P) ladder point i (DP-GEN's way: for the alloy 300
+  and 600 K at 0 and +-2.5 GPa, the pressures of the 2024 paper's MIL-53 runs scaled to a metal).
 
 Same seeds, start, initial frames, model, training, selection (max-det) and label budget. Every
-iteration's model is scored on a held-out EMT test set no campaign sees (``cual_test_set.py``,
-cached): NPT MD frames at several temperatures and pressures (``npt``), the liquid (``liquid``)
-and compressed, stretched and sheared cells (``strain``). Coverage is that of cell space: the
+iteration's model is scored on a held-out test set no campaign sees (cached): for the alloy
+(``cual_test_set.py``) NPT MD frames at several temperatures and pressures (``npt``), the liquid
+(``liquid``) and compressed, stretched and sheared cells (``strain``); for MIL-53
+(``mil53_test_set.py``) the breathing path from the large to the narrow pore (``path``), NPT MD
+with GFN1-xTB (``npt``) and strained cells (``strain``). Coverage is that of cell space: the
 volume per atom (A^3/atom) and the cell's shear (``uq_bias.campaign.cvs``), on grids as for
-torsions. Properties of each final model against EMT on the same input (``npt_properties.py``):
-the mean volume per atom from NPT MD at 300 K and 900 K, the bulk modulus, and the volume per
-atom at the hot temperature (a superheated solid or a liquid, whichever EMT gives in the run).
+torsions. Properties of each final model against the reference on the same input: for the alloy
+(``npt_properties.py``) the mean volume per atom from NPT MD at 300 K and 900 K, the bulk
+modulus, and the volume per atom at the hot temperature; for MIL-53 (``mil53_properties.py``)
+both pores' volumes and the energy between them.
 
 PASS/MISS (mean over seeds at equal labels, and per seed): biased explores >= 1.5x the cell
-space of plain NPT at T and >= that of hot NPT; its model has the lowest stress RMSE on the
-``strain`` and ``npt`` frames and the lowest mean relative property error. Writes
-``exploration_npt.png``, ``table.md`` and ``results.json`` to ``--out``.
+space of plain NPT at T and >= that of hot NPT; its model has the lowest stress RMSE (alloy: on
+the ``strain`` and ``npt`` frames; MIL-53: on the ``path`` and ``npt`` frames, and the lowest
+force RMSE on ``path``) and the lowest mean relative property error. Writes the figure,
+``table.md`` and ``results.json`` to ``--out``.
 """
 
 from __future__ import annotations
