@@ -17,12 +17,13 @@ The cache file's name carries the content hash of :class:`TestSetSpec` (:mod:`ha
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.emt import EMT
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from harness import cells
 
 NAME = "cual_test"
 
@@ -67,16 +68,7 @@ def cual_cell(repeat: int, relaxed: bool = False) -> Atoms:
 
 def labelled(atoms: Atoms, subset: str) -> Atoms:
     """A bare copy of ``atoms`` with EMT's energy, forces and stress attached."""
-    frame = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=True)
-    frame.calc = EMT()
-    results = {
-        "energy": frame.get_potential_energy(),
-        "forces": frame.get_forces(),
-        "stress": frame.get_stress(),
-    }
-    frame.calc = SinglePointCalculator(frame, **results)
-    frame.info["subset"] = subset
-    return frame
+    return cells.labelled(atoms, EMT(), subset)
 
 
 def npt_frames(spec: TestSetSpec, temperature: float, pressure: float, seed: int) -> list[Atoms]:
@@ -106,18 +98,8 @@ def strained_frames(spec: TestSetSpec) -> list[Atoms]:
     """The isotropically strained and the sheared cells, rattled."""
     rng = np.random.default_rng(spec.seed)
     base = cual_cell(spec.repeat, relaxed=True)
-    deformations = [np.eye(3) * (1.0 + s) for s in spec.strains]
-    for sign in (1.0, -1.0):
-        shear = np.eye(3)
-        shear[0, 1] = shear[1, 0] = sign * spec.shear
-        deformations.append(shear)
-    frames = []
-    for deformation in deformations:
-        atoms = base.copy()
-        atoms.set_cell(base.cell.array @ deformation, scale_atoms=True)
-        atoms.positions += rng.normal(scale=spec.rattle, size=atoms.positions.shape)
-        frames.append(labelled(atoms, "strain"))
-    return frames
+    label = partial(labelled, subset="strain")
+    return cells.strained_cells(base, spec.strains, spec.shear, spec.rattle, rng, label)
 
 
 def make(spec: TestSetSpec, say=print) -> list[Atoms]:

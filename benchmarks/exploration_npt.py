@@ -90,6 +90,7 @@ class Size:
     hot: float = 1500.0
     tau_rel: float = 0.2
     window: int = 50
+    #: MD step, fs
     timestep: float = 2.0
     #: where walkers start: "relaxed" (the builtin ``cual_fcc`` cell relaxed by EMT, positions
     #: and cell, 12.8 A^3/atom) or "builtin" (the cell itself, a = 3.61 A, 11.8 A^3/atom: every

@@ -25,13 +25,14 @@ hour of reference calls.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms, units
-from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from harness import cells
 
 NAME = "mil53_test"
 LARGE_PORE = Path(__file__).resolve().parents[1] / "recipes/structures/mil53_al_lp_gfn1.extxyz"
@@ -78,16 +79,7 @@ def large_pore() -> Atoms:
 
 def labelled(atoms: Atoms, subset: str) -> Atoms:
     """A bare copy of ``atoms`` with GFN1-xTB's energy, forces and stress attached."""
-    frame = Atoms(atoms.numbers, atoms.positions, cell=atoms.cell, pbc=True)
-    frame.calc = gfn1()
-    results = {
-        "energy": frame.get_potential_energy(),
-        "forces": frame.get_forces(),
-        "stress": frame.get_stress(),
-    }
-    frame.calc = SinglePointCalculator(frame, **results)
-    frame.info["subset"] = subset
-    return frame
+    return cells.labelled(atoms, gfn1(), subset)
 
 
 def narrow_pore(spec: TestSetSpec, lp: Atoms) -> Atoms:
@@ -162,18 +154,8 @@ def strained_frames(spec: TestSetSpec) -> list[Atoms]:
     """The isotropically strained and the sheared cells, rattled."""
     rng = np.random.default_rng(spec.seed + 1)
     base = large_pore()
-    deformations = [np.eye(3) * (1.0 + s) for s in spec.strains]
-    for sign in (1.0, -1.0):
-        shear = np.eye(3)
-        shear[0, 1] = shear[1, 0] = sign * spec.shear
-        deformations.append(shear)
-    frames = []
-    for deformation in deformations:
-        atoms = base.copy()
-        atoms.set_cell(base.cell.array @ deformation, scale_atoms=True)
-        atoms.positions += rng.normal(scale=spec.rattle, size=atoms.positions.shape)
-        frames.append(labelled(atoms, "strain"))
-    return frames
+    label = partial(labelled, subset="strain")
+    return cells.strained_cells(base, spec.strains, spec.shear, spec.rattle, rng, label)
 
 
 def make(spec: TestSetSpec, say=print) -> list[Atoms]:
