@@ -48,22 +48,21 @@ def relaxed(atoms: Atoms, calc, fmax: float) -> Atoms:
     return atoms
 
 
-def properties(calc, pores: list[Atoms], fmax: float = 0.05) -> dict[str, float]:
-    """The module docstring's three numbers for ``calc``; ``pores``: the reference's minima
-    (:func:`make`)."""
-    lp, np_ = (relaxed(a, calc, fmax) for a in pores)
+def measured(lp: Atoms, np_: Atoms) -> dict[str, float]:
+    """The module docstring's three numbers of a relaxed large and narrow pore (energies from
+    their calculators)."""
     return {
         "volume_lp": lp.get_volume(),
         "volume_np": np_.get_volume(),
         "delta_e": np_.get_potential_energy() - lp.get_potential_energy(),
     }
+
+
+def properties(calc, pores: list[Atoms], fmax: float = 0.05) -> dict[str, float]:
+    """The three numbers for ``calc``; ``pores``: the reference's minima (:func:`make`)."""
+    return measured(*(relaxed(a, calc, fmax) for a in pores))
 
 
 def reference(pores: list[Atoms]) -> dict[str, float]:
     """The three numbers of GFN1-xTB, from its cached minima."""
-    lp, np_ = pores
-    return {
-        "volume_lp": lp.get_volume(),
-        "volume_np": np_.get_volume(),
-        "delta_e": np_.get_potential_energy() - lp.get_potential_energy(),
-    }
+    return measured(*pores)
