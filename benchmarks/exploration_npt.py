@@ -401,7 +401,9 @@ def parser() -> argparse.ArgumentParser:
         default="cual",
         help="Cu3Al labelled by EMT, or MIL-53(Al) labelled by GFN1-xTB",
     )
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument(
+        "--seeds", type=int, nargs="+", help="campaign seeds (default 0 1 2; --quick: 0)"
+    )
     p.add_argument(
         "--out", type=Path, default=Path(__file__).parent / "results" / "exploration_npt"
     )
@@ -450,6 +452,7 @@ def mil53_setup(args) -> tuple[Size, Case, Path]:
 def main(argv=None) -> int:
     quiet()
     args = parser().parse_args(argv)
+    args.seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     setup = mil53_setup if args.system == "mil53" else cual_setup
     size, the_case, out = setup(args)
     options = RunOptions(
