@@ -136,26 +136,32 @@ def retrain(folder: Path, test_frames, lowest: float, args) -> tuple[int, int, f
         [a for a in part if heights([a], lowest)[0] <= keep] for part in final_split(folder)
     )
     if args.subsample:
+        have = (len(train_frames), len(valid_frames))
+        if any(n < 1 or n > m for n, m in zip(args.subsample, have)):
+            raise InputError(
+                f"--subsample {args.subsample[0]} {args.subsample[1]}: {folder.name} has "
+                f"{have[0]} training and {have[1]} validation frames at heights <= "
+                f"{args.max_height:g} meV/atom; ask for 1 to that many of each"
+            )
         rng = np.random.default_rng(args.train_seed)
         train_frames, valid_frames = (
             [part[j] for j in sorted(rng.choice(len(part), n, replace=False))]
             for part, n in zip((train_frames, valid_frames), args.subsample)
         )
-    out = Path(tempfile.mkdtemp()) / "model.model"
-    options = replace(config.training, seed=args.train_seed)
-    model = config.model
-    train(
-        train_frames,
-        valid_frames,
-        out,
-        preset=model.preset,
-        cutoff=model.cutoff,
-        dtype=model.dtype,
-        options=options,
-        trainer_options=replace(config.trainer, progress_bar=False),
-        log=None,
-    )
-    calc = Calculator(out)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "model.model"
+        train(
+            train_frames,
+            valid_frames,
+            out,
+            preset=config.model.preset,
+            cutoff=config.model.cutoff,
+            dtype=config.model.dtype,
+            options=replace(config.training, seed=args.train_seed),
+            trainer_options=replace(config.trainer, progress_bar=False),
+            log=None,
+        )
+        calc = Calculator(out)
     squared = []
     for atoms in test_frames:
         probe = atoms.copy()
@@ -164,11 +170,37 @@ def retrain(folder: Path, test_frames, lowest: float, args) -> tuple[int, int, f
     return len(train_frames), len(valid_frames), float(np.sqrt(np.mean(squared)))
 
 
-def main(argv=None) -> int:
-    from ase.io import read
-    from harness.quiet import quiet
+class InputError(ValueError):
+    """An input the diagnostics cannot use; the message names it and what is expected."""
 
-    from uq_bias.torsions import backbone_torsions, dihedrals
+
+def campaign_folders(seed_folder: Path, names) -> list[Path]:
+    """The campaign folders to read: ``names`` in ``seed_folder`` (default: every folder there
+    with labels), each checked to hold ``data/labelled.extxyz``."""
+    if not seed_folder.is_dir():
+        raise InputError(
+            f"{str(seed_folder)!r}: no such folder; give one seed's folder of "
+            "exploration.py (OUT/<molecule>_<hash>/seedN)"
+        )
+    labelled = Path("data") / "labelled.extxyz"
+    if names is None:
+        names = sorted(p.name for p in seed_folder.iterdir() if (p / labelled).is_file())
+    missing = [n for n in names if not (seed_folder / n / labelled).is_file()]
+    if missing:
+        raise InputError(
+            f"--campaigns {' '.join(missing)}: no such campaign in {str(seed_folder)!r} (each "
+            f"needs {labelled})"
+        )
+    if not names:
+        raise InputError(
+            f"{str(seed_folder)!r}: no campaign folder with {labelled} in it; give one seed's "
+            "folder of exploration.py"
+        )
+    return [seed_folder / n for n in names]
+
+
+def main(argv=None) -> int:
+    from harness.quiet import quiet
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("seed_folder", type=Path, help="one seed's folder of exploration.py")
@@ -183,19 +215,36 @@ def main(argv=None) -> int:
     p.add_argument("--train-seed", type=int, default=1)
     args = p.parse_args(argv)
     quiet()
+    try:
+        folders = campaign_folders(args.seed_folder, args.campaigns)
+        return run(args, folders)
+    except InputError as err:
+        p.error(str(err))
+
+
+def run(args, folders: list[Path]) -> int:
+    from ase.io import read
+
+    from uq_bias.torsions import backbone_torsions, dihedrals
+
+    if not args.test.is_file():
+        raise InputError(f"--test {str(args.test)!r}: no such file; give the cached test set")
     test = read(args.test, ":")
     lowest = min(a.get_potential_energy() / len(a) for a in test)
     subset = [a for a in test if str(a.info.get("subset", "")).startswith(args.subset)]
-    quads = backbone_torsions(read(args.start or args.seed_folder.parent / "start.xyz"))
+    if not subset:
+        raise InputError(f"--subset {args.subset!r}: no frame of {str(args.test)!r} is in it")
+    start = args.start or args.seed_folder.parent / "start.xyz"
+    if not start.is_file():
+        raise InputError(f"--start {str(start)!r}: no such file; give the campaigns' start")
+    quads = backbone_torsions(read(start))
     pairs = adjacent_pairs(quads)
     test_points = local_points(np.array([dihedrals(a, quads) for a in subset]), pairs)
     print(
         f"{len(quads)} backbone torsions, {len(pairs)} adjacent pairs; {len(subset)} test "
         f"frames '{args.subset}'"
     )
-    names = args.campaigns or sorted(p.name for p in args.seed_folder.iterdir() if p.is_dir())
-    for name in names:
-        folder = args.seed_folder / name
+    for folder in folders:
         print(summarise(folder, test_points, quads, pairs, lowest, args.tol).line(args.tol))
         if args.retrain:
             n_train, n_valid, rmse = retrain(folder, subset, lowest, args)

@@ -34,3 +34,18 @@ def test_nearness_counts_each_point_once():
     reference = np.array([[0.0, 10.0], [-95.0, -178.0]])
     assert ld.near_share(points, reference, 10.0) == 0.5  # the first and the third
     assert ld.near_share(points, np.zeros((0, 2)), 10.0) == 0.0
+
+
+def test_a_missing_folder_or_campaign_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        ld.main([str(tmp_path / "nowhere"), "--test", str(tmp_path / "t.extxyz")])
+    assert stop.value.code == 2
+    assert "nowhere': no such folder" in capsys.readouterr().err
+    (tmp_path / "seed0" / "plain-300K" / "data").mkdir(parents=True)
+    with pytest.raises(SystemExit) as stop:
+        ld.main([str(tmp_path / "seed0"), "--test", "t.extxyz", "--campaigns", "plain-300K"])
+    assert stop.value.code == 2
+    assert "--campaigns plain-300K: no such campaign" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        ld.main([str(tmp_path / "seed0"), "--test", "t.extxyz"])
+    assert "no campaign folder with data/labelled.extxyz" in capsys.readouterr().err
