@@ -35,6 +35,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from harness.case import Subset
+from harness.rows import label_heights
 
 TORSION_BOX = {"low": [-180.0, -180.0], "high": [180.0, 180.0], "periodic": [True, True]}
 
@@ -68,11 +70,6 @@ def near_share(points: np.ndarray, reference: np.ndarray, tol: float) -> float:
     return float((d.min(axis=1) <= tol).mean())
 
 
-def heights(frames, lowest: float) -> np.ndarray:
-    """(S,) E / N - ``lowest`` of labelled ``frames``, eV/atom."""
-    return np.array([a.get_potential_energy() / len(a) - lowest for a in frames])
-
-
 @dataclass
 class LabelSummary:
     """One campaign's labels (module docstring): heights in meV/atom, shares in [0, 1]."""
@@ -92,7 +89,7 @@ class LabelSummary:
         )
 
 
-def summarise(folder: Path, test_points: np.ndarray, quads, pairs, lowest: float, tol: float):
+def summarise(folder: Path, test_points: np.ndarray, quads, pairs, test, tol: float):
     """The :class:`LabelSummary` of the campaign in ``folder``."""
     from ase.io import read
 
@@ -101,7 +98,7 @@ def summarise(folder: Path, test_points: np.ndarray, quads, pairs, lowest: float
 
     labelled = read(folder / "data" / "labelled.extxyz", ":")
     points = local_points(np.array([dihedrals(a, quads) for a in labelled]), pairs)
-    p10, p50, p90 = np.percentile(1000.0 * heights(labelled, lowest), [10, 50, 90])
+    p10, p50, p90 = np.percentile(1000.0 * label_heights(labelled, test), [10, 50, 90])
     return LabelSummary(
         folder.name,
         len(labelled),
@@ -123,7 +120,7 @@ def final_split(folder: Path) -> tuple[list, list]:
     return [by_id[i] for i in roles["train"]], [by_id[i] for i in roles["valid"]]
 
 
-def retrain(folder: Path, test_frames, lowest: float, args) -> tuple[int, int, float]:
+def retrain(folder: Path, test_frames, test, args) -> tuple[int, int, float]:
     """(training frames, validation frames, test force RMSE eV/A) of the module docstring's
     retrained model."""
     from uq_bias.calculator import Calculator
@@ -133,7 +130,8 @@ def retrain(folder: Path, test_frames, lowest: float, args) -> tuple[int, int, f
     config = cfg.load(folder / "config.yaml")
     keep = args.max_height / 1000.0
     train_frames, valid_frames = (
-        [a for a in part if heights([a], lowest)[0] <= keep] for part in final_split(folder)
+        [a for a, h in zip(part, label_heights(part, test)) if h <= keep]
+        for part in final_split(folder)
     )
     if args.subsample:
         have = (len(train_frames), len(valid_frames))
@@ -230,8 +228,7 @@ def run(args, folders: list[Path]) -> int:
     if not args.test.is_file():
         raise InputError(f"--test {str(args.test)!r}: no such file; give the cached test set")
     test = read(args.test, ":")
-    lowest = min(a.get_potential_energy() / len(a) for a in test)
-    subset = [a for a in test if str(a.info.get("subset", "")).startswith(args.subset)]
+    subset = Subset(args.subset, args.subset).of(test)
     if not subset:
         raise InputError(f"--subset {args.subset!r}: no frame of {str(args.test)!r} is in it")
     start = args.start or args.seed_folder.parent / "start.xyz"
@@ -245,9 +242,9 @@ def run(args, folders: list[Path]) -> int:
         f"frames '{args.subset}'"
     )
     for folder in folders:
-        print(summarise(folder, test_points, quads, pairs, lowest, args.tol).line(args.tol))
+        print(summarise(folder, test_points, quads, pairs, test, args.tol).line(args.tol))
         if args.retrain:
-            n_train, n_valid, rmse = retrain(folder, subset, lowest, args)
+            n_train, n_valid, rmse = retrain(folder, subset, test, args)
             print(
                 f"  retrained (heights <= {args.max_height:g} meV/atom, seed {args.train_seed}): "
                 f"{n_train} train + {n_valid} valid, {args.subset} F RMSE {rmse:.4f} eV/A",
