@@ -241,8 +241,17 @@ def variants(size: Size, hot: float, defaults: bool = False) -> tuple[Variant, .
         (f"plain-{hot:g}K", f"plain-{hot:g}K", hot, False),
     ]
     if defaults:
+        from uq_bias.campaign.config import SelectionConfig
+
+        band = SelectionConfig().thermal_band  # biased folders name the default they ran with
+        tail = f"_band{band:g}" if band is not None else ""
         return tuple(
-            Variant(name, short, f"{name}_defaults", default_exploration(t, biased))
+            Variant(
+                name,
+                short,
+                f"{name}_defaults" + (tail if biased else ""),
+                default_exploration(t, biased),
+            )
             for name, short, t, biased in kinds
         )
     return tuple(
@@ -274,9 +283,12 @@ def case(
         Ratio("explored", biased, hot_name, TARGET_VS_HOT, "explored coverage"),
         Lowest("rama_forces_rmse", biased, "force RMSE on the Ramachandran test frames", "eV/A"),
     )
+    base = base_config(size)
+    if not defaults:  # the settings it measured with: every candidate is eligible
+        base["selection"]["thermal_band"] = None
     return Case(
         "exploration",
-        base_config(size),
+        base,
         found,
         test_set,
         targets,

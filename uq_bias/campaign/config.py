@@ -182,10 +182,25 @@ class SelectionConfig(SelectionOptions):
     """Which candidates are labelled."""
 
     batch_size: int = option(8, "Frames labelled per iteration.")
+    thermal_band: float | None = option(
+        3.0,
+        "Biased walkers' candidates are chosen among those whose unbiased energy per atom, above "
+        "the model's energy of their start structure, is at most the harmonic thermal mean plus "
+        "this many standard deviations at the walker's temperature (uq_bias.selection.thermal; "
+        "the lowest-lying others fill in when fewer than batch_size are in it); null: every "
+        "candidate. Plain MD (tau 0) is thermal already and is never filtered.",
+        unit="thermal std",
+    )
 
     def __post_init__(self):
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        band = self.thermal_band
+        if band is not None and not (np.isfinite(band) and band >= 0):
+            raise ValueError(
+                f"selection.thermal_band must be a number >= 0 (standard deviations of the "
+                f"thermal energy) or null, got {band!r}"
+            )
 
 
 @dataclass
