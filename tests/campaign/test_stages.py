@@ -480,3 +480,57 @@ def test_walkers_start_with_a_stress_window_measured_at_their_start(tmp_path):
     assert seed["stress_mean"] == pytest.approx(expected_stress, rel=1e-8)
     specs = _restarts(tmp_path / "c", exploration, starts, cu_labelled(2))
     assert specs[0].restart_bias_state == states[0]
+
+
+@pytest.mark.parametrize("tau", [None, 0.0])
+def test_biased_candidates_are_chosen_within_the_thermal_band(tmp_path, tau):
+    """Twelve candidates of walker 0: six whose unbiased energy per atom lies 1 meV above the
+    model's energy of the start structure, six 0.2 eV/atom above. With a bias (tau_rel) every
+    pick is one of the six, and the band's limit is the closed form of the harmonic thermal
+    energy of an 8-atom cell at 300 K (f = 3N - 3: mean f k_B T / 2N plus 3 std
+    sqrt(f / 2) k_B T / N, written out here); plain MD (tau 0) is not filtered."""
+    import torch
+    from ase.units import kB
+    from reference_data import rattled_cu_frames
+
+    from uq_bias.campaign import uq as unc
+    from uq_bias.campaign.stages import select, uncertainty_dir
+    from uq_bias.training.build import build_mace
+    from uq_bias.uncertainty import GradientFeatureUncertainty
+
+    bias = {} if tau is None else {"tau": tau}
+    sections = {
+        "data": {"structures": "x.xyz", "valid_fraction": 0.5, "calibration_fraction": 0.0},
+        "exploration": {"temperature": 300.0, "bias": bias},
+        "selection": {"batch_size": 4},
+    }
+    config = from_dict(sections, tmp_path)
+    state = CampaignState(tmp_path)
+    labelled = [with_id(a) for a in rattled_cu_frames(6, seed=3, size=(2, 1, 1))]
+    state.add_labelled(labelled, 0)
+    path = tmp_path / "m.model"
+    torch.save(build_mace([13, 29], cutoff=3.5, seed=2), path)
+    model = GradientFeatureUncertainty(str(path)).fit(labelled)
+    start = rattled_cu_frames(1, seed=9, size=(2, 1, 1))[0]
+    start.calc = None
+    ctx = Context(state, config, None, [start], say=lambda _: None)
+    ctx.dir(1).mkdir(parents=True, exist_ok=True)
+    unc.save(model, uncertainty_dir(ctx, 1))
+    n = len(start)
+    reference = float(model(model.graph([start])).energy[0].detach()) / n
+    pool = []
+    for i, atoms in enumerate(rattled_cu_frames(12, seed=5, size=(2, 1, 1))):
+        atoms.calc = None
+        atoms.info.update(walker=0, unbiased_energy=n * (reference + (1e-3 if i < 6 else 0.2)))
+        pool.append(with_id(atoms))
+    write_frames(ctx.dir(1) / "candidates.extxyz", pool)
+    select(ctx, 1)
+    selection = read_json(ctx.dir(1) / "selection.json")
+    if tau == 0.0:
+        assert selection["thermal_band"] is None
+        return
+    kt, f = kB * 300.0, 3 * n - 3
+    limit = f * kt / (2 * n) + 3 * np.sqrt(f / 2) * kt / n
+    assert selection["thermal_band"]["limits"] == [pytest.approx(limit, abs=1e-4)]
+    assert selection["thermal_band"]["n_in_band"] == 6
+    assert len(selection["indices"]) == 4 and set(selection["indices"]) <= set(range(6))
