@@ -96,15 +96,25 @@ def _force_rmse(model_file, frames) -> float:
 
 def test_every_fine_tuning_learns_from_the_batch_just_labelled(campaign):
     """Models 2..5 each start from the one before; each differs from it and has a lower force
-    error on the batch labelled in the previous iteration (recomputed with EMT)."""
+    error (recomputed with EMT) on the frames of the batch labelled in the previous iteration
+    that it was trained on. The batch's validation and calibration frames are held out from
+    training, so nothing says the error there falls (measured on one machine: a calibration
+    frame's error rose 0.050 -> 0.060 eV/A while the training frame's fell 0.045 -> 0.039)."""
     state, result = campaign
     assert result.iterations == ITERATIONS + 1
+    trained_on = 0
     for k in range(1, ITERATIONS + 1):
         batch = read_frames(state.iteration_dir(k) / "labelled.extxyz")
         assert batch
+        train_ids = set(read_json(state.iteration_dir(k + 1) / "roles.json")["train"])
+        learned = [a for a in batch if a.info["frame_id"] in train_ids]
+        trained_on += len(learned)
+        if learned:
+            before = _force_rmse(_model_file(state, k), learned)
+            after = _force_rmse(_model_file(state, k + 1), learned)
+            assert after < before, (k, before, after)
         before = _force_rmse(_model_file(state, k), batch)
         after = _force_rmse(_model_file(state, k + 1), batch)
-        assert after < before, (k, before, after)
         old, new = (torch.load(_model_file(state, j), weights_only=False) for j in (k, k + 1))
         change = max((a - b).abs().max().item() for a, b in zip(old.parameters(), new.parameters()))
         assert change > 0, k
@@ -116,6 +126,7 @@ def test_every_fine_tuning_learns_from_the_batch_just_labelled(campaign):
             [before, after],
             rtol=1e-6,
         )
+    assert trained_on >= ITERATIONS  # at least one training frame per batch on average
     assert "## Learning from each batch" in result.report.read_text()
 
 
