@@ -17,7 +17,8 @@ def select(ctx: Context, k: int) -> None:
     ensemble these are its members' features, so a batch is not capped at K - 1 max-det picks
     (:class:`uq_bias.uncertainty.conditioned.ConditionedFeatures`). The test set (``data.test``)
     is left out on purpose: a loop that steers its labels away from the test frames would no
-    longer be judged by data it never used."""
+    longer be judged by data it never used. A biased campaign chooses among the candidates in
+    the thermal band (:func:`thermal_band`); ``selection.json`` says how many were."""
     from uq_bias.selection import SelectionOptions
     from uq_bias.selection import select as select_batch
 
