@@ -76,7 +76,7 @@ def thermal_band(ctx: Context, model, pool: list, n: int) -> dict | None:
     the harmonic mean plus ``thermal_band`` standard deviations at walker i's temperature."""
     import torch
 
-    from uq_bias.selection.thermal import band_limit, band_pool
+    from uq_bias.selection.thermal import band_limit, band_pool, in_band
 
     config = ctx.config
     width, e = config.selection.thermal_band, config.exploration
@@ -86,8 +86,8 @@ def thermal_band(ctx: Context, model, pool: list, n: int) -> dict | None:
         ctx.state.log("thermal band off: candidates carry no unbiased energy (bias.split false)")
         return None
     starts = ctx.structures
-    reference = model(model.graph(starts)).energy.detach().double().cpu()
-    reference = reference / torch.tensor([len(a) for a in starts], dtype=torch.float64)
+    energies = model(model.graph(starts)).energy.detach().double().cpu().tolist()
+    reference = [e_s / len(a) for e_s, a in zip(energies, starts)]  # eV/atom
     rise, limit = [], []
     for a in pool:
         walker = int(a.info.get("walker", 0))
@@ -98,6 +98,6 @@ def thermal_band(ctx: Context, model, pool: list, n: int) -> dict | None:
     among = band_pool(rise, limit, n)
     return {
         "pool": [int(i) for i in among],
-        "n_in_band": int((rise <= limit).sum()),
+        "n_in_band": int(in_band(rise, limit).sum()),
         "limits": sorted({round(float(x), 4) for x in limit}),
     }
