@@ -22,7 +22,7 @@ from functools import partial
 import numpy as np
 from ase import Atoms, units
 from ase.calculators.emt import EMT
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from harness import cells
 
 NAME = "cual_test"
@@ -77,7 +77,7 @@ def npt_frames(spec: TestSetSpec, temperature: float, pressure: float, seed: int
 
     atoms = cual_cell(spec.repeat, relaxed=True)
     atoms.calc = EMT()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     dt = 2.0 * units.fs
     md = MTKNPT(atoms, dt, temperature, pressure * units.GPa, tdamp=100 * dt, pdamp=500 * dt)

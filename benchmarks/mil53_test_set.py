@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms, units
 from ase.io import read
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 from harness import cells
 
 NAME = "mil53_test"
@@ -138,7 +138,7 @@ def npt_frames(spec: TestSetSpec, temperature: float, pressure: float, seed: int
 
     atoms = large_pore()
     atoms.calc = gfn1()
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(seed))
+    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(seed))
     Stationary(atoms)
     dt = spec.timestep * units.fs
     md = MTKNPT(atoms, dt, temperature, pressure * units.GPa, tdamp=100 * dt, pdamp=1000 * dt)

@@ -121,7 +121,7 @@ def rdkit_molecule(start: Atoms):
 def conformer_frames(start: Atoms, spec: MoleculeSpec, say=print) -> list[Atoms]:
     """The ``conf`` frames of the module docstring."""
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
     from ase.optimize import BFGS
     from rdkit import Chem
     from rdkit.Chem import AllChem
@@ -153,7 +153,7 @@ def conformer_frames(start: Atoms, spec: MoleculeSpec, say=print) -> list[Atoms]
             atoms = Atoms(start.numbers, mols[k].GetConformer().GetPositions())
             atoms.calc = xtb()
             BFGS(atoms, logfile=None).run(fmax=0.1, steps=spec.relax_steps)
-            MaxwellBoltzmannDistribution(atoms, temperature_K=spec.thermalise_temperature, rng=rng)
+            thermalize_momenta(atoms, spec.thermalise_temperature, rng=rng)
             Langevin(
                 atoms,
                 0.5 * units.fs,

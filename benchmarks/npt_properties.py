@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase import Atoms, units
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.md.velocitydistribution import Stationary, thermalize_momenta
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def npt_volume(
 
     work = atoms.copy()
     work.calc = calc
-    MaxwellBoltzmannDistribution(work, temperature_K=temperature, rng=np.random.default_rng(seed))
+    thermalize_momenta(work, temperature, rng=np.random.default_rng(seed))
     Stationary(work)
     md = IsotropicMTKNPT(
         work,

@@ -91,6 +91,18 @@ def test_valid_file_reads_types_and_resolves_paths(tmp_path):
             "data: {structures: a.xyz}\nexploration: {ladder: [[300, 0]], engine: batched}\n",
             "ladder needs engine: ase",
         ),
+        (
+            "data: {structures: a.xyz}\nselection: {thermal_band: -1}\n",
+            "selection.thermal_band must be a number >= 0",
+        ),
+        (
+            "data: {structures: a.xyz}\nselection: {thermal_band: .nan}\n",
+            "selection.thermal_band must be a number >= 0",
+        ),
+        (
+            "data: {structures: a.xyz}\nselection: {thermal_band: wide}\n",
+            "'selection.thermal_band'",
+        ),
     ],
 )
 def test_bad_config_names_the_key(tmp_path, text, message):

@@ -19,7 +19,7 @@ def test_band_holds_langevin_md_of_a_near_harmonic_cluster():
     from ase.calculators.emt import EMT
     from ase.cluster import Icosahedron
     from ase.md.langevin import Langevin
-    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.md.velocitydistribution import thermalize_momenta
     from ase.optimize import BFGS
 
     atoms = Icosahedron("Cu", 2)
@@ -27,7 +27,7 @@ def test_band_holds_langevin_md_of_a_near_harmonic_cluster():
     BFGS(atoms, logfile=None).run(fmax=1e-5)
     minimum, n = atoms.get_potential_energy(), len(atoms)
     temperature = 10.0
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature, rng=np.random.default_rng(0))
     md = Langevin(
         atoms,
         4 * units.fs,
