@@ -330,6 +330,7 @@ def stability(outcome, args, start) -> list[str]:
     each label count of ``--stability-labels`` it reached (default: its last), at each of
     ``--stability-temperatures``; the models run ``--jobs`` at a time (processes)."""
     import md_stability
+    from tqdm import tqdm
 
     from uq_bias.campaign.state import CampaignState
 
@@ -352,7 +353,8 @@ def stability(outcome, args, start) -> list[str]:
         "",
     ]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), initializer=quiet) as pool:
-        rows = [(n, s) for n, out in zip(names, pool.map(_survival, jobs)) for s in out]
+        done = tqdm(pool.map(_survival, jobs), "MD stability", total=len(jobs), unit="model")
+        rows = [(n, s) for n, out in zip(names, done) for s in out]
     lines += md_stability.curve_table(rows)
     print("\n".join(lines), flush=True)
     return lines
