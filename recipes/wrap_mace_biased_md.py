@@ -5,7 +5,8 @@
 train.xyz: structures the model was trained on (labels not needed); valid.xyz: labelled frames
 it was not trained on (energy and forces, for calibration). The MD starts from the first
 validation frame; the frames kept along the way (with their calibrated uncertainties in
-``info``/``arrays``) go to ``--out``, ready for ``uq-bias select``. The model file is a pickle:
+``info``/``arrays``) go to ``--out`` and the calibrated uncertainty model to the folder
+``--unc-out``, ready for ``uq-bias select --unc UNC_OUT --pool OUT``. The model file is a pickle:
 use only files you trust.
 """
 
@@ -18,7 +19,7 @@ import ase.io
 from uq_bias import Calculator
 from uq_bias.bias import BiasConfig
 from uq_bias.dynamics import explore
-from uq_bias.uncertainty import GradientFeatureUncertainty, calibrate
+from uq_bias.uncertainty import GradientFeatureUncertainty, calibrate, save
 
 
 def main(argv=None) -> None:
@@ -30,6 +31,7 @@ def main(argv=None) -> None:
     parser.add_argument("--temperature", type=float, default=300.0, help="K")
     parser.add_argument("--tau-rel", type=float, default=0.3, help="relative bias strength")
     parser.add_argument("--out", default="biased_md.extxyz")
+    parser.add_argument("--unc-out", default="unc", help="folder for the uncertainty model")
     args = parser.parse_args(argv)
 
     # 1. the model's last-layer gradient features, conditioned on its training structures
@@ -38,6 +40,7 @@ def main(argv=None) -> None:
     valid = ase.io.read(args.valid, ":")
     report = calibrate(model, valid, method="conformal", alpha=0.1)
     print(f"calibration factors: {report['factors']}")
+    save(model, args.unc_out)
     # 3. uncertainty-biased MD: E_b = E - tau U with tau = tau_rel <|F|>/<|F_bias|>
     calc = Calculator(model, bias=BiasConfig(tau_rel=args.tau_rel, window=20))
     result = explore(

@@ -13,7 +13,7 @@ forces                     (n_atoms, 3)          eV/A       -dE/dr (biased if a 
 stress                     (n_structures, 3, 3)  eV/A^3     (1/V) dE/d(eps) (periodic cells only)
 energy_uncertainty         (n_structures,)       eV         calibrated energy uncertainty
 forces_uncertainty         (n_atoms,)            eV/A       calibrated per-atom force uncertainty
-stress_uncertainty         (n_structures, 3, 3)  eV/A^3     ensemble spread of the stress
+stress_uncertainty         (n_structures, 3, 3)  eV/A^3     calibrated ensemble spread of the stress
 unbiased_energy            (n_structures,)       eV         energy without the bias
 unbiased_forces            (n_atoms, 3)          eV/A       forces without the bias
 unbiased_stress            (n_structures, 3, 3)  eV/A^3     stress without the bias

@@ -38,7 +38,7 @@ def test_biased_and_unbiased_alanine_differ_only_in_the_bias():
 @pytest.mark.slow
 def test_wrap_script_runs_biased_md(tmp_path, cu_frames, monkeypatch):
     from uq_bias.training import FitOptions, TrainerOptions, train
-    from uq_bias.uncertainty import GradientFeatureUncertainty, calibrate
+    from uq_bias.uncertainty import GradientFeatureUncertainty, calibrate, load
 
     ase.io.write(tmp_path / "train.xyz", cu_frames[:8])
     ase.io.write(tmp_path / "valid.xyz", cu_frames[8:])
@@ -64,6 +64,8 @@ def test_wrap_script_runs_biased_md(tmp_path, cu_frames, monkeypatch):
         "300",
         "--out",
         str(out),
+        "--unc-out",
+        str(tmp_path / "unc"),
     ]
     monkeypatch.setattr("sys.argv", ["wrap_mace_biased_md.py", *argv])
     runpy.run_path(str(RECIPES / "wrap_mace_biased_md.py"), run_name="__main__")
@@ -74,10 +76,16 @@ def test_wrap_script_runs_biased_md(tmp_path, cu_frames, monkeypatch):
         ase.io.read(tmp_path / "train.xyz", ":")
     )
     calibrate(model, ase.io.read(tmp_path / "valid.xyz", ":"), method="conformal", alpha=0.1)
+    saved = load(tmp_path / "unc")  # the folder `uq-bias select --unc` reads
     for frame in frames:
         out_u = model(model.graph(frame).requires_grad_(True))
         np.testing.assert_allclose(
             frame.info["energy_uncertainty"], out_u.energy_uncertainty.item(), rtol=1e-6
+        )
+        np.testing.assert_allclose(
+            saved(saved.graph(frame).requires_grad_(True)).energy_uncertainty.item(),
+            out_u.energy_uncertainty.item(),
+            rtol=1e-6,
         )
         np.testing.assert_allclose(
             frame.arrays["forces_uncertainty"], out_u.atom_uncertainty.detach().numpy(), rtol=1e-6

@@ -83,10 +83,10 @@ class ExploreConfig:
     watchdog: WatchdogConfig = option(WatchdogConfig(), "When a walker stops.")
     restarts: int = option(
         0,
-        "After a blow-up (not an exception from the calculator) or an energy rise, a walker "
-        "starts again with fresh velocities for the steps it has left, at most this many times: "
-        "from its start (in a campaign, its start structure, also with start: last); 0: it "
-        "stops there.",
+        "After a blow-up (not an exception from the calculator), an energy rise or an energy "
+        "drop, a walker starts again with fresh velocities for the steps it has left, at most "
+        "this many times: from its start (in a campaign, its start structure, also with start: "
+        "last); 0: it stops there.",
     )
     seed: int = option(0, "Base seed; walker k uses the seed sequence (seed, k).")
     progress: bool = option(True, "Show a progress bar.")

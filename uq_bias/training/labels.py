@@ -70,12 +70,12 @@ def labelled(atoms: Atoms, where: str, keys: LabelKeys = LabelKeys()) -> Atoms:
     if energy is None:
         raise ValueError(
             f"{where}: no energy label; expected atoms.info[{keys.energy!r}] or an energy in "
-            "atoms.calc (set the key with --energy-key or energy_key=...)"
+            "atoms.calc (name the key with --key-energy, or keys=LabelKeys(energy=...) in Python)"
         )
     if forces is None:
         raise ValueError(
             f"{where}: no forces label; expected atoms.arrays[{keys.forces!r}] or forces in "
-            "atoms.calc (set the key with --forces-key or forces_key=...)"
+            "atoms.calc (name the key with --key-forces, or keys=LabelKeys(forces=...) in Python)"
         )
     energy = float(np.asarray(energy, dtype=float).reshape(-1)[0])
     forces = np.asarray(forces, dtype=float)
