@@ -11,7 +11,7 @@ from ase.calculators.emt import EMT
 
 from uq_bias.campaign import ConfigError, from_dict, run
 from uq_bias.campaign.state import CampaignState, write_json
-from uq_bias.campaign.validate import check_resume, first_frames
+from uq_bias.campaign.validate import check_folder, check_resume, first_frames
 from uq_bias.cli import main
 
 from .test_loop import cu8, cu_labelled, write_campaign
@@ -88,6 +88,36 @@ def test_a_conflict_with_labels_says_what_can_be_done(tmp_path):
     assert "set 'folder' to a new name" in message
     assert f"data.initial_data: {state.data_path}" in message
     assert (state.root / "config.yaml").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "config_yaml",
+    ["seed: 123\nmodel: {num_channels: 64}\n", "- a list\n- not a mapping\n"],
+    ids=["another tool's config", "a yaml list"],
+)
+def test_a_folder_of_the_users_own_is_refused_and_left_as_it_was(
+    tmp_path, reference_calls, capsys, config_yaml
+):
+    """``folder: .`` in a project folder with its own config.yaml and data/: refused before any
+    label, and not a byte of it changed (before, a changed 'seed' cleared data/ as stale)."""
+    path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"})
+    path.write_text(path.read_text() + "folder: .\n")
+    (tmp_path / "config.yaml").write_text(config_yaml)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train.xyz").write_text("mine\n")
+    before = {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()}
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'folder'" in err and "['config.yaml', 'data']" in err
+    assert "Traceback" not in err and reference_calls == []
+    assert {f: f.read_bytes() for f in tmp_path.rglob("*") if f.is_file()} == before
+
+
+def test_a_campaign_folder_or_a_folder_without_campaign_names_is_accepted(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    check_folder(tmp_path)  # nothing a campaign writes is there
+    check_resume(CampaignState(tmp_path / "c"), _config(tmp_path))
+    check_folder(tmp_path / "c")  # a campaign's own folder, to resume
 
 
 def test_console_and_report_count_labels_the_same_way(tmp_path):

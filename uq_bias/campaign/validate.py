@@ -12,7 +12,10 @@ would fail later fails now, in seconds, and leaves nothing behind:
   depend on their frame ids alone (:mod:`uq_bias.campaign.roles`), and the perturbed copies are
   made from the seed, so the split is known before any label;
 * the oracle ``emt`` knows every element;
-* the campaign folder can be created and written.
+* the campaign folder can be created and written, and holds none of the names a campaign
+  writes (:data:`CAMPAIGN_ENTRIES`) unless uq-bias wrote them: a campaign pointed at a folder
+  of the user's own (``folder: .``) would otherwise overwrite or clear their ``config.yaml``,
+  ``data/`` or ``report/``.
 
 :func:`check_resume` compares the config with the one a folder was started with: the keys of
 :data:`FIXED` define the labels and must not change, unless the folder holds no label yet (then
@@ -36,6 +39,8 @@ FIXED = ("seed", "data", "oracle", "model")
 #: The sections that may change on resume.
 MAY_CHANGE = ("training", "trainer", "uncertainty", "calibration", "exploration", "selection")
 MAY_CHANGE += ("stop", "executor", "report", "device", "folder")
+#: What a campaign writes at the top of its folder (:class:`CampaignState`, :func:`check_resume`).
+CAMPAIGN_ENTRIES = ("config.yaml", "journal.json", "log.txt", "data", "iterations", "report")
 
 
 def _elements(frames: list[Atoms]) -> set[int]:
@@ -180,6 +185,25 @@ def check_folder(path: Path) -> None:
         raise cfg.ConfigError(f"{where} cannot be made: {str(parent)!r} is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise cfg.ConfigError(f"{where} cannot be written: no write permission on {str(parent)!r}")
+    taken = [name for name in CAMPAIGN_ENTRIES if (path / name).exists()]
+    if taken and not is_campaign_folder(path):
+        raise cfg.ConfigError(
+            f"{where} holds {taken}, which no campaign wrote (its config.yaml is not a campaign "
+            "config); a campaign writes these names there and would overwrite or clear them. "
+            "Give a new or empty folder, or move those files away"
+        )
+
+
+def is_campaign_folder(path: Path) -> bool:
+    """Whether ``path/config.yaml`` is a campaign config (a mapping with the sections ``data``,
+    ``oracle`` and ``model`` that :func:`check_resume` writes in full)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((path / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return False
+    return isinstance(data, dict) and {"data", "oracle", "model"} <= data.keys()
 
 
 def check_campaign(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
