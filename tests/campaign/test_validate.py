@@ -14,7 +14,7 @@ from uq_bias.campaign.state import CampaignState, write_json
 from uq_bias.campaign.validate import check_folder, check_resume, first_frames
 from uq_bias.cli import main
 
-from .test_loop import cu8, cu_labelled, write_campaign
+from .test_loop import FLAKY, check_labels_against, cu8, cu_labelled, write_campaign
 
 
 @pytest.fixture
@@ -182,3 +182,20 @@ def test_gradient_features_need_two_training_frames_and_the_advice_is_enough(
     result = run(path, progress=None)
     fitted = CampaignState(result.folder).iteration_dir(1)
     assert (fitted / "uncertainty").is_dir() and (fitted / "calibration.json").is_file()
+
+
+def test_an_oracle_that_fails_on_every_frame_names_oracle_and_a_fix_resumes(tmp_path, capsys):
+    """A broken oracle is a setup error: exit 2 naming 'oracle' and the first reason. The
+    failures are forgotten, so the same folder with the oracle corrected labels those frames
+    (before, they counted as labels spent and the corrected oracle was refused)."""
+    oracle = {"kind": "import", "calculator": f"{FLAKY}:FlakyEMT", "kwargs": {"fail_every": 1}}
+    path = write_campaign(tmp_path, cu8(), oracle=oracle, stop={"iterations": 0})
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'oracle'" in err and "failed on all 8 initial frames" in err
+    assert "SCF did not converge" in err and "Traceback" not in err
+    path.write_text(path.read_text().replace("fail_every: 1", "fail_every: 0"))
+    assert main(["run", str(path), "--quiet"]) == 0
+    state = CampaignState(tmp_path / "campaign")
+    assert len(state.labelled()) == 8 and state.failures() == []
+    check_labels_against(state.labelled(), EMT)

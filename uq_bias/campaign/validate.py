@@ -230,8 +230,8 @@ def _flat(data: dict, prefix: str = "") -> dict:
 
 def labels_spent(state: CampaignState) -> int:
     """Frames the oracle has labelled in this folder (in the data or in any iteration's
-    ``labels/``, failures included)."""
-    files = state.root.glob("iterations/*/labels/*")
+    ``labels/``; not the frames it failed on, which hold no label to keep consistent)."""
+    files = state.root.glob("iterations/*/labels/*.extxyz")
     return max(len(state.labelled()), sum(1 for _ in files))
 
 

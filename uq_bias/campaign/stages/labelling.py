@@ -3,6 +3,7 @@ into the campaign's data. Frames go to the oracle one by one into ``labels/`` (k
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -31,9 +32,9 @@ def _clean(atoms: Atoms) -> Atoms:
     return with_id(frame)
 
 
-def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> None:
+def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> list[Failure]:
     """Label ``frames`` with the oracle, frame by frame into ``labels/``; then write
-    ``labelled.extxyz`` and record the failures."""
+    ``labelled.extxyz``. Returns the frames the oracle failed on (the caller records them)."""
     folder = ctx.dir(k) / "labels"
     folder.mkdir(exist_ok=True)
     frames = [_clean(a) for a in frames]
@@ -60,7 +61,7 @@ def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> None:
         else:
             failures.append(Failure(**read_json(bad)))
     write_frames(ctx.dir(k) / "labelled.extxyz", labelled)
-    ctx.state.add_failures(failures, k)
+    return failures
 
 
 def perturbed(atoms: Atoms, rng: np.random.Generator, rattle: float, strain: float) -> Atoms:
@@ -86,13 +87,32 @@ def label_initial(ctx: Context, k: int) -> None:
         perturbed(ctx.structures[i % len(ctx.structures)], rng, data.rattle, data.strain)
         for i in range(data.initial_frames)
     ]
-    label_frames(ctx, k, frames)
+    failures = label_frames(ctx, k, frames)
+    if frames and len(failures) == len(frames):
+        _oracle_broken(ctx, k, failures)
+    ctx.state.add_failures(failures, k)
     if data.initial_data:
         from uq_bias.training.labels import read_frames as read_labelled
 
         given = [with_id(a) for a in read_labelled(ctx.config.path(data.initial_data))]
         mine = read_frames(ctx.dir(k) / "labelled.extxyz")
         write_frames(ctx.dir(k) / "labelled.extxyz", given + mine)
+
+
+def _oracle_broken(ctx: Context, k: int, failures: list[Failure]) -> None:
+    """The oracle failed on every initial frame: a setup error (calculator, command, licence),
+    not the physics of a few frames. Forget the failures, so that a run with the oracle
+    corrected labels these frames, and say so."""
+    from uq_bias.options import ConfigError
+
+    shutil.rmtree(ctx.dir(k) / "labels")
+    (ctx.dir(k) / "labelled.extxyz").unlink(missing_ok=True)
+    first = failures[0]
+    raise ConfigError(
+        f"config key 'oracle': the oracle failed on all {len(failures)} initial frames, nothing "
+        f"was labelled; the first, {first.frame_id}: {first.reason}. Correct 'oracle' and run "
+        "again: the campaign starts with these frames"
+    )
 
 
 def merge(ctx: Context, k: int) -> None:
@@ -104,4 +124,4 @@ def merge(ctx: Context, k: int) -> None:
 
 def label(ctx: Context, k: int) -> None:
     """Label the selected frames."""
-    label_frames(ctx, k, read_frames(ctx.dir(k) / "selected.extxyz"))
+    ctx.state.add_failures(label_frames(ctx, k, read_frames(ctx.dir(k) / "selected.extxyz")), k)
