@@ -153,6 +153,7 @@ def _add_md(sub) -> None:
 
 
 def _run_md(args) -> int:
+    from uq_bias import Calculator
     from uq_bias.bias import BiasConfig
     from uq_bias.dynamics import CalculatorRecipe, ExploreConfig, explore
     from uq_bias.io_structures import read_structures
@@ -160,8 +161,10 @@ def _run_md(args) -> int:
     config = collect(args, ExploreConfig, dest="explore")
     bias = collect(args, BiasConfig, dest="bias")
     starts = read_structures(args.start, "start structures (--start)")
-    recipe = CalculatorRecipe(str(args.unc), bias=bias, device=config.device)
-    result = explore(recipe, starts, config, walkers=args.walkers, trajectory=args.out)
+    model = CalculatorRecipe(str(args.unc), device=config.device).load_model()
+    result = explore(
+        Calculator(model, bias=bias), starts, config, walkers=args.walkers, trajectory=args.out
+    )
     for walker in result.walkers:
         print(
             f"walker {walker.index}: {walker.stop_reason} at step {walker.stop_step}, "

@@ -67,3 +67,9 @@ def test_cli_md_bad_input(saved_model, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--watchdog-max-uncertainty: " in err and "must be a finite number >= 0" in err
     assert not (tmp_path / "x.extxyz").exists()
+    # elements the Cu model never saw: exit 2 before any walker opens (and empties) --out
+    (tmp_path / "x.extxyz").write_text("a trajectory of mine\n")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "explore: start 0 contains element(s) ['H', 'C']" in err and "(['Al', 'Cu'])" in err
+    assert (tmp_path / "x.extxyz").read_text() == "a trajectory of mine\n"

@@ -127,6 +127,18 @@ class _Rebuild:
         return Calculator(self.model, bias=self.bias)
 
 
+def _check_elements(calculator, frames: Sequence[Atoms]) -> None:
+    """Every start structure holds only elements the model of a uq_bias Calculator knows (before
+    any walker opens its trajectory; a walker stops on a calculator error instead)."""
+    from uq_bias.training.labels import check_elements
+
+    known = getattr(getattr(calculator, "model", None), "atomic_numbers", None)
+    if known is None:
+        return
+    for k, atoms in enumerate(frames):
+        check_elements([atoms], known, f"explore: start {k}", "the elements the model knows")
+
+
 def _trajectory_path(trajectory: str | Path | None, index: int, n: int) -> Path | None:
     if trajectory is None:
         return None
@@ -154,6 +166,7 @@ def walker_specs(
     if config.ensemble == "npt":
         for k, atoms in enumerate(frames):
             check_npt_cell(atoms, f"explore: start {k}")
+    _check_elements(calculator, frames)
     if bias_states is not None and len(bias_states) != walkers:
         raise ValueError(
             f"explore: bias_states has {len(bias_states)} entries for {walkers} walkers; give "
