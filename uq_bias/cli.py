@@ -318,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"uq-bias {args.command}: {interrupt_message(args, err)}", file=sys.stderr)
         return exit_status(err)
-    except (ValueError, OSError, KeyError, TypeError) as err:
+    except (ValueError, OSError, KeyError, TypeError, ImportError) as err:
+        # ImportError: an optional extra is missing; its message names the pip extra
         print(f"uq-bias {args.command}: error: {err}", file=sys.stderr)
         return 2
 

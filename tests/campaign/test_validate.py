@@ -199,3 +199,29 @@ def test_an_oracle_that_fails_on_every_frame_names_oracle_and_a_fix_resumes(tmp_
     state = CampaignState(tmp_path / "campaign")
     assert len(state.labelled()) == 8 and state.failures() == []
     check_labels_against(state.labelled(), EMT)
+
+
+@pytest.mark.parametrize(
+    "module, sections, names",
+    [
+        ("mace.modules", {}, ["config key 'model.file'", "uq_bias[mace]"]),
+        ("distributed", {"executor": {"kind": "dask"}}, ["'executor.kind'", "uq_bias[dask]"]),
+        ("rdkit", {"data": {"initial_frames": 8}}, ["'data.structures'", "uq_bias[chem]"]),
+    ],
+    ids=["mace-torch", "dask", "rdkit"],
+)
+def test_a_missing_extra_is_named_before_any_label(
+    tmp_path, reference_calls, capsys, monkeypatch, module, sections, names
+):
+    """The import fails as it would without the extra (None in sys.modules); before, mace was
+    first needed in training, after iteration 0's labels, and the CLI printed a traceback."""
+    import sys
+
+    path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"}, **sections)
+    if module == "rdkit":  # a built-in molecule is made by RDKit
+        path.write_text(path.read_text().replace("start.xyz", "builtin:alanine_dipeptide"))
+    monkeypatch.setitem(sys.modules, module, None)
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert all(name in err for name in names) and "Traceback" not in err
+    assert reference_calls == [] and not (tmp_path / "campaign").exists()

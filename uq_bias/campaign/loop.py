@@ -153,7 +153,10 @@ def _summary(ctx: stages.Context, k: int) -> None:
 
 def _check_inputs(config: cfg.CampaignConfig) -> list:
     """The start structures, after the checks that need them and the oracle (before any work)."""
-    structures = stages.start_structures(config)
+    try:
+        structures = stages.start_structures(config)
+    except ImportError as err:  # a builtin molecule without RDKit
+        raise cfg.ConfigError(f"config key 'data.structures': {err}") from err
     if config.exploration.ensemble == "npt" and not all(a.pbc.all() for a in structures):
         raise cfg.ConfigError(
             "config key 'exploration.ensemble': npt needs start structures periodic in all three "

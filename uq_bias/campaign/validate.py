@@ -4,6 +4,7 @@
 :mod:`uq_bias.campaign.config`) and before the campaign folder is created, so a campaign that
 would fail later fails now, in seconds, and leaves nothing behind:
 
+* the optional packages the config needs are installed (:func:`check_extras`);
 * the model file (``model.file``) loads and is an interatomic model, and knows every element of
   the start structures and of ``data.initial_data``;
 * ``data.initial_data`` is readable and labelled;
@@ -64,6 +65,28 @@ def initial_data(config: cfg.CampaignConfig) -> list[Atoms]:
     except (OSError, ValueError) as err:
         raise cfg.ConfigError(f"config key 'data.initial_data': {err}") from err
     return [with_id(a) for a in frames]
+
+
+def check_extras(config: cfg.CampaignConfig) -> None:
+    """The optional packages the config needs are installed: mace-torch for a fresh model
+    (``model.file: null``), dask distributed for ``executor.kind: dask``."""
+    if not config.model.file:
+        from uq_bias.models.mace import import_mace
+
+        try:
+            import_mace()
+        except ImportError as err:
+            raise cfg.ConfigError(
+                f"config key 'model.file': null builds a fresh MACE model: {err}"
+            ) from err
+    if config.executor.kind == "dask":
+        try:
+            import distributed  # noqa: F401
+        except ImportError as err:
+            raise cfg.ConfigError(
+                f"config key 'executor.kind': dask needs dask distributed ({err}): "
+                "`pip install uq_bias[dask]`, or choose kind: process"
+            ) from err
 
 
 def check_model_file(config: cfg.CampaignConfig, frames: list[Atoms]) -> None:
@@ -209,6 +232,7 @@ def is_campaign_folder(path: Path) -> bool:
 def check_campaign(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
     """Every check of the module docstring, in order; raise ConfigError naming the key."""
     given = initial_data(config)
+    check_extras(config)
     check_model_file(config, structures + given)
     check_oracle_elements(config, structures)
     check_first_split(config, first_frames(config, structures) + given, structures)
