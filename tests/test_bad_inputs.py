@@ -148,6 +148,11 @@ RUN = [
         "EMTT",
     ),
     Case(
+        "oracle kwargs typo",
+        run_case("o3", oracle={"kind": "emt", "kwargs": {"asap_cutof": True}}),
+        "oracle.kwargs.asap_cutof is not a parameter of emt (did you mean 'asap_cutoff'?)",
+    ),
+    Case(
         "initial_data garbage",
         run_case("d1", **data(initial_data="garbage.xyz")),
         "data.initial_data",

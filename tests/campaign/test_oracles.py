@@ -27,6 +27,22 @@ def cu_frames(n: int, seed: int = 0):
     return frames
 
 
+def test_a_misspelt_keyword_is_refused_and_a_known_one_reaches_tblite():
+    """ASE calculators store any keyword: ``TBLite(chrage=1)`` would label at charge 0."""
+    with pytest.raises(ValueError, match=r"oracle.kwargs.chrage .* \(did you mean 'charge'\?\)"):
+        OracleSpec("gfn2-xtb", kwargs={"chrage": 1}).build()
+    pytest.importorskip("tblite")
+    from tblite.ase import TBLite
+
+    water = molecule("H2O")
+    water.calc = OracleSpec("gfn2-xtb", kwargs={"charge": 1, "multiplicity": 2}).build()
+    cation = water.get_potential_energy()
+    water.calc = TBLite(method="GFN2-xTB", charge=1, multiplicity=2, verbosity=0)
+    assert cation == pytest.approx(water.get_potential_energy(), abs=1e-8)
+    water.calc = TBLite(method="GFN2-xTB", verbosity=0)
+    assert abs(cation - water.get_potential_energy()) > 1.0  # the charge was used (eV)
+
+
 def test_emt_labels_match_emt():
     frames = cu_frames(3)
     labelled, failures = Oracle(OracleSpec("emt")).label(frames)

@@ -10,6 +10,7 @@ value. A failure is recorded and the frame skipped; it is never added to the dat
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import sys
@@ -77,6 +78,7 @@ class OracleSpec:
         if self.kind == "emt":
             from ase.calculators.emt import EMT
 
+            _check_kwargs(self.kwargs, EMT, "emt")
             return EMT(**self.kwargs)
         if self.kind in _TBLITE:
             try:
@@ -85,8 +87,27 @@ class OracleSpec:
                 raise ImportError(
                     "GFN-xTB labels need tblite: install it with `pip install uq_bias[xtb]`"
                 ) from err
+            _check_kwargs(self.kwargs, TBLite, self.kind)
             return TBLite(**{"method": _TBLITE[self.kind], "verbosity": 0, **self.kwargs})
         return import_object(self.calculator)(**self.kwargs)
+
+
+#: Keywords every ASE calculator takes besides its own parameters.
+_ASE_KEYWORDS = ("restart", "ignore_bad_restart_file", "label", "atoms", "directory")
+
+
+def _check_kwargs(kwargs: dict, calculator: type, kind: str) -> None:
+    """Refuse keywords ``calculator`` would store and never use (ASE calculators accept any
+    keyword: ``TBLite(chrage=1)`` labels every frame at charge 0)."""
+    known = sorted(calculator.default_parameters) + list(_ASE_KEYWORDS)
+    for key in kwargs:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ValueError(
+                f"oracle.kwargs.{key} is not a parameter of {kind}{hint}; its parameters: "
+                f"{', '.join(known)}"
+            )
 
 
 def import_object(path: str):
