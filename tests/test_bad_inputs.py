@@ -168,6 +168,12 @@ RUN = [
     Case("batch_size 0", run_case("k3", selection={"batch_size": 0}), "batch_size"),
     Case("walkers 0", run_case("k4", exploration={"walkers": 0}), "walkers"),
     Case("iterations -1", run_case("k5", stop={"iterations": -1}), "iterations"),
+    Case(
+        "trainer 64 gpus", run_case("g1", trainer={"accelerator": "gpu", "devices": 64}), "trainer"
+    ),
+    Case("device cuda:99", run_case("g2", device="cuda:99"), "config key 'device'"),
+    Case("budget below initial", run_case("k6", stop={"label_budget": 3}), "stop.label_budget"),
+    Case("target rmse 0", run_case("k7", stop={"target_forces_rmse": 0}), "target_forces_rmse"),
     Case("folder is a file", lambda root: ["run", campaign(root, "f1", folder="afile")], "folder"),
     Case(
         "folder under a file",
@@ -273,6 +279,13 @@ TRAIN = [
     Case("train empty", lambda r: train_argv(r, "labelled.xyz", "empty.xyz"), "empty.xyz"),
     Case("train unlabelled", lambda r: train_argv(r, "start.xyz", "labelled.xyz"), "start.xyz"),
     Case("train flag typo", lambda r: train_argv(r, "a", "b", "--max-epocs", "3"), "--max-epochs"),
+    Case(
+        "train 64 gpus",
+        lambda r: train_argv(
+            r, "labelled.xyz", "labelled.xyz", "--accelerator", "gpu", "--devices", "64"
+        ),
+        "accelerator='gpu', devices=64",
+    ),
 ]
 
 DEMO = [

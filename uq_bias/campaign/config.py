@@ -227,6 +227,12 @@ class StopConfig:
     def __post_init__(self):
         if self.iterations < 0:
             raise ValueError(f"iterations must be >= 0, got {self.iterations}")
+        if self.label_budget is not None and self.label_budget < 1:
+            raise ValueError(f"label_budget must be >= 1 (or null), got {self.label_budget}")
+        for name in ("target_forces_rmse", "target_energy_rmse"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 (or null), got {value}")
 
 
 @dataclass

@@ -12,6 +12,9 @@ would fail later fails now, in seconds, and leaves nothing behind:
   give at least one frame to train on, one to validate on and one to calibrate on. Their roles
   depend on their frame ids alone (:mod:`uq_bias.campaign.roles`), and the perturbed copies are
   made from the seed, so the split is known before any label;
+* this machine has the devices ``device``, ``exploration.device`` and ``trainer`` ask for
+  (:func:`check_machine`);
+* ``stop.label_budget`` is at least what iteration 0 labels or takes;
 * the oracle ``emt`` knows every element;
 * the campaign folder can be created and written, and holds none of the names a campaign
   writes (:data:`CAMPAIGN_ENTRIES`) unless uq-bias wrote them: a campaign pointed at a folder
@@ -89,6 +92,26 @@ def check_extras(config: cfg.CampaignConfig) -> None:
             ) from err
 
 
+def check_machine(config: cfg.CampaignConfig) -> None:
+    """This machine has what ``device``, ``exploration.device`` (unless dask workers run the
+    walkers elsewhere) and ``trainer`` ask for: a CUDA device, Lightning's accelerator."""
+    from uq_bias.device import resolve_device
+    from uq_bias.training.train import check_trainer
+
+    keys = {"device": config.device}
+    if config.executor.kind != "dask":
+        keys["exploration.device"] = config.exploration.device
+    for key, value in keys.items():
+        try:
+            resolve_device(value)
+        except ValueError as err:
+            raise cfg.ConfigError(f"config key {key!r}: {err}") from err
+    try:
+        check_trainer(config.trainer)
+    except ValueError as err:
+        raise cfg.ConfigError(f"config key 'trainer': {err}") from err
+
+
 def check_model_file(config: cfg.CampaignConfig, frames: list[Atoms]) -> None:
     """``model.file`` loads, is an interatomic model, and knows every element of ``frames``."""
     if not config.model.file:
@@ -150,6 +173,17 @@ def check_first_split(
             f"{' or '.join(empty)} (valid_fraction {d.valid_fraction}, calibration_fraction "
             f"{d.calibration_fraction}); the first model needs frames to train, validate and "
             f"calibrate on: set data.initial_frames to {advice} (8 is the default)"
+        )
+
+
+def check_budget(config: cfg.CampaignConfig, n_given: int) -> None:
+    """``stop.label_budget`` holds at least the frames iteration 0 labels or takes."""
+    budget, n_first = config.stop.label_budget, config.data.initial_frames + n_given
+    if budget is not None and budget < n_first:
+        raise cfg.ConfigError(
+            f"config key 'stop.label_budget': {budget} is below the {n_first} frames iteration 0 "
+            f"labels or takes (data.initial_frames {config.data.initial_frames} + "
+            f"{n_given} of data.initial_data); raise the budget or lower data.initial_frames"
         )
 
 
@@ -236,6 +270,7 @@ def check_campaign(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
     check_model_file(config, structures + given)
     check_oracle_elements(config, structures)
     check_first_split(config, first_frames(config, structures) + given, structures)
+    check_budget(config, len(given))
     check_folder(config.path(config.folder or "campaign"))
 
 

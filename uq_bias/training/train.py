@@ -7,6 +7,8 @@ file in the same directory, then ``os.replace``), which ``mace.calculators.MACEC
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -158,23 +160,13 @@ def fit(
     recorder = InterruptRecorder()
     training = options.max_epochs > 0
     # validation alone (max_epochs=0) runs in this process: nothing to distribute
-    distributed = {
-        "accelerator": trainer_options.accelerator,
-        "devices": trainer_options.devices if training else 1,
-        "num_nodes": trainer_options.num_nodes if training else 1,
-        "strategy": trainer_options.strategy if training else "auto",
-    }
-    trainer = lightning.Trainer(
+    local = replace(trainer_options, devices=1, num_nodes=1, strategy="auto")
+    trainer = lightning_trainer(
+        trainer_options if training else local,
         max_epochs=options.max_epochs,
-        **distributed,
-        enable_progress_bar=trainer_options.progress_bar,
         callbacks=[early_stopping, recorder] + ([csv_logger] if csv_logger else []),
         inference_mode=False,
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
         num_sanity_val_steps=-1,  # the whole validation set before training: epoch 0
-        deterministic=trainer_options.deterministic,
     )
     with lightning_interrupts(recorder):  # Ctrl-C / SIGTERM: the interrupt, not sys.exit(1)
         if training:
@@ -184,6 +176,49 @@ def fit(
     if module.best_state is not None:
         model.load_state_dict(module.best_state)
     return FitResult(model=model, history=module.history, best_loss=module.best_loss)
+
+
+def lightning_trainer(options: TrainerOptions, **kwargs) -> lightning.Trainer:
+    """A ``lightning.Trainer`` with ``options`` (no logger, checkpoints or model summary) and
+    ``kwargs``; ValueError naming the options when Lightning refuses them on this machine (a
+    GPU accelerator without a GPU, devices it cannot give, an unknown strategy)."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    settings = {
+        "accelerator": options.accelerator,
+        "devices": options.devices,
+        "num_nodes": options.num_nodes,
+        "strategy": options.strategy,
+        "enable_progress_bar": options.progress_bar,
+        "deterministic": options.deterministic,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        **kwargs,
+    }
+    try:
+        return lightning.Trainer(**settings)
+    except (MisconfigurationException, ValueError, RuntimeError) as err:
+        chosen = ", ".join(f"{k}={settings[k]!r}" for k in ("accelerator", "devices", "strategy"))
+        raise ValueError(f"Lightning cannot run with {chosen} here: {err}") from err
+
+
+def check_trainer(options: TrainerOptions) -> None:
+    """Raise the ValueError of :func:`lightning_trainer` now, before any work."""
+    with quiet_lightning():
+        lightning_trainer(options)
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning's info lines (GPU available, tips) off inside; the level restored after."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def save_model(model: AtomisticModel | torch.nn.Module, path: str | Path) -> Path:

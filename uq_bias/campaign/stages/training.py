@@ -3,8 +3,6 @@ training split, early-stopped on the validation split."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 from dataclasses import replace
 
 from uq_bias.campaign.stages.context import Context, data_roles, model_paths
@@ -14,6 +12,7 @@ from uq_bias.campaign.state import FRAME_ID, write_json
 def train(ctx: Context, k: int) -> None:
     """Train (or fine-tune) the model or ensemble with Lightning on the training split."""
     from uq_bias.training import compute_statistics
+    from uq_bias.training.train import quiet_lightning
 
     config = ctx.config
     roles = data_roles(ctx)
@@ -36,20 +35,8 @@ def train(ctx: Context, k: int) -> None:
     previous = model_paths(ctx, k - 1) if (config.model.fine_tune and k > 1) else None
     fresh = previous is None and config.model.file is None
     stats = compute_statistics(train_frames, config.model.cutoff) if fresh else None
-    with _quiet_lightning():
+    with quiet_lightning():
         _train_members(ctx, k, train_frames, valid_frames, options, trainer, previous, stats)
-
-
-@contextlib.contextmanager
-def _quiet_lightning():
-    """Lightning's info lines (GPU available, tips) off while training; restored after."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def _train_members(ctx, k, train_frames, valid_frames, options, trainer, previous, stats):
