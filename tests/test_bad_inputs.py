@@ -73,6 +73,9 @@ def inputs(tmp_path_factory, _tiny_mace_template) -> Path:
     torch.save(torch.zeros(3), root / "tensor.model")
     torch.save(_tiny_mace_template, root / "tiny.model")
     np.save(root / "features.npy", np.eye(4))
+    torch.save(np.eye(4), root / "numpy_features.pt")  # not a tensor: refused by weights_only
+    torch.save(torch.ones(4), root / "flat_features.pt")
+    (root / "junk.pt").write_text("hello\n")
     (root / "campaigns").mkdir()
     (root / "list.yaml").write_text("- data\n- oracle\n")
     (root / "bad.yaml").write_text("data: {structures: [\n")
@@ -231,7 +234,18 @@ def select_argv(root: Path) -> list[str]:
     return ["select", "--features", str(root / "features.npy"), "--out", str(root / "sel.xyz")]
 
 
+def features_argv(root: Path, name: str) -> list[str]:
+    pool = str(root / "labelled.xyz")
+    out = str(root / "sel.xyz")
+    return ["select", "--features", str(root / name), "--pool", pool, "--k", "2", "--out", out]
+
+
 SELECT = [
+    Case(
+        "features numpy .pt", lambda r: features_argv(r, "numpy_features.pt"), "other than a tensor"
+    ),
+    Case("features text .pt", lambda r: features_argv(r, "junk.pt"), "junk.pt: cannot read it"),
+    Case("features 1-D", lambda r: features_argv(r, "flat_features.pt"), "(n_pool, D)"),
     Case(
         "select k 0",
         lambda r: [*select_argv(r), "--pool", str(r / "labelled.xyz"), "--k", "0"],

@@ -56,18 +56,30 @@ def write_frames(path: str | Path, frames: Sequence[Atoms]) -> Path:
 def load_features(path: str | Path) -> torch.Tensor:
     """A precomputed (n_pool, D) feature matrix from ``.pt`` (a tensor saved with torch.save,
     loaded with weights_only=True) or ``.npy``."""
+    import pickle
+
+    import numpy as np
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"features file {path} does not exist")
-    if path.suffix == ".npy":
-        import numpy as np
-
-        return torch.from_numpy(np.load(path, allow_pickle=False))
-    if path.suffix == ".pt":
-        value = torch.load(path, weights_only=True, map_location="cpu")
-        if not isinstance(value, torch.Tensor):
-            raise ValueError(
-                f"{path}: expected one tensor saved with torch.save, got {type(value)}"
-            )
-        return value
-    raise ValueError(f"features file {path}: expected a .pt or .npy file, got {path.suffix!r}")
+    if path.suffix not in (".pt", ".npy"):
+        raise ValueError(f"features file {path}: expected a .pt or .npy file, got {path.suffix!r}")
+    try:
+        if path.suffix == ".npy":
+            value = torch.from_numpy(np.load(path, allow_pickle=False))
+        else:
+            value = torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"features file {path}: cannot read it: it holds a Python object other than a tensor "
+            "(it is loaded with weights_only=True, which runs no pickled code); save a "
+            "torch.Tensor with torch.save, or a number array with numpy.save"
+        ) from err
+    except (RuntimeError, ValueError, KeyError, EOFError) as err:
+        reason = str(err) if isinstance(err, ValueError) else "not a file torch.save wrote"
+        raise ValueError(f"features file {path}: cannot read it: {reason}") from err
+    if not isinstance(value, torch.Tensor) or value.ndim != 2:
+        got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value)
+        raise ValueError(f"features file {path}: expected an (n_pool, D) tensor, got {got}")
+    return value
