@@ -175,6 +175,12 @@ RUN = [
         "trainer 64 gpus", run_case("g1", trainer={"accelerator": "gpu", "devices": 64}), "trainer"
     ),
     Case("device cuda:99", run_case("g2", device="cuda:99"), "config key 'device'"),
+    Case("bias weight for H", run_case("b1", exploration={"bias": {"weights": {"H": 0}}}), "'H'"),
+    Case(
+        "closed_form, one model",
+        run_case("b2", exploration={"bias": {"gradient": "closed_form"}}),
+        "exploration.bias.gradient",
+    ),
     Case("budget below initial", run_case("k6", stop={"label_budget": 3}), "stop.label_budget"),
     Case("target rmse 0", run_case("k7", stop={"target_forces_rmse": 0}), "target_forces_rmse"),
     Case("folder is a file", lambda root: ["run", campaign(root, "f1", folder="afile")], "folder"),

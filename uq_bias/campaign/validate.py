@@ -14,6 +14,7 @@ would fail later fails now, in seconds, and leaves nothing behind:
   made from the seed, so the split is known before any label;
 * this machine has the devices ``device``, ``exploration.device`` and ``trainer`` ask for
   (:func:`check_machine`);
+* the bias's ``weights`` name known elements, and ``gradient: closed_form`` has an ensemble;
 * ``stop.label_budget`` is at least what iteration 0 labels or takes;
 * the oracle ``emt`` knows every element;
 * the campaign folder can be created and written, and holds none of the names a campaign
@@ -112,10 +113,11 @@ def check_machine(config: cfg.CampaignConfig) -> None:
         raise cfg.ConfigError(f"config key 'trainer': {err}") from err
 
 
-def check_model_file(config: cfg.CampaignConfig, frames: list[Atoms]) -> None:
-    """``model.file`` loads, is an interatomic model, and knows every element of ``frames``."""
+def check_model_file(config: cfg.CampaignConfig, frames: list[Atoms]) -> set[int]:
+    """``model.file`` loads, is an interatomic model, and knows every element of ``frames``.
+    Returns the elements the model knows (a fresh model: those of ``frames``)."""
     if not config.model.file:
-        return
+        return _elements(frames)
     from uq_bias.models import load_model
 
     path = config.path(config.model.file)
@@ -134,6 +136,26 @@ def check_model_file(config: cfg.CampaignConfig, frames: list[Atoms]) -> None:
             f"{_symbols(model.atomic_numbers)}, and the start structures or data.initial_data "
             f"hold {_symbols(missing)} too; give a model trained on them, or model.file: null "
             "for a fresh model"
+        )
+    return {int(z) for z in model.atomic_numbers}
+
+
+def check_bias(config: cfg.CampaignConfig, known: set[int]) -> None:
+    """The bias's per-element ``weights`` name elements the model knows, and ``gradient:
+    closed_form`` has an ensemble to take it from."""
+    from uq_bias.bias.weights import atomic_number
+
+    bias = config.exploration.bias
+    for element in bias.weights:
+        if atomic_number(element) not in known:
+            raise cfg.ConfigError(
+                f"config key 'exploration.bias.weights': {element!r} is not an element the model "
+                f"knows ({_symbols(known)}); weight only those"
+            )
+    if bias.gradient == "closed_form" and config.model.ensemble < 2:
+        raise cfg.ConfigError(
+            "config key 'exploration.bias.gradient': closed_form is the gradient of an ensemble's "
+            "spread and needs model.ensemble >= 2; use auto or autograd"
         )
 
 
@@ -267,7 +289,7 @@ def check_campaign(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
     """Every check of the module docstring, in order; raise ConfigError naming the key."""
     given = initial_data(config)
     check_extras(config)
-    check_model_file(config, structures + given)
+    check_bias(config, check_model_file(config, structures + given))
     check_oracle_elements(config, structures)
     check_first_split(config, first_frames(config, structures) + given, structures)
     check_budget(config, len(given))
