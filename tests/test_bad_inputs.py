@@ -217,7 +217,19 @@ def calibrate(root: Path, *extra: str) -> list[str]:
     return ["calibrate", "--out", str(root / "cal_out"), *extra]
 
 
+def calibrate_tiny(root: Path, valid: str, out: str = "cal_out") -> list[str]:
+    model, train = str(root / "tiny.model"), str(root / "labelled.xyz")
+    argv = ["--model", model, "--train", train, "--valid", str(root / valid)]
+    return ["calibrate", "--out", str(root / out), *argv]
+
+
 CALIBRATE = [
+    Case(
+        "calibrate valid unlabelled",
+        lambda r: calibrate_tiny(r, "start.xyz"),
+        "calibration frame 0 has no energy and forces labels",
+    ),
+    Case("calibrate out a file", lambda r: calibrate_tiny(r, "labelled.xyz", "afile"), "afile"),
     Case(
         "calibrate valid garbage",
         lambda r: calibrate(r, "--model", str(r / "tiny.model"), "--valid", str(r / "garbage.xyz")),
@@ -246,7 +258,15 @@ def features_argv(root: Path, name: str) -> list[str]:
     return ["select", "--features", str(root / name), "--pool", pool, "--k", "2", "--out", out]
 
 
+def select_to(root: Path, out: str) -> list[str]:
+    unc = str(root / "campaigns")  # not a saved model: --out must be refused before it loads
+    pool = str(root / "labelled.xyz")
+    return ["select", "--unc", unc, "--pool", pool, "--k", "2", "--out", str(root / out)]
+
+
 SELECT = [
+    Case("select out a folder", lambda r: select_to(r, "campaigns"), "is a folder"),
+    Case("select out nowhere", lambda r: select_to(r, "no/sel.xyz"), "does not exist"),
     Case(
         "features numpy .pt", lambda r: features_argv(r, "numpy_features.pt"), "other than a tensor"
     ),

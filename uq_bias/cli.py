@@ -101,11 +101,12 @@ def _run_select(args) -> int:
 
     from uq_bias.io_structures import read_structures
     from uq_bias.selection import SelectionOptions, select
-    from uq_bias.selection.io import annotate, load_features, write_frames
+    from uq_bias.selection.io import annotate, check_output, load_features, write_frames
 
     options = collect(args, SelectionOptions, dest="selection")
     if args.k < 1:
         raise ValueError(f"--k: the number of frames to select must be 1 or more, got {args.k}")
+    check_output(args.out, "--out")  # before the pool's features are computed
     frames = read_structures(args.pool, "pool (--pool)")
     model, features = None, None
     if args.features:

@@ -71,6 +71,19 @@ def test_loading_for_another_model_fails(cu_model, small_cu_frames, tmp_path):
         save(GradientFeatureUncertainty(MACEAdapter(cu_model)), tmp_path / "unfitted")
 
 
+def test_a_save_interrupted_between_its_two_files_is_refused(cu_model, small_cu_frames, tmp_path):
+    """Overwriting a saved model: the new state is written, then the process dies before the
+    config. The pair no longer belongs together, and load says so instead of mixing them."""
+    save(GradientFeatureUncertainty(cu_model).fit(small_cu_frames[:3]), tmp_path / "old")
+    save(GradientFeatureUncertainty(cu_model).fit(small_cu_frames[:5]), tmp_path / "new")
+    old_state = (tmp_path / "old" / STATE_FILE).read_bytes()
+    (tmp_path / "old" / STATE_FILE).write_bytes((tmp_path / "new" / STATE_FILE).read_bytes())
+    with pytest.raises(ValueError, match="is not the state .* was saved with"):
+        load(tmp_path / "old", model=cu_model)
+    (tmp_path / "old" / STATE_FILE).write_bytes(old_state)
+    load(tmp_path / "old", model=cu_model)  # the pair as saved loads
+
+
 def test_folder_moved_with_its_model_file_still_loads(cu_model, small_cu_frames, tmp_path):
     campaign = tmp_path / "campaign"
     (campaign / "unc").mkdir(parents=True)

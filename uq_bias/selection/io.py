@@ -43,12 +43,22 @@ def annotate(frames: Sequence[Atoms], selection: Selection) -> list[Atoms]:
     return out
 
 
+def check_output(path: str | Path, what: str = "output") -> Path:
+    """``path`` can be written as a file: its folder exists and it is not a folder itself."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(
+            f"{what} {str(path)!r}: its folder {str(path.parent)!r} does not exist"
+        )
+    if path.is_dir():
+        raise IsADirectoryError(f"{what} {str(path)!r} is a folder; give a file name")
+    return path
+
+
 def write_frames(path: str | Path, frames: Sequence[Atoms]) -> Path:
     """Write ``frames`` as extended XYZ through a temporary file in the same directory, then
     ``os.replace``: readers see the old file or the complete new one."""
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FileNotFoundError(f"output directory {path.parent} does not exist")
+    path = check_output(path)
     write_atomic(path, frames)
     return path
 

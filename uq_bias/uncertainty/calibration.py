@@ -207,7 +207,8 @@ def metrics(
     }
 
 
-def _labels(atoms: Atoms, index: int) -> tuple[float, np.ndarray]:
+def labels_of(atoms: Atoms, index: int) -> tuple[float, np.ndarray]:
+    """(E (eV), F (N, 3) eV/A) of a labelled frame; ValueError naming frame ``index`` without."""
     try:
         return float(atoms.get_potential_energy()), np.asarray(atoms.get_forces())
     except Exception as err:  # no calculator, or one without energy/forces
@@ -238,7 +239,7 @@ def residuals(model: UncertaintyModel, frames: Sequence[Atoms], batch_size: int 
     frames = [frames] if isinstance(frames, Atoms) else list(frames)
     if not frames:
         raise ValueError("calibration needs labelled validation frames, got an empty set")
-    labels = [_labels(atoms, k) for k, atoms in enumerate(frames)]
+    labels = [labels_of(atoms, k) for k, atoms in enumerate(frames)]
     stresses = [stress_label(atoms) for atoms in frames]
     parts: dict[str, list[np.ndarray]] = {name: [] for name in Residuals.__dataclass_fields__}
     scales = model.calibration

@@ -87,6 +87,9 @@ def save(model: UncertaintyModel, path: str | Path) -> Path:
     }
     buffer = io.BytesIO()
     torch.save(_own_state(model), buffer)
+    # each file is written atomically, the state first; the config records the state's checksum,
+    # so a save interrupted between the two leaves a pair that load refuses
+    config["state_sha256"] = hashlib.sha256(buffer.getvalue()).hexdigest()
     write_bytes(path / STATE_FILE, buffer.getvalue())
     write_bytes(path / CONFIG_FILE, (json.dumps(config, indent=2) + "\n").encode())
     return path
@@ -124,7 +127,15 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
             f"{str(files[0])!r} has format version {config.get('format_version')}, this "
             f"uq_bias reads version {FORMAT_VERSION}"
         )
-    return config, torch.load(files[1], map_location="cpu", weights_only=True)
+    data = files[1].read_bytes()
+    expected = config.get("state_sha256")  # absent in folders saved before it was recorded
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise ValueError(
+            f"{str(files[1])!r} is not the state {str(files[0])!r} was saved with (a save "
+            "interrupted between the two files, or files copied from two saves); save the "
+            "model again"
+        )
+    return config, torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
 
 
 def _adapters(config: dict, model, path: Path) -> list[AtomisticModel]:

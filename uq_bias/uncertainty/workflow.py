@@ -13,7 +13,7 @@ from pathlib import Path
 from ase import Atoms
 
 from uq_bias.uncertainty.base import UncertaintyModel
-from uq_bias.uncertainty.calibration import CalibrationOptions
+from uq_bias.uncertainty.calibration import CalibrationOptions, labels_of
 from uq_bias.uncertainty.gradient import UncertaintyOptions
 from uq_bias.uncertainty.io import save
 
@@ -64,6 +64,11 @@ def fit_and_calibrate(
 
     model = build(models, options)
     valid_frames = _read(valid, "validation")
+    for k, atoms in enumerate(valid_frames):
+        labels_of(atoms, k)  # labelled, before any fit
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out (--out) {str(out)!r} is a file; give a folder for the saved model")
     if hasattr(model, "fit"):
         if train is None:
             raise ValueError("gradient-feature uncertainty needs training frames (--train)")
@@ -71,7 +76,6 @@ def fit_and_calibrate(
     report = calibrate(
         model, valid_frames, **dataclasses.asdict(calibration or CalibrationOptions())
     )
-    out = Path(out)
     save(model, out)
     write_json(report, out / REPORT_FILE)
     write_plot(report, out / PLOT_FILE)
