@@ -76,6 +76,7 @@ def inputs(tmp_path_factory, _tiny_mace_template) -> Path:
     torch.save(np.eye(4), root / "numpy_features.pt")  # not a tensor: refused by weights_only
     torch.save(torch.ones(4), root / "flat_features.pt")
     (root / "junk.pt").write_text("hello\n")
+    (root / "junk.npy").write_text("hello\n")
     (root / "campaigns").mkdir()
     (root / "list.yaml").write_text("- data\n- oracle\n")
     (root / "bad.yaml").write_text("data: {structures: [\n")
@@ -217,8 +218,9 @@ def calibrate(root: Path, *extra: str) -> list[str]:
     return ["calibrate", "--out", str(root / "cal_out"), *extra]
 
 
-def calibrate_tiny(root: Path, valid: str, out: str = "cal_out") -> list[str]:
-    model, train = str(root / "tiny.model"), str(root / "labelled.xyz")
+def calibrate_tiny(root: Path, valid: str, out: str, train: str = "garbage.xyz") -> list[str]:
+    """A training file that cannot be read: the checks of --valid and --out must come first."""
+    model, train = str(root / "tiny.model"), str(root / train)
     argv = ["--model", model, "--train", train, "--valid", str(root / valid)]
     return ["calibrate", "--out", str(root / out), *argv]
 
@@ -226,10 +228,14 @@ def calibrate_tiny(root: Path, valid: str, out: str = "cal_out") -> list[str]:
 CALIBRATE = [
     Case(
         "calibrate valid unlabelled",
-        lambda r: calibrate_tiny(r, "start.xyz"),
+        lambda r: calibrate_tiny(r, "start.xyz", "cal_out"),
         "calibration frame 0 has no energy and forces labels",
     ),
-    Case("calibrate out a file", lambda r: calibrate_tiny(r, "labelled.xyz", "afile"), "afile"),
+    Case(
+        "calibrate out a file",
+        lambda r: calibrate_tiny(r, "labelled.xyz", "afile"),
+        "afile' is a file; give a folder",
+    ),
     Case(
         "calibrate valid garbage",
         lambda r: calibrate(r, "--model", str(r / "tiny.model"), "--valid", str(r / "garbage.xyz")),
@@ -270,7 +276,8 @@ SELECT = [
     Case(
         "features numpy .pt", lambda r: features_argv(r, "numpy_features.pt"), "other than a tensor"
     ),
-    Case("features text .pt", lambda r: features_argv(r, "junk.pt"), "junk.pt: cannot read it"),
+    Case("features text .pt", lambda r: features_argv(r, "junk.pt"), "junk.pt: not a torch.save"),
+    Case("features text .npy", lambda r: features_argv(r, "junk.npy"), "junk.npy: not a numpy"),
     Case("features 1-D", lambda r: features_argv(r, "flat_features.pt"), "(n_pool, D)"),
     Case(
         "select k 0",

@@ -29,10 +29,15 @@ def cu_frames(n: int, seed: int = 0):
 
 def test_a_misspelt_keyword_is_refused_and_a_known_one_reaches_tblite():
     """ASE calculators store any keyword: ``TBLite(chrage=1)`` would label at charge 0."""
-    with pytest.raises(ValueError, match=r"oracle.kwargs.chrage .* \(did you mean 'charge'\?\)"):
-        OracleSpec("gfn2-xtb", kwargs={"chrage": 1}).build()
     pytest.importorskip("tblite")
     from tblite.ase import TBLite
+
+    with pytest.raises(ValueError, match=r"oracle.kwargs.chrage .* \(did you mean 'charge'\?\)"):
+        OracleSpec("gfn2-xtb", kwargs={"chrage": 1}).build()
+    # tblite's own alias of a parameter is its keyword too
+    assert OracleSpec("gfn2-xtb", kwargs={"alpb_solvation": "water"}).build().parameters[
+        "solvation"
+    ] == ("alpb", "water")
 
     water = molecule("H2O")
     water.calc = OracleSpec("gfn2-xtb", kwargs={"charge": 1, "multiplicity": 2}).build()

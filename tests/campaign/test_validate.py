@@ -11,7 +11,7 @@ from ase.calculators.emt import EMT
 
 from uq_bias.campaign import ConfigError, from_dict, run
 from uq_bias.campaign.state import CampaignState, write_json
-from uq_bias.campaign.validate import check_folder, check_resume, first_frames
+from uq_bias.campaign.validate import MARKER, check_folder, check_resume, first_frames
 from uq_bias.cli import main
 
 from .test_loop import FLAKY, check_labels_against, cu8, cu_labelled, write_campaign
@@ -92,8 +92,12 @@ def test_a_conflict_with_labels_says_what_can_be_done(tmp_path):
 
 @pytest.mark.parametrize(
     "config_yaml",
-    ["seed: 123\nmodel: {num_channels: 64}\n", "- a list\n- not a mapping\n"],
-    ids=["another tool's config", "a yaml list"],
+    [
+        "seed: 123\nmodel: {num_channels: 64}\n",
+        "- a list\n- not a mapping\n",
+        "seed: 1\ndata: {structures: start.xyz}\noracle: {kind: emt}\nmodel: {preset: tiny}\n",
+    ],
+    ids=["another tool's config", "a yaml list", "a campaign yaml of the user's"],
 )
 def test_a_folder_of_the_users_own_is_refused_and_left_as_it_was(
     tmp_path, reference_calls, capsys, config_yaml
@@ -118,6 +122,11 @@ def test_a_campaign_folder_or_a_folder_without_campaign_names_is_accepted(tmp_pa
     check_folder(tmp_path)  # nothing a campaign writes is there
     check_resume(CampaignState(tmp_path / "c"), _config(tmp_path))
     check_folder(tmp_path / "c")  # a campaign's own folder, to resume
+    (tmp_path / "c" / MARKER).unlink()  # a folder from before the marker: its log decides
+    with pytest.raises(ConfigError, match="which no campaign wrote"):
+        check_folder(tmp_path / "c")
+    CampaignState(tmp_path / "c").log("campaign run in c")
+    check_folder(tmp_path / "c")
 
 
 def test_console_and_report_count_labels_the_same_way(tmp_path):

@@ -178,7 +178,6 @@ def _check_inputs(config: cfg.CampaignConfig) -> list:
         except ValueError as err:
             raise cfg.ConfigError(f"config key {err}") from err
     validate.check_campaign(config, structures)
-    validate.check_machine(config)
     if config.data.test:
         try:
             test = read_test(config.path(config.data.test))

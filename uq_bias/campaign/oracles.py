@@ -78,8 +78,7 @@ class OracleSpec:
         if self.kind == "emt":
             from ase.calculators.emt import EMT
 
-            _check_kwargs(self.kwargs, EMT, "emt")
-            return EMT(**self.kwargs)
+            return _checked(EMT(**self.kwargs), "emt")
         if self.kind in _TBLITE:
             try:
                 from tblite.ase import TBLite
@@ -87,20 +86,17 @@ class OracleSpec:
                 raise ImportError(
                     "GFN-xTB labels need tblite: install it with `pip install uq_bias[xtb]`"
                 ) from err
-            _check_kwargs(self.kwargs, TBLite, self.kind)
-            return TBLite(**{"method": _TBLITE[self.kind], "verbosity": 0, **self.kwargs})
+            kwargs = {"method": _TBLITE[self.kind], "verbosity": 0, **self.kwargs}
+            return _checked(TBLite(**kwargs), self.kind)
         return import_object(self.calculator)(**self.kwargs)
 
 
-#: Keywords every ASE calculator takes besides its own parameters.
-_ASE_KEYWORDS = ("restart", "ignore_bad_restart_file", "label", "atoms", "directory")
-
-
-def _check_kwargs(kwargs: dict, calculator: type, kind: str) -> None:
-    """Refuse keywords ``calculator`` would store and never use (ASE calculators accept any
-    keyword: ``TBLite(chrage=1)`` labels every frame at charge 0)."""
-    known = sorted(calculator.default_parameters) + list(_ASE_KEYWORDS)
-    for key in kwargs:
+def _checked(calculator, kind: str):
+    """``calculator`` if every keyword it stored is one of its parameters. ASE calculators store
+    any keyword (``TBLite(chrage=1)`` labels every frame at charge 0); the calculator's own
+    aliases (tblite's ``alpb_solvation``) have become parameters by now."""
+    known = sorted(type(calculator).default_parameters)
+    for key in calculator.parameters:
         if key not in known:
             close = difflib.get_close_matches(str(key), known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -108,6 +104,7 @@ def _check_kwargs(kwargs: dict, calculator: type, kind: str) -> None:
                 f"oracle.kwargs.{key} is not a parameter of {kind}{hint}; its parameters: "
                 f"{', '.join(known)}"
             )
+    return calculator
 
 
 def import_object(path: str):

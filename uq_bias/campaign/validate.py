@@ -46,6 +46,8 @@ MAY_CHANGE = ("training", "trainer", "uncertainty", "calibration", "exploration"
 MAY_CHANGE += ("stop", "executor", "report", "device", "folder")
 #: What a campaign writes at the top of its folder (:class:`CampaignState`, :func:`check_resume`).
 CAMPAIGN_ENTRIES = ("config.yaml", "journal.json", "log.txt", "data", "iterations", "report")
+#: The file that marks a folder as a campaign's, written before anything else in it.
+MARKER = ".uq_bias_campaign"
 
 
 def _elements(frames: list[Atoms]) -> set[int]:
@@ -108,7 +110,7 @@ def check_machine(config: cfg.CampaignConfig) -> None:
         except ValueError as err:
             raise cfg.ConfigError(f"config key {key!r}: {err}") from err
     try:
-        check_trainer(config.trainer)
+        check_trainer(config.trainer, config.training.max_epochs)
     except ValueError as err:
         raise cfg.ConfigError(f"config key 'trainer': {err}") from err
 
@@ -205,7 +207,9 @@ def check_budget(config: cfg.CampaignConfig, n_given: int) -> None:
         raise cfg.ConfigError(
             f"config key 'stop.label_budget': {budget} is below the {n_first} frames iteration 0 "
             f"labels or takes (data.initial_frames {config.data.initial_frames} + "
-            f"{n_given} of data.initial_data); raise the budget or lower data.initial_frames"
+            f"{n_given} of data.initial_data); raise the budget (to end a campaign now, set "
+            "stop.iterations to its last iteration), or in a new campaign lower "
+            "data.initial_frames"
         )
 
 
@@ -267,22 +271,27 @@ def check_folder(path: Path) -> None:
     taken = [name for name in CAMPAIGN_ENTRIES if (path / name).exists()]
     if taken and not is_campaign_folder(path):
         raise cfg.ConfigError(
-            f"{where} holds {taken}, which no campaign wrote (its config.yaml is not a campaign "
-            "config); a campaign writes these names there and would overwrite or clear them. "
-            "Give a new or empty folder, or move those files away"
+            f"{where} holds {taken}, which no campaign wrote (no {MARKER} file there); a "
+            "campaign writes these names and would overwrite or clear them (a campaign YAML "
+            "named config.yaml in its own folder too). Give a new or empty folder, or move "
+            "those files away"
         )
 
 
 def is_campaign_folder(path: Path) -> bool:
-    """Whether ``path/config.yaml`` is a campaign config (a mapping with the sections ``data``,
-    ``oracle`` and ``model`` that :func:`check_resume` writes in full)."""
+    """Whether a campaign made the folder ``path``: it has the :data:`MARKER` file, or (folders
+    from before the marker) a ``log.txt`` and a ``config.yaml`` with the sections ``data``,
+    ``oracle`` and ``model`` that :func:`check_resume` writes in full."""
     import yaml
 
+    if (path / MARKER).is_file():
+        return True
     try:
         data = yaml.safe_load((path / "config.yaml").read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
-    return isinstance(data, dict) and {"data", "oracle", "model"} <= data.keys()
+    sections = isinstance(data, dict) and {"data", "oracle", "model"} <= data.keys()
+    return sections and (path / "log.txt").is_file()
 
 
 def check_campaign(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
@@ -293,6 +302,7 @@ def check_campaign(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
     check_oracle_elements(config, structures)
     check_first_split(config, first_frames(config, structures) + given, structures)
     check_budget(config, len(given))
+    check_machine(config)
     check_folder(config.path(config.folder or "campaign"))
 
 
@@ -333,10 +343,11 @@ def _conflict_message(state: CampaignState, changed: dict, n_labels: int) -> str
 def check_resume(state: CampaignState, config: cfg.CampaignConfig) -> None:
     """Refuse to resume a folder whose labels were made with other data, oracle, model or seed
     (keys that exist in only one of the two versions, e.g. after an upgrade, are not compared).
-    A folder with no label yet takes the new config: its stage files are cleared. Writes
-    ``config.yaml``."""
+    A folder with no label yet takes the new config: its stage files are cleared. Writes the
+    :data:`MARKER` file and ``config.yaml``."""
     import yaml
 
+    write_text(state.root / MARKER, "a uq_bias campaign folder\n")
     path = state.root / "config.yaml"
     current = cfg.to_dict(config)
     if path.is_file():

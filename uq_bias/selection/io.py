@@ -65,31 +65,42 @@ def write_frames(path: str | Path, frames: Sequence[Atoms]) -> Path:
 
 def load_features(path: str | Path) -> torch.Tensor:
     """A precomputed (n_pool, D) feature matrix from ``.pt`` (a tensor saved with torch.save,
-    loaded with weights_only=True) or ``.npy``."""
-    import pickle
-
-    import numpy as np
-
+    loaded with weights_only=True) or ``.npy`` (numpy.save, loaded without pickles)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"features file {path} does not exist")
     if path.suffix not in (".pt", ".npy"):
         raise ValueError(f"features file {path}: expected a .pt or .npy file, got {path.suffix!r}")
-    try:
-        if path.suffix == ".npy":
-            value = torch.from_numpy(np.load(path, allow_pickle=False))
-        else:
-            value = torch.load(path, weights_only=True, map_location="cpu")
-    except pickle.UnpicklingError as err:
-        raise ValueError(
-            f"features file {path}: cannot read it: it holds a Python object other than a tensor "
-            "(it is loaded with weights_only=True, which runs no pickled code); save a "
-            "torch.Tensor with torch.save, or a number array with numpy.save"
-        ) from err
-    except (RuntimeError, ValueError, KeyError, EOFError) as err:
-        reason = str(err) if isinstance(err, ValueError) else "not a file torch.save wrote"
-        raise ValueError(f"features file {path}: cannot read it: {reason}") from err
+    value = _read_npy(path) if path.suffix == ".npy" else _read_pt(path)
     if not isinstance(value, torch.Tensor) or value.ndim != 2:
         got = f"shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else type(value)
         raise ValueError(f"features file {path}: expected an (n_pool, D) tensor, got {got}")
     return value
+
+
+def _read_pt(path: Path):
+    import pickle
+    import zipfile
+
+    if not zipfile.is_zipfile(path):  # what torch.save writes
+        raise ValueError(f"features file {path}: not a torch.save file (zip format, torch >= 1.6)")
+    try:
+        return torch.load(path, weights_only=True, map_location="cpu")
+    except pickle.UnpicklingError as err:
+        raise ValueError(
+            f"features file {path}: it holds a Python object other than a tensor (it is loaded "
+            "with weights_only=True, which runs no pickled code); save a torch.Tensor"
+        ) from err
+    except (RuntimeError, KeyError, EOFError) as err:
+        raise ValueError(f"features file {path}: a damaged torch.save file ({err})") from err
+
+
+def _read_npy(path: Path) -> torch.Tensor:
+    import numpy as np
+
+    try:
+        return torch.from_numpy(np.load(path, allow_pickle=False))
+    except (ValueError, TypeError, OSError, EOFError) as err:
+        raise ValueError(
+            f"features file {path}: not a numpy.save file of a number array ({err})"
+        ) from err

@@ -159,10 +159,8 @@ def fit(
     early_stopping = EarlyStoppingFromStart("val_loss", patience=options.patience)
     recorder = InterruptRecorder()
     training = options.max_epochs > 0
-    # validation alone (max_epochs=0) runs in this process: nothing to distribute
-    local = replace(trainer_options, devices=1, num_nodes=1, strategy="auto")
     trainer = lightning_trainer(
-        trainer_options if training else local,
+        running(trainer_options, options.max_epochs),
         max_epochs=options.max_epochs,
         callbacks=[early_stopping, recorder] + ([csv_logger] if csv_logger else []),
         inference_mode=False,
@@ -199,14 +197,26 @@ def lightning_trainer(options: TrainerOptions, **kwargs) -> lightning.Trainer:
     try:
         return lightning.Trainer(**settings)
     except (MisconfigurationException, ValueError, RuntimeError) as err:
-        chosen = ", ".join(f"{k}={settings[k]!r}" for k in ("accelerator", "devices", "strategy"))
-        raise ValueError(f"Lightning cannot run with {chosen} here: {err}") from err
+        names = ("accelerator", "devices", "num_nodes", "strategy")
+        chosen = ", ".join(f"{k}={settings[k]!r}" for k in names)
+        raise ValueError(
+            f"Lightning cannot run with {chosen} here: {err}; use accelerator auto or cpu, "
+            "devices auto, or run where those devices are"
+        ) from err
 
 
-def check_trainer(options: TrainerOptions) -> None:
-    """Raise the ValueError of :func:`lightning_trainer` now, before any work."""
+def running(options: TrainerOptions, max_epochs: int) -> TrainerOptions:
+    """The settings a fit of ``max_epochs`` runs with: validation alone (0 epochs) runs in this
+    process on one device, with nothing to distribute."""
+    return options if max_epochs > 0 else replace(options, devices=1, num_nodes=1, strategy="auto")
+
+
+def check_trainer(options: TrainerOptions, max_epochs: int) -> None:
+    """Raise the ValueError of :func:`lightning_trainer` for the settings a fit of
+    ``max_epochs`` runs with, now, before any work. ``deterministic`` is left out: Lightning
+    sets it process-wide when a Trainer is built."""
     with quiet_lightning():
-        lightning_trainer(options)
+        lightning_trainer(replace(running(options, max_epochs), deterministic=None))
 
 
 @contextlib.contextmanager

@@ -6,7 +6,9 @@ A saved state is a folder with
   ``torch.load(..., weights_only=True)``;
 * ``uncertainty.json``: the model's ``kind`` (``gradient``, ``ensemble``, or that of any other
   :class:`~uq_bias.uncertainty.base.UncertaintyModel` subclass: they register themselves), its
-  options, the model file path(s) when known, and a fingerprint of each wrapped model.
+  options, the model file path(s) when known, a fingerprint of each wrapped model, and the
+  SHA-256 of ``state.pt`` (``state_sha256``; written last, so that a save interrupted between
+  the two files leaves a pair that ``load`` refuses).
 
 The model weights themselves are not in the state (model files are pickles: the user loads those
 knowingly). The fingerprint, a SHA-256 of the model's elements, cutoff, last-layer shapes and all

@@ -65,7 +65,11 @@ def fit_and_calibrate(
     model = build(models, options)
     valid_frames = _read(valid, "validation")
     for k, atoms in enumerate(valid_frames):
-        labels_of(atoms, k)  # labelled, before any fit
+        try:
+            labels_of(atoms, k)  # labelled, before any fit
+        except ValueError as err:
+            source = f"{str(valid)!r}" if isinstance(valid, (str, Path)) else "the given frames"
+            raise ValueError(f"validation frames {source}: {err}") from err
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out (--out) {str(out)!r} is a file; give a folder for the saved model")

@@ -108,6 +108,10 @@ def _oracle_broken(ctx: Context, k: int, failures: list[Failure]) -> None:
     shutil.rmtree(ctx.dir(k) / "labels")
     (ctx.dir(k) / "labelled.extxyz").unlink(missing_ok=True)
     first = failures[0]
+    ctx.state.log(
+        f"iteration {k}: the oracle failed on all {len(failures)} initial frames (first: "
+        f"{first.frame_id}: {first.reason}); failures forgotten, stopping"
+    )
     raise ConfigError(
         f"config key 'oracle': the oracle failed on all {len(failures)} initial frames, nothing "
         f"was labelled; the first, {first.frame_id}: {first.reason}. Correct 'oracle' and run "
