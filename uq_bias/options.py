@@ -46,6 +46,12 @@ def option(default: Any, doc: str, *, unit: str | None = None) -> Any:
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def did_you_mean(key, valid) -> str:
+    """`` (did you mean 'x'?)`` for the entry of ``valid`` closest to ``key``, or ''."""
+    close = difflib.get_close_matches(str(key), list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 class ConfigError(ValueError):
     """Options that are not valid; the message names the key (or flag), what was expected and
     what came."""
@@ -210,10 +216,8 @@ def build(cls, data, where: str = "", label: Label = config_key, hidden: Hidden 
         if _dotted(where, key) in hidden:
             raise ConfigError(f"{label(_dotted(where, key))} {hidden[_dotted(where, key)]}")
         if key not in valid:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConfigError(
-                f"unknown {label(_dotted(where, key))}{hint}; valid keys"
+                f"unknown {label(_dotted(where, key))}{did_you_mean(key, valid)}; valid keys"
                 f"{' of ' + repr(where) if where else ''}: {', '.join(valid)}"
             )
         values[key] = convert(value, types_[key], _dotted(where, key), label, hidden)

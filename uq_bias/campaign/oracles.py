@@ -10,7 +10,6 @@ value. A failure is recorded and the frame skipped; it is never added to the dat
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import sys
@@ -23,7 +22,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 
-from uq_bias.options import option
+from uq_bias.options import did_you_mean, option
 
 Kind = Literal["gfn2-xtb", "gfn1-xtb", "emt", "import"]
 KINDS = get_args(Kind)
@@ -98,11 +97,9 @@ def _checked(calculator, kind: str):
     known = sorted(type(calculator).default_parameters)
     for key in calculator.parameters:
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(
-                f"oracle.kwargs.{key} is not a parameter of {kind}{hint}; its parameters: "
-                f"{', '.join(known)}"
+                f"oracle.kwargs.{key} is not a parameter of {kind}{did_you_mean(key, known)}; "
+                f"its parameters: {', '.join(known)}"
             )
     return calculator
 
