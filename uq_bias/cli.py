@@ -156,13 +156,14 @@ def _add_md(sub) -> None:
 def _run_md(args) -> int:
     from uq_bias import Calculator
     from uq_bias.bias import BiasConfig
-    from uq_bias.dynamics import CalculatorRecipe, ExploreConfig, explore
+    from uq_bias.dynamics import ExploreConfig, explore
     from uq_bias.io_structures import read_structures
+    from uq_bias.uncertainty import load
 
     config = collect(args, ExploreConfig, dest="explore")
     bias = collect(args, BiasConfig, dest="bias")
     starts = read_structures(args.start, "start structures (--start)")
-    model = CalculatorRecipe(str(args.unc), device=config.device).load_model()
+    model = load(str(args.unc), device=config.device)
     result = explore(
         Calculator(model, bias=bias), starts, config, walkers=args.walkers, trajectory=args.out
     )

@@ -145,15 +145,13 @@ def check_model_file(config: cfg.CampaignConfig, frames: list[Atoms]) -> set[int
 def check_bias(config: cfg.CampaignConfig, known: set[int]) -> None:
     """The bias's per-element ``weights`` name elements the model knows, and ``gradient:
     closed_form`` has an ensemble to take it from."""
-    from uq_bias.bias.weights import atomic_number
+    from uq_bias.bias.weights import weight_table
 
     bias = config.exploration.bias
-    for element in bias.weights:
-        if atomic_number(element) not in known:
-            raise cfg.ConfigError(
-                f"config key 'exploration.bias.weights': {element!r} is not an element the model "
-                f"knows ({_symbols(known)}); weight only those"
-            )
+    try:
+        weight_table(bias.weights, tuple(sorted(known)))  # what the bias builds at explore time
+    except ValueError as err:
+        raise cfg.ConfigError(f"config key 'exploration.bias.weights': {err}") from err
     if bias.gradient == "closed_form" and config.model.ensemble < 2:
         raise cfg.ConfigError(
             "config key 'exploration.bias.gradient': closed_form is the gradient of an ensemble's "
