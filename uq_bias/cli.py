@@ -16,6 +16,7 @@ import shlex
 import sys
 import warnings
 
+from uq_bias.errors import StageError
 from uq_bias.flags import add_options, collect
 from uq_bias.interrupts import exit_status, signal_name, signal_of, sigterm_interrupts
 
@@ -320,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"uq-bias {args.command}: {interrupt_message(args, err)}", file=sys.stderr)
         return exit_status(err)
-    except (ValueError, OSError, KeyError, TypeError, ImportError) as err:
+    except (ValueError, OSError, KeyError, TypeError, ImportError, StageError) as err:
         # ImportError: an optional extra is missing; its message names the pip extra
         print(f"uq-bias {args.command}: error: {err}", file=sys.stderr)
         return 2

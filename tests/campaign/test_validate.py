@@ -234,3 +234,34 @@ def test_a_missing_extra_is_named_before_any_label(
     err = capsys.readouterr().err
     assert all(name in err for name in names) and "Traceback" not in err
     assert reference_calls == [] and not (tmp_path / "campaign").exists()
+
+
+@pytest.mark.parametrize("engine", ["ase", "batched"])
+def test_walkers_that_all_error_stop_the_campaign_and_a_fix_resumes(
+    tmp_path, capsys, monkeypatch, engine
+):
+    """Every walker meets the same calculator error (injected: out of device memory). Before,
+    the campaign retrained on the same data and went on; now it exits 2 naming the error, keeps
+    iteration 0's labels and trained model, forgets the walks, and the rerun without the fault
+    explores, labels and finishes in the same folder."""
+    from uq_bias.calculator import Calculator
+    from uq_bias.dynamics.batched import BatchedForces
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    target = (Calculator, "calculate") if engine == "ase" else (BatchedForces, "evaluate")
+    path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"}, exploration={"engine": engine})
+    with monkeypatch.context() as patch:
+        patch.setattr(*target, out_of_memory)
+        assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "all 2 walkers stopped on an error" in err and "CUDA out of memory" in err
+    assert "Traceback" not in err
+    state = CampaignState(tmp_path / "campaign")
+    first = state.iteration_dir(1)
+    assert len(state.labelled()) == 8 and state.done(1, "train") and not state.done(1, "explore")
+    assert not (first / "walkers").exists()
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert state.done(1, "merge") and len(state.labelled()) == 8 + 3
+    check_labels_against(state.labelled(), EMT)

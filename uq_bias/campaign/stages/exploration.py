@@ -225,10 +225,33 @@ def explore(ctx: Context, k: int) -> None:
                 save(i, result)
     else:
         map_resumable(ctx, run_walker, specs, done, save)
-    candidates = []
+    candidates, summaries = [], []
     for i in range(len(specs)):
         candidates.extend(read_frames(folder / f"w{i:02d}.extxyz"))
-        summary = read_json(folder / f"w{i:02d}.json")
-        summary.pop("bias_state", None)
-        ctx.state.log(f"iteration {k}: walker {i}: {summary}")
+        summaries.append(read_json(folder / f"w{i:02d}.json"))
+        summaries[-1].pop("bias_state", None)
+        ctx.state.log(f"iteration {k}: walker {i}: {summaries[-1]}")
+    if all(s["stop_reason"] == "error" for s in summaries):
+        _walkers_broken(ctx, k, summaries)
     write_frames(ctx.dir(k) / "candidates.extxyz", candidates)
+
+
+def _walkers_broken(ctx: Context, k: int, summaries: list[dict]) -> None:
+    """Every walker of iteration ``k`` stopped on an error from its calculator (out of device
+    memory, a model that cannot take the structure): a setup error that a rerun would meet
+    again, not physics to learn from. Forget the walks, so that a run with the cause corrected
+    explores afresh, and stop instead of retraining on the same data."""
+    import shutil
+
+    from uq_bias.errors import StageError
+
+    shutil.rmtree(ctx.dir(k) / "walkers")
+    first = summaries[0]
+    where = f"walker 0 at step {first['stop_step']}: {first['message']}"
+    ctx.state.log(f"iteration {k}: every walker stopped on an error ({where}); walks forgotten")
+    raise StageError(
+        f"iteration {k}: all {len(summaries)} walkers stopped on an error from their calculator "
+        f"(first, {where}); nothing of this exploration was kept. Correct the cause ('device', "
+        f"'exploration.walkers', 'exploration.engine' or the model) and run again: the campaign "
+        f"resumes at iteration {k}'s exploration"
+    )
