@@ -64,8 +64,10 @@ def load_model(
     (``.nequip.zip``) or checkpoint (``.ckpt``; needs the ``nequip`` extra). For any other
     module, wrap it in :class:`GenericAdapter` yourself and name its last linear layer.
     """
+    from uq_bias.device import resolve_device
     from uq_bias.models import nequip  # no nequip import at module level; see models/nequip.py
 
+    device = resolve_device(device)
     if isinstance(model, (str, Path)) and nequip.is_nequip_file(model):
         model = nequip.read_nequip_file(model)
     elif isinstance(model, (str, Path)):

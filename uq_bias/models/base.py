@@ -110,8 +110,29 @@ def energy_gradients(
         retain_graph=retain_graph,
         allow_unused=True,
     )
-    forces = -grads[0] if grads[0] is not None else torch.zeros_like(graph.positions)
+    forces = -used_gradient(grads[0], graph, "positions")
     if not stress:
         return forces, None
-    d_strain = grads[1] if grads[1] is not None else torch.zeros_like(graph.strain)
-    return forces, graph.per_volume(d_strain)
+    return forces, graph.per_volume(used_gradient(grads[1], graph, "strain"))
+
+
+def used_gradient(grad: torch.Tensor | None, graph: Graph, leaf: str) -> torch.Tensor:
+    """dE/d``leaf`` (``positions`` or ``strain`` of ``graph``) from
+    ``torch.autograd.grad(..., allow_unused=True)``: ``grad``, or zeros where the energy cannot
+    depend on it (no edges: isolated atoms; for the strain, no structure periodic in 3D).
+
+    Raises ValueError where it must depend on it and does not: a model that computes its
+    distances without :func:`uq_bias.graph.edge_vectors` (or ``strained``), or detaches them,
+    would otherwise get forces (or a stress) of exactly zero.
+    """
+    if grad is not None:
+        return grad
+    has_edges = graph.edge_index.shape[1] > 0
+    if has_edges and (leaf == "positions" or bool(graph.periodic.any())):
+        raise ValueError(
+            f"the model's energy does not depend on the graph's {leaf}, although atoms have "
+            f"neighbours within its cutoff: its {'forces' if leaf == 'positions' else 'stress'} "
+            "would be zero. Compute distances from uq_bias.graph.edge_vectors(graph) (it "
+            "applies the strain), and do not detach them"
+        )
+    return torch.zeros_like(getattr(graph, leaf))

@@ -12,7 +12,9 @@ so that the last-layer features are phi_i = [x_i, 1] (the 1 only if the layer ha
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
+from numbers import Integral
 
 import torch
 
@@ -53,14 +55,21 @@ class GenericAdapter(AtomisticModel):
                 f"{layer}"
             )
         self.last_layer = layer
-        self.cutoff = float(cutoff)
-        self.atomic_numbers = tuple(sorted(int(z) for z in atomic_numbers))
+        self.cutoff = _checked_cutoff(cutoff)
+        self.atomic_numbers = _checked_numbers(atomic_numbers)
+        dtypes = {p.dtype for p in module.parameters() if p.is_floating_point()}
+        if len(dtypes) > 1:
+            raise ValueError(
+                f"the module's parameters mix {sorted(map(str, dtypes))}; convert it to one "
+                "dtype (module.double() or module.float()) before wrapping it"
+            )
 
     @property
     def n_features(self) -> int:
         return self.last_layer.in_features + (self.last_layer.bias is not None)
 
     def forward(self, graph: Graph, features: bool = False) -> ModelOutput:
+        self._check_graph(graph)
         captured: list[torch.Tensor] = []
         handle = None
         if features:
@@ -68,10 +77,16 @@ class GenericAdapter(AtomisticModel):
                 lambda module, args: captured.append(args[0])
             )
         try:
-            node_energy = self.module(graph).reshape(-1)
+            out = self.module(graph)
         finally:
             if handle is not None:
                 handle.remove()
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(
+                f"the module returned a {type(out).__name__}; it must return a tensor of "
+                "per-atom energies (n_atoms,), eV"
+            )
+        node_energy = out.reshape(-1)
         if node_energy.shape[0] != graph.n_atoms:
             raise ValueError(
                 f"the module returned {node_energy.shape[0]} energies for {graph.n_atoms} atoms; "
@@ -80,15 +95,43 @@ class GenericAdapter(AtomisticModel):
         energy = torch.zeros(
             graph.n_structures, dtype=node_energy.dtype, device=node_energy.device
         ).index_add(0, graph.batch, node_energy)
-        phi = None
-        if features:
-            x = captured[0].reshape(graph.n_atoms, -1)
-            phi = (
-                torch.cat([x, torch.ones_like(x[:, :1])], 1)
-                if self.last_layer.bias is not None
-                else x
-            )
+        phi = self._features(captured, graph) if features else None
         return ModelOutput(energy=energy, node_energy=node_energy, features=phi)
+
+    def _check_graph(self, graph: Graph) -> None:
+        """The graph was built for this model: its cutoff and its dtype."""
+        if abs(graph.cutoff - self.cutoff) > 1e-12:
+            raise ValueError(
+                f"the graph was built with cutoff {graph.cutoff} A, the model has {self.cutoff} "
+                "A; build it with model.graph(atoms)"
+            )
+        if graph.positions.dtype != self.dtype:
+            raise ValueError(
+                f"the graph is {graph.positions.dtype} and the model {self.dtype}; build it with "
+                "model.graph(atoms), or convert the model (model.to(dtype))"
+            )
+
+    def _features(self, captured: list[torch.Tensor], graph: Graph) -> torch.Tensor:
+        """phi_i = [x_i, 1] from the one input x (n_atoms, in_features) of the last layer."""
+        name = self._last_layer_name()
+        if len(captured) != 1:
+            raise ValueError(
+                f"last_layer {name!r} was called {len(captured)} times in one forward pass; "
+                "last-layer features need it called once, on the per-atom features"
+            )
+        x = captured[0]
+        if tuple(x.shape) != (graph.n_atoms, self.last_layer.in_features):
+            raise ValueError(
+                f"last_layer {name!r} took an input of shape {tuple(x.shape)}; last-layer "
+                f"features need one row per atom, ({graph.n_atoms}, "
+                f"{self.last_layer.in_features}) (apply it to atoms, not edges)"
+            )
+        if self.last_layer.bias is None:
+            return x
+        return torch.cat([x, torch.ones_like(x[:, :1])], 1)
+
+    def _last_layer_name(self) -> str:
+        return next(n for n, m in self.module.named_modules() if m is self.last_layer)
 
     def last_layer_parameters(self) -> list[torch.nn.Parameter]:
         layer = self.last_layer
@@ -97,3 +140,31 @@ class GenericAdapter(AtomisticModel):
     def last_layer_gradient(self, energy: torch.Tensor) -> torch.Tensor:
         grads = torch.autograd.grad(energy, self.last_layer_parameters(), retain_graph=True)
         return torch.cat([g.reshape(-1) for g in grads])
+
+
+def _checked_cutoff(cutoff) -> float:
+    """``cutoff`` as a float, A; ValueError unless it is a finite number > 0."""
+    try:
+        value = float(cutoff)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"cutoff must be a finite number of A > 0, got {cutoff!r}")
+    return value
+
+
+def _checked_numbers(atomic_numbers) -> tuple[int, ...]:
+    """The sorted atomic numbers; ValueError unless a non-empty sequence of integers 1-118."""
+    if isinstance(atomic_numbers, (str, bytes)) or not isinstance(atomic_numbers, Iterable):
+        raise ValueError(
+            f"atomic_numbers must be a sequence of integers such as [1, 6, 8], got "
+            f"{atomic_numbers!r}"
+        )
+    numbers = list(atomic_numbers)
+    bad = [z for z in numbers if isinstance(z, bool) or not isinstance(z, Integral)]
+    bad += [z for z in numbers if z not in bad and not 1 <= z <= 118]
+    if bad or not numbers:
+        raise ValueError(
+            f"atomic_numbers must be integers from 1 to 118 (H to Og), got {numbers!r}"
+        )
+    return tuple(sorted({int(z) for z in numbers}))

@@ -31,6 +31,7 @@ from ase import Atoms
 from uq_bias import keys
 from uq_bias.graph import Graph
 from uq_bias.models import AtomisticModel, load_model
+from uq_bias.models.base import used_gradient
 from uq_bias.uncertainty.base import UncertaintyModel, UncertaintyOutput, structure_energy
 from uq_bias.uncertainty.scales import CalibrationScales
 
@@ -64,22 +65,27 @@ def member_gradients(
     forces, strains = [], []
     for energy in energies:
         grads = torch.autograd.grad(energy.sum(), inputs, retain_graph=True, allow_unused=True)
-        d_pos = grads[0] if grads[0] is not None else torch.zeros_like(graph.positions)
-        forces.append(-d_pos.to(torch.float64))
+        forces.append(-used_gradient(grads[0], graph, "positions").to(torch.float64))
         if stress:
-            d_eps = grads[1] if grads[1] is not None else torch.zeros_like(graph.strain)
-            strains.append(d_eps.to(torch.float64))
+            strains.append(used_gradient(grads[1], graph, "strain").to(torch.float64))
     if not stress:
         return torch.stack(forces), None
     return torch.stack(forces), graph.per_volume(torch.stack(strains))
 
 
 def check_members(members: Sequence[AtomisticModel]) -> None:
-    """Raise ValueError unless all members share elements, cutoff and dtype."""
+    """Raise ValueError unless the members are distinct objects sharing elements, cutoff and
+    dtype."""
     if len(members) < 2:
         raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
     first = members[0]
     for k, member in enumerate(members[1:], start=1):
+        same = next((j for j in range(k) if members[j] is member), None)
+        if same is not None:
+            raise ValueError(
+                f"ensemble members {same} and {k} are the same model object; an ensemble of "
+                "copies has zero spread: give independently trained members"
+            )
         if tuple(member.atomic_numbers) != tuple(first.atomic_numbers):
             raise ValueError(
                 f"ensemble member {k} was trained for elements {list(member.atomic_numbers)} but "
