@@ -75,7 +75,18 @@ def test_strain_deforms_edges_linearly():
         (Atoms(), "empty"),
         (Atoms("H2", positions=[[0, 0, 0], [0, 0, np.nan]]), r"non-finite .* atom\(s\) \[1\]"),
         (Atoms("H2", positions=[[0, 0, 0], [np.inf, 0, 0]]), "non-finite"),
+        # three coplanar vectors: ASE's cell.rank says 3; vesin raised "box matrix is not
+        # invertible", naming no structure (and a traceback from the batched engine)
+        (
+            Atoms("Cu", cell=[[3.6, 0, 0], [0, 3.6, 0], [3.6, 3.6, 0]], pbc=True),
+            r"periodic cell vectors .* are not independent",
+        ),
+        (
+            Atoms("Cu", cell=[[3.6, 0, 0], [7.2, 0, 0], [0, 0, 3.6]], pbc=[True, True, False]),
+            r"periodic in \[True, True, False\] but the periodic cell vectors",
+        ),
     ],
+    ids=["empty", "nan", "inf", "coplanar", "parallel-slab"],
 )
 def test_bad_structures_are_named(atoms, message):
     with pytest.raises(ValueError, match=message):

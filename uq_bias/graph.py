@@ -147,9 +147,11 @@ def check_atoms(atoms: Atoms, where: str = "atoms", atomic_numbers: Sequence[int
         )
     if not np.isfinite(atoms.cell.array).all():
         raise ValueError(f"{where}: the cell has non-finite entries: {atoms.cell.array.tolist()}")
-    if atoms.pbc.any() and atoms.cell.rank < int(atoms.pbc.sum()):
+    if atoms.pbc.any() and _rank(atoms.cell.array[atoms.pbc]) < int(atoms.pbc.sum()):
         raise ValueError(
-            f"{where}: periodic in {atoms.pbc.tolist()} but the cell has rank {atoms.cell.rank}"
+            f"{where}: periodic in {atoms.pbc.tolist()} but the periodic cell vectors "
+            f"{atoms.cell.array[atoms.pbc].tolist()} are not independent (zero, parallel or in "
+            "one plane); give a cell with a volume > 0, or pbc False along the vacuum directions"
         )
     if atomic_numbers is not None:
         allowed = set(int(z) for z in atomic_numbers)
@@ -159,6 +161,15 @@ def check_atoms(atoms: Atoms, where: str = "atoms", atomic_numbers: Sequence[int
                 f"{where}: element(s) {[chemical_symbols[z] for z in unknown]} are not known to "
                 f"the model, which was trained on {[chemical_symbols[z] for z in sorted(allowed)]}"
             )
+
+
+def _rank(vectors: np.ndarray) -> int:
+    """Number of independent rows of ``vectors`` (A), relative to the longest; ASE's
+    ``cell.rank`` counts non-zero rows, so three coplanar vectors had rank 3."""
+    scale = float(np.abs(vectors).max()) if vectors.size else 0.0
+    if scale == 0.0:
+        return 0
+    return int(np.linalg.matrix_rank(vectors / scale, tol=1e-8))
 
 
 def _neighbours(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

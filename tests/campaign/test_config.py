@@ -81,7 +81,11 @@ def test_valid_file_reads_types_and_resolves_paths(tmp_path):
         ("data: {rattle: 0.1}\n", "'data.structures'"),
         (
             "data: {structures: a.xyz}\nexploration: {ladder: [[300, 1.0]]}\n",
-            "pressures, which need exploration.ensemble: npt",
+            "'exploration.ladder': ladder gives pressures, which need ensemble: npt",
+        ),
+        (
+            "data: {structures: a.xyz}\nexploration: {pressure: 5.0}\n",
+            "'exploration.pressure': ExploreConfig: pressure 5.0 GPa acts only in ensemble 'npt'",
         ),
         (
             "data: {structures: a.xyz}\nexploration: {ladder: [[-5, 0]]}\n",

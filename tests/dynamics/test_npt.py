@@ -416,7 +416,7 @@ def test_npt_bad_input_is_a_clear_error(morse, tmp_path):
     flat.cell[2] = [0, 0, 0]
     trajectory = tmp_path / "t.extxyz"
     for atoms, match in (
-        (molecule, r"NPT needs periodic cells.*\[False, False, False\]"),
+        (molecule, r"NPT needs periodic cells.*\[False, False, False\] although it has a cell"),
         (slab, r"NPT needs periodic cells.*\[True, True, False\]"),
         (flat, "NPT needs a cell of three independent vectors"),
     ):

@@ -155,18 +155,17 @@ class ExplorationConfig(ExploreConfig):
         ok = points and all(len(p) == 2 and all(np.isfinite(x) for x in p) for p in points)
         if not ok or any(p[0] <= 0 for p in points):
             raise ValueError(
-                f"exploration.ladder must be a non-empty list of [T, P] pairs with T > 0 K, got "
-                f"{self.ladder!r}"
+                f"ladder must be a non-empty list of [T, P] pairs with T > 0 K, got {self.ladder!r}"
             )
         if self.engine == "batched":
             raise ValueError(
-                "exploration.ladder needs engine: ase (the batched engine runs one temperature "
+                "ladder needs engine: ase (the batched engine runs one temperature "
                 "and pressure per batch)"
             )
         if self.ensemble != "npt" and any(p[1] != 0 for p in points):
             raise ValueError(
-                "exploration.ladder gives pressures, which need exploration.ensemble: npt (got "
-                f"{self.ensemble!r}); use P = 0 for NVT walkers"
+                "ladder gives pressures, which need ensemble: npt (got "
+                f"{self.ensemble!r}); use P = 0 for NVT runs"
             )
 
     def walker_conditions(self, i: int) -> tuple[float, float]:

@@ -127,6 +127,11 @@ class ExploreConfig:
             raise ValueError(f"ExploreConfig: pressure must be finite (GPa), got {self.pressure}")
         if self.ensemble not in ENSEMBLES:
             raise ValueError(f"ExploreConfig: ensemble {self.ensemble!r} not in {ENSEMBLES}")
+        if self.pressure != 0 and self.ensemble != "npt":
+            raise ValueError(
+                f"ExploreConfig: pressure {self.pressure} GPa acts only in ensemble 'npt', and "
+                f"ensemble is {self.ensemble!r}; set ensemble npt, or pressure 0"
+            )
         if self.npt_cell not in NPT_CELLS:
             raise ValueError(f"ExploreConfig: npt_cell {self.npt_cell!r} not in {NPT_CELLS}")
         check_device_name(self.device, "ExploreConfig: device")
@@ -277,7 +282,14 @@ def check_npt_cell(atoms: Atoms, name: str) -> None:
     if not atoms.pbc.all():
         raise ValueError(
             f"NPT needs periodic cells (in all three directions), but {name} has pbc="
-            f"{atoms.pbc.tolist()}; use ensemble='nvt' for molecules and slabs"
+            f"{atoms.pbc.tolist()}"
+            + (
+                " although it has a cell (an extended XYZ file's pbc key, or its absence, makes "
+                'a structure non-periodic: write pbc="T T T")'
+                if atoms.cell.rank == 3 and not atoms.pbc.any()
+                else ""
+            )
+            + "; use ensemble='nvt' for molecules and slabs"
         )
     volume = abs(np.linalg.det(atoms.cell.array))
     if not (np.isfinite(atoms.cell.array).all() and volume > 1e-6):
