@@ -205,12 +205,16 @@ def test_constructor_arguments_are_checked(cutoff, numbers, match):
         GenericAdapter(RadialNet(), "readout", cutoff=cutoff, atomic_numbers=numbers)
 
 
-def test_an_ensemble_of_one_object_twice_is_refused():
+def test_an_ensemble_of_one_model_twice_is_refused(tmp_path):
+    """The same object twice, or the same file twice: zero spread, so zero uncertainty."""
     from uq_bias.uncertainty import Ensemble
 
-    adapter = _wrap(RadialNet())
-    with pytest.raises(ValueError, match="members 0 and 1 are the same model object"):
-        Ensemble([adapter, adapter])
+    adapter, other = _wrap(RadialNet()), _wrap(RadialNet())
+    torch.save(adapter, tmp_path / "a.model")
+    for members in ([adapter, adapter], [tmp_path / "a.model", other, tmp_path / "a.model"]):
+        with pytest.raises(ValueError, match="members 0 and [12] have identical weights"):
+            Ensemble(members)
+    assert Ensemble([adapter, other]).n_members == 2
 
 
 def test_load_model_names_a_device_it_cannot_use():

@@ -73,18 +73,26 @@ def member_gradients(
     return torch.stack(forces), graph.per_volume(torch.stack(strains))
 
 
+def _same_weights(a: AtomisticModel, b: AtomisticModel) -> bool:
+    """Whether two adapters hold the same parameters, tensor for tensor."""
+    pa, pb = list(a.parameters()), list(b.parameters())
+    return len(pa) == len(pb) and all(
+        x.shape == y.shape and x.dtype == y.dtype and torch.equal(x, y) for x, y in zip(pa, pb)
+    )
+
+
 def check_members(members: Sequence[AtomisticModel]) -> None:
-    """Raise ValueError unless the members are distinct objects sharing elements, cutoff and
-    dtype."""
+    """Raise ValueError unless the members differ in their weights and share elements, cutoff
+    and dtype."""
     if len(members) < 2:
         raise ValueError(f"an ensemble needs at least 2 members, got {len(members)}")
     first = members[0]
     for k, member in enumerate(members[1:], start=1):
-        same = next((j for j in range(k) if members[j] is member), None)
+        same = next((j for j in range(k) if _same_weights(members[j], member)), None)
         if same is not None:
             raise ValueError(
-                f"ensemble members {same} and {k} are the same model object; an ensemble of "
-                "copies has zero spread: give independently trained members"
+                f"ensemble members {same} and {k} have identical weights (one model given "
+                "twice, or one file); copies have zero spread: give independently trained members"
             )
         if tuple(member.atomic_numbers) != tuple(first.atomic_numbers):
             raise ValueError(
