@@ -24,3 +24,19 @@ def test_failure_inside_the_block_keeps_the_old_file(tmp_path):
         raise RuntimeError("killed mid-write")
     assert path.read_text() == "complete old content"
     assert [p.name for p in tmp_path.iterdir()] == ["labels.extxyz"]
+
+
+def test_a_new_file_gets_the_permissions_open_gives_and_a_replaced_one_keeps_its_own(tmp_path):
+    """The reference is a file written by plain open() under the same umask; mkstemp's 0o600
+    kept models and labels from the user's group."""
+    import os
+    import stat
+
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    new = tmp_path / "model.model"
+    write_bytes(new, b"weights")
+    assert stat.S_IMODE(new.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
+    os.chmod(new, 0o640)
+    write_bytes(new, b"new weights")
+    assert stat.S_IMODE(new.stat().st_mode) == 0o640

@@ -266,3 +266,21 @@ def test_new_fields_of_any_shape_are_read_without_new_code():
         opt.build(Report, {"cvs": [{}, {"atom": [1]}]})
     assert [r.key for r in opt.walk(Report)][:3] == ["cvs", "cvs[].name", "cvs[].kind"]
     assert opt.to_dict(got)["cvs"][0]["atoms"] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("text", ["1e-3", "1E-3", "+1e-3", "0.1e-1"])
+def test_exponent_floats_that_yaml_1_1_reads_as_strings_are_floats(tmp_path, text):
+    """PyYAML (YAML 1.1) reads 1e-3 as the string '1e-3': `--lr 1e-3` and `lr: 1e-3` were
+    refused with "expected float, got str"."""
+    assert isinstance(yaml.safe_load(f"lr: {text}")["lr"], str) or text == "0.1e-1"
+    path = tmp_path / "c.yaml"
+    path.write_text(f"data: {{structures: a.xyz}}\ntraining: {{lr: {text}}}\n")
+    assert cfg.load(path).training.lr == pytest.approx(float(text))
+    from uq_bias.flags import parse_text
+
+    assert parse_text(text, float, "lr") == pytest.approx(float(text))  # the CLI's --lr 1e-3
+
+
+def test_text_that_is_no_number_is_still_refused_for_a_float():
+    with pytest.raises(opt.ConfigError, match="expected float, got str 'abc'"):
+        opt.convert("abc", float, "lr")

@@ -18,8 +18,10 @@ working; the ``uq-bias`` commands turn it into a one-line message and exit statu
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
+import numpy as np
 from ase import Atoms
 
 __all__ = ["StructureFileError", "read_structures"]
@@ -98,3 +100,13 @@ def read_structures(
     if not frames:
         raise StructureFileError(f"{what} {str(path)!r} holds no structure")
     return frames
+
+
+def frame_id(atoms: Atoms) -> str:
+    """A content hash of a structure (numbers, positions, cell, pbc): ``f-`` + 16 hex digits."""
+    digest = hashlib.sha1()
+    digest.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(atoms.cell.array, dtype=np.float64).tobytes())
+    digest.update(np.ascontiguousarray(atoms.pbc, dtype=np.int8).tobytes())
+    return "f-" + digest.hexdigest()[:16]

@@ -134,3 +134,51 @@ def test_init_model_must_know_the_training_elements(trained, data_dir, tmp_path,
         capsys.readouterr().err
     )
     assert not (tmp_path / "out.model").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--key-energy", "REF_atomic"], r"frame 0: the energy 'REF_atomic' holds \d+ values"),
+        (["--key-energy", "REF_text"], r"frame 0: the energy 'REF_text' is not a number"),
+        (["--weight-decay", "-1"], r"--weight-decay: .*weight_decay must be >= 0"),
+        (["--weights-energy", "0", "--weights-forces", "0"], "both 0"),
+        (["--valid", "TRAIN"], r"3 of 3 validation frames are also training frames"),
+    ],
+    ids=["per-atom-energy", "text-energy", "weight-decay", "zero-weights", "valid-is-train"],
+)
+def test_bad_labels_and_options_are_named_before_training(
+    data_dir, tmp_path, fast_args, capsys, extra, message
+):
+    """Before: per-atom energies trained on atom 0's energy, a text energy was an error naming
+    no frame, zero loss weights trained nothing, and validation on training frames (which picks
+    the best epoch and stops early) went unnoticed."""
+    frames = ase.io.read(data_dir / "train.extxyz", ":")
+    for frame in frames:
+        frame.info["REF_text"] = "abc"
+        frame.info["REF_atomic"] = np.full(len(frame), frame.get_potential_energy() / len(frame))
+    train = tmp_path / "train.extxyz"
+    ase.io.write(train, frames)
+    out = tmp_path / "out.model"
+    args = fast_args(data_dir, out)
+    args[args.index("--train") + 1] = str(train)
+    if extra[0] == "--valid":
+        three = tmp_path / "three.extxyz"
+        ase.io.write(three, frames[:3])
+        args[args.index("--valid") + 1] = str(three)
+    else:
+        args += extra
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_diverged_training_saves_nothing(data_dir, tmp_path, fast_args, capsys):
+    """lr 1e10: every trained epoch has a NaN validation loss. Before, the NaN weights of the
+    last epoch were saved and the command exited 0."""
+    out = tmp_path / "out.model"
+    assert main(fast_args(data_dir, out, "--lr", "1e10")) == 2
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "lr 1e+10" in err
+    assert not out.exists()

@@ -20,32 +20,21 @@ a frame already in the data is never added twice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 from ase import Atoms
 
 from uq_bias.atomic import atomic_path, write_frames, write_json, write_text
+from uq_bias.io_structures import frame_id
 
 __all__ = ["CampaignState", "atomic_path", "read_frames", "read_json", "with_id"]
 __all__ += ["write_frames", "write_json", "write_text"]  # the package's atomic writers
 
 FRAME_ID = "frame_id"
-
-
-def frame_id(atoms: Atoms) -> str:
-    """A content hash of a structure (numbers, positions, cell, pbc): ``f-`` + 16 hex digits."""
-    digest = hashlib.sha1()
-    digest.update(np.ascontiguousarray(atoms.numbers, dtype=np.int64).tobytes())
-    digest.update(np.ascontiguousarray(atoms.positions, dtype=np.float64).tobytes())
-    digest.update(np.ascontiguousarray(atoms.cell.array, dtype=np.float64).tobytes())
-    digest.update(np.ascontiguousarray(atoms.pbc, dtype=np.int8).tobytes())
-    return "f-" + digest.hexdigest()[:16]
 
 
 def with_id(atoms: Atoms) -> Atoms:

@@ -23,6 +23,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
 from uq_bias.graph import check_atoms
+from uq_bias.io_structures import frame_id
 from uq_bias.options import option
 
 
@@ -77,8 +78,11 @@ def labelled(atoms: Atoms, where: str, keys: LabelKeys = LabelKeys()) -> Atoms:
             f"{where}: no forces label; expected atoms.arrays[{keys.forces!r}] or forces in "
             "atoms.calc (name the key with --key-forces, or keys=LabelKeys(forces=...) in Python)"
         )
-    energy = float(np.asarray(energy, dtype=float).reshape(-1)[0])
-    forces = np.asarray(forces, dtype=float)
+    energy = _one_energy(energy, where, keys.energy)
+    try:
+        forces = np.asarray(forces, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: the forces {keys.forces!r} are not numbers ({err})") from err
     if forces.shape != (len(atoms), 3):
         raise ValueError(f"{where}: forces have shape {forces.shape}, expected ({len(atoms)}, 3)")
     if not (np.isfinite(energy) and np.isfinite(forces).all()):
@@ -120,4 +124,34 @@ def check_elements(frames: Sequence[Atoms], known: Sequence[int], what: str, aga
         raise ValueError(
             f"{what} contains element(s) {[chemical_symbols[z] for z in extra]} that are not in "
             f"{against} ({[chemical_symbols[z] for z in sorted(known)]})"
+        )
+
+
+def _one_energy(value, where: str, key: str) -> float:
+    """The structure's total energy (eV) from a label value: one number, else ValueError (a
+    per-atom column such as ASE's ``energies`` held one value per atom; element 0 was taken)."""
+    try:
+        values = np.asarray(value, dtype=float).reshape(-1)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: the energy {key!r} is not a number: {value!r}") from err
+    if values.size != 1:
+        raise ValueError(
+            f"{where}: the energy {key!r} holds {values.size} values; expected one total energy "
+            "of the structure, eV (per-atom energies are not an energy label)"
+        )
+    return float(values[0])
+
+
+def check_disjoint(train: Sequence[Atoms], valid: Sequence[Atoms]) -> None:
+    """ValueError if a validation frame is also a training frame (same numbers, positions, cell
+    and pbc): validation stops training early and picks the best epoch, and a frame it has
+    trained on tells it nothing about frames it has not."""
+    seen = {frame_id(a): k for k, a in enumerate(train)}
+    both = [(seen[i], k) for k, a in enumerate(valid) if (i := frame_id(a)) in seen]
+    if both:
+        pairs = ", ".join(f"validation frame {v} = training frame {t}" for t, v in both[:3])
+        raise ValueError(
+            f"{len(both)} of {len(valid)} validation frames are also training frames ({pairs}"
+            f"{', ...' if len(both) > 3 else ''}); keep the validation frames apart from the "
+            "training frames"
         )

@@ -37,6 +37,11 @@ class LossWeights:
         for name in ("energy", "forces", "stress"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
+        if self.energy == 0 and self.forces == 0:
+            raise ValueError(
+                "loss weights energy and forces are both 0: the loss would not train the energy "
+                "surface; give one of them a weight > 0"
+            )
 
 
 @dataclass

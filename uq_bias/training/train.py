@@ -27,7 +27,14 @@ from uq_bias.options import option
 from uq_bias.training.build import PRESETS, DataStatistics, ModelOptions, build_mace
 from uq_bias.training.callbacks import EarlyStoppingFromStart, EpochCSVLogger, InterruptRecorder
 from uq_bias.training.datamodule import AtomsDataModule
-from uq_bias.training.labels import LabelKeys, check_elements, elements, labelled, read_frames
+from uq_bias.training.labels import (
+    LabelKeys,
+    check_disjoint,
+    check_elements,
+    elements,
+    labelled,
+    read_frames,
+)
 from uq_bias.training.loss import LossWeights
 from uq_bias.training.module import AtomisticLitModule
 from uq_bias.training.statistics import compute_statistics
@@ -93,6 +100,8 @@ class FitOptions:
             raise ValueError(f"patience must be >= 1, got {self.patience}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"FitOptions: weight_decay must be >= 0, got {self.weight_decay!r}")
         for name in ("lr", "fine_tune_lr"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -135,6 +144,7 @@ def fit(
     valid_frames = _frames(valid_frames, "validation", LabelKeys())
     check_elements(train_frames, model.atomic_numbers, "the training data", "the model")
     check_elements(valid_frames, model.atomic_numbers, "the validation data", "the model")
+    check_disjoint(train_frames, valid_frames)
     lightning.seed_everything(options.seed, workers=True, verbose=False)
     module = AtomisticLitModule(
         model,
@@ -171,6 +181,12 @@ def fit(
             trainer.fit(module, datamodule=data)
         else:
             trainer.validate(module, datamodule=data, verbose=False)
+    if training and module.best_state is None and not options.keep_initial:
+        losses = [h.get("val_loss") for h in module.history[-3:]]
+        raise ValueError(
+            f"training diverged: no trained epoch had a finite validation loss (last {losses}); "
+            f"nothing was saved. Lower the learning rate (lr {options.lr:g})"
+        )
     if module.best_state is not None:
         model.load_state_dict(module.best_state)
     return FitResult(model=model, history=module.history, best_loss=module.best_loss)
