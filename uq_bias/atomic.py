@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,29 +28,39 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = _new_file(path)
     try:
         yield Path(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.chmod(tmp, _mode_for(path))
+        _keep_mode(path, tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def _mode_for(path: Path) -> int:
-    """The permissions ``path`` gets: those of the file it replaces, else what ``open`` would
-    give a new file (0o666 less the umask). mkstemp makes its file 0o600, which kept a model or
-    a label file from the user's group."""
+def _new_file(path: Path) -> str:
+    """A new, empty temporary file beside ``path``, created with mode 0o666 so that the umask
+    sets its permissions as for any file ``open`` creates (``mkstemp`` gives 0o600, which kept
+    models and labels from the user's group)."""
+    for _ in range(100):
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {str(path)!r}")
+
+
+def _keep_mode(path: Path, tmp: str) -> None:
+    """Give ``tmp`` the permissions of the file it replaces, where there is one (best effort:
+    some file systems refuse chmod)."""
     try:
-        return path.stat().st_mode & 0o7777
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+    except OSError:
+        pass
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -10,7 +10,7 @@ import pytest
 from ase.calculators.emt import EMT
 
 from uq_bias.campaign import ConfigError, from_dict, run
-from uq_bias.campaign.state import CampaignState, write_json
+from uq_bias.campaign.state import CampaignState, read_json, write_json
 from uq_bias.campaign.validate import MARKER, check_folder, check_resume, first_frames
 from uq_bias.cli import main
 
@@ -256,7 +256,8 @@ def test_walkers_that_all_error_stop_the_campaign_and_a_fix_resumes(
         patch.setattr(*target, out_of_memory)
         assert main(["run", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "all 2 walkers stopped on an error" in err and "CUDA out of memory" in err
+    assert "all 2 walkers stopped on an error from their calculator before keeping" in err
+    assert "CUDA out of memory" in err
     assert "Traceback" not in err
     state = CampaignState(tmp_path / "campaign")
     first = state.iteration_dir(1)
@@ -265,3 +266,26 @@ def test_walkers_that_all_error_stop_the_campaign_and_a_fix_resumes(
     assert main(["run", str(path), "--quiet"]) == 0
     assert state.done(1, "merge") and len(state.labelled()) == 8 + 3
     check_labels_against(state.labelled(), EMT)
+
+
+def test_a_late_error_of_the_batched_engine_keeps_the_frames_before_it(tmp_path, monkeypatch):
+    """The batched engine stops every walker of its batch on one error; frames kept before it
+    are still candidates, so the iteration selects and labels from them instead of stopping."""
+    from uq_bias.dynamics.batched import BatchedForces
+
+    evaluate, calls = BatchedForces.evaluate, []
+
+    def fails_late(self, frames):
+        calls.append(len(frames))
+        if len(calls) > 6:  # after steps 0-5: frames at steps 2 and 4 are kept
+            raise RuntimeError("CUDA out of memory")
+        return evaluate(self, frames)
+
+    monkeypatch.setattr(BatchedForces, "evaluate", fails_late)
+    batched = {"engine": "batched"}
+    path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"}, exploration=batched)
+    result = run(path, progress=None)
+    state = CampaignState(result.folder)
+    walkers = [read_json(p) for p in sorted((state.iteration_dir(1) / "walkers").glob("*.json"))]
+    assert {w["stop_reason"] for w in walkers} == {"error"} and sum(w["n_frames"] for w in walkers)
+    assert len(state.labelled()) == 8 + 3

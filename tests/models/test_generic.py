@@ -222,3 +222,12 @@ def test_load_model_names_a_device_it_cannot_use():
 
     with pytest.raises(ValueError, match="device: 'gpu' is not one of"):
         load_model(_wrap(RadialNet()), device="gpu")
+
+
+def test_atomic_numbers_may_be_numpy_or_torch_integers():
+    """As a MACE model stores them (a tensor): integers, not refused as 'not integers'."""
+    import numpy as np
+
+    for numbers in (torch.tensor([8, 1, 6]), np.array([8, 1, 6])):
+        adapter = GenericAdapter(RadialNet(), "readout", cutoff=4.0, atomic_numbers=numbers)
+        assert adapter.atomic_numbers == (1, 6, 8)

@@ -141,7 +141,7 @@ def test_init_model_must_know_the_training_elements(trained, data_dir, tmp_path,
     [
         (["--key-energy", "REF_atomic"], r"frame 0: the energy 'REF_atomic' holds \d+ values"),
         (["--key-energy", "REF_text"], r"frame 0: the energy 'REF_text' is not a number"),
-        (["--weight-decay", "-1"], r"--weight-decay: .*weight_decay must be >= 0"),
+        (["--weight-decay", "-1"], r"--weight-decay: .*weight_decay must be a finite number >= 0"),
         (["--weights-energy", "0", "--weights-forces", "0"], "both 0"),
         (["--valid", "TRAIN"], r"3 of 3 validation frames are also training frames"),
     ],
@@ -180,5 +180,5 @@ def test_diverged_training_saves_nothing(data_dir, tmp_path, fast_args, capsys):
     out = tmp_path / "out.model"
     assert main(fast_args(data_dir, out, "--lr", "1e10")) == 2
     err = capsys.readouterr().err
-    assert "training diverged" in err and "lr 1e+10" in err
+    assert "training diverged" in err and "learning rate in effect (1e+10: lr" in err
     assert not out.exists()

@@ -280,16 +280,15 @@ def check_npt_cell(atoms: Atoms, name: str) -> None:
     """Raise ValueError unless ``atoms`` (called ``name`` in the message) has a cell periodic in
     all three directions with a volume > 0, as NPT needs."""
     if not atoms.pbc.all():
+        why = ""
+        if atoms.cell.rank == 3 and not atoms.pbc.any():
+            why = (
+                ' although it has a cell (Atoms(cell=...) without pbc=True, or pbc="F F F" in '
+                "an extended XYZ file, makes a structure non-periodic)"
+            )
         raise ValueError(
             f"NPT needs periodic cells (in all three directions), but {name} has pbc="
-            f"{atoms.pbc.tolist()}"
-            + (
-                " although it has a cell (an extended XYZ file's pbc key, or its absence, makes "
-                'a structure non-periodic: write pbc="T T T")'
-                if atoms.cell.rank == 3 and not atoms.pbc.any()
-                else ""
-            )
-            + "; use ensemble='nvt' for molecules and slabs"
+            f"{atoms.pbc.tolist()}{why}; use ensemble='nvt' for molecules and slabs"
         )
     volume = abs(np.linalg.det(atoms.cell.array))
     if not (np.isfinite(atoms.cell.array).all() and volume > 1e-6):

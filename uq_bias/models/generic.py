@@ -13,8 +13,8 @@ so that the last-layer features are phi_i = [x_i, 1] (the 1 only if the layer ha
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Sequence
-from numbers import Integral
 
 import torch
 
@@ -160,11 +160,11 @@ def _checked_numbers(atomic_numbers) -> tuple[int, ...]:
             f"atomic_numbers must be a sequence of integers such as [1, 6, 8], got "
             f"{atomic_numbers!r}"
         )
-    numbers = list(atomic_numbers)
-    bad = [z for z in numbers if isinstance(z, bool) or not isinstance(z, Integral)]
-    bad += [z for z in numbers if z not in bad and not 1 <= z <= 118]
-    if bad or not numbers:
-        raise ValueError(
-            f"atomic_numbers must be integers from 1 to 118 (H to Og), got {numbers!r}"
-        )
-    return tuple(sorted({int(z) for z in numbers}))
+    given = list(atomic_numbers)
+    try:  # ints, numpy and 0-d torch integers; not floats or text
+        numbers = [operator.index(z) for z in given if not isinstance(z, bool)]
+    except TypeError:
+        numbers = []
+    if not given or len(numbers) < len(given) or not all(1 <= z <= 118 for z in numbers):
+        raise ValueError(f"atomic_numbers must be integers from 1 to 118 (H to Og), got {given!r}")
+    return tuple(sorted(set(numbers)))

@@ -101,7 +101,9 @@ class FitOptions:
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
-            raise ValueError(f"FitOptions: weight_decay must be >= 0, got {self.weight_decay!r}")
+            raise ValueError(
+                f"FitOptions: weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
+            )
         for name in ("lr", "fine_tune_lr"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
@@ -185,7 +187,8 @@ def fit(
         losses = [h.get("val_loss") for h in module.history[-3:]]
         raise ValueError(
             f"training diverged: no trained epoch had a finite validation loss (last {losses}); "
-            f"nothing was saved. Lower the learning rate (lr {options.lr:g})"
+            f"nothing was saved. Lower the learning rate in effect ({options.lr:g}: lr, or "
+            "fine_tune_lr when training starts from a model file)"
         )
     if module.best_state is not None:
         model.load_state_dict(module.best_state)

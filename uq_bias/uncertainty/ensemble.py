@@ -92,7 +92,8 @@ def check_members(members: Sequence[AtomisticModel]) -> None:
         if same is not None:
             raise ValueError(
                 f"ensemble members {same} and {k} have identical weights (one model given "
-                "twice, or one file); copies have zero spread: give independently trained members"
+                "twice, one file twice, or members that training left at one start); copies have "
+                "zero spread: give independently trained members"
             )
         if tuple(member.atomic_numbers) != tuple(first.atomic_numbers):
             raise ValueError(

@@ -231,16 +231,18 @@ def explore(ctx: Context, k: int) -> None:
         summaries.append(read_json(folder / f"w{i:02d}.json"))
         summaries[-1].pop("bias_state", None)
         ctx.state.log(f"iteration {k}: walker {i}: {summaries[-1]}")
-    if all(s["stop_reason"] == "error" for s in summaries):
+    if all(s["stop_reason"] == "error" for s in summaries) and not candidates:
         _walkers_broken(ctx, k, summaries)
     write_frames(ctx.dir(k) / "candidates.extxyz", candidates)
 
 
 def _walkers_broken(ctx: Context, k: int, summaries: list[dict]) -> None:
     """Every walker of iteration ``k`` stopped on an error from its calculator (out of device
-    memory, a model that cannot take the structure): a setup error that a rerun would meet
-    again, not physics to learn from. Forget the walks, so that a run with the cause corrected
-    explores afresh, and stop instead of retraining on the same data."""
+    memory, a model that cannot take the structure) before it kept a frame: a setup error that
+    a rerun would meet again, not physics to learn from. Forget the walks, so that a run with
+    the cause corrected explores afresh, and stop instead of retraining on the same data.
+    (Walkers that kept frames before the error go on to selection: the batched engine stops
+    every walker of its batch on one late error.)"""
     import shutil
 
     from uq_bias.errors import StageError
@@ -251,7 +253,7 @@ def _walkers_broken(ctx: Context, k: int, summaries: list[dict]) -> None:
     ctx.state.log(f"iteration {k}: every walker stopped on an error ({where}); walks forgotten")
     raise StageError(
         f"iteration {k}: all {len(summaries)} walkers stopped on an error from their calculator "
-        f"(first, {where}); nothing of this exploration was kept. Correct the cause ('device', "
-        f"'exploration.walkers', 'exploration.engine' or the model) and run again: the campaign "
-        f"resumes at iteration {k}'s exploration"
+        f"before keeping a frame (first, {where}); nothing of this exploration was kept. "
+        "Correct the cause ('device', 'exploration.walkers', 'exploration.engine' or the model) "
+        f"and run again: the campaign resumes at iteration {k}'s exploration"
     )
