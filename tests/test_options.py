@@ -284,3 +284,19 @@ def test_exponent_floats_that_yaml_1_1_reads_as_strings_are_floats(tmp_path, tex
 def test_text_that_is_no_number_is_still_refused_for_a_float():
     with pytest.raises(opt.ConfigError, match="expected float, got str 'abc'"):
         opt.convert("abc", float, "lr")
+
+
+def test_oracle_keywords_written_with_an_exponent_reach_the_calculator_as_floats(tmp_path):
+    """Any-typed values (oracle.kwargs) are not converted by the option types: before, tblite got
+    the text '1e-3' as its accuracy."""
+    path = tmp_path / "c.yaml"
+    oracle = "oracle: {kind: gfn2-xtb, kwargs: {accuracy: 1e-3}}"
+    path.write_text(f"data: {{structures: a.xyz}}\n{oracle}\n")
+    assert cfg.load(path).oracle.kwargs == {"accuracy": 0.001}
+
+
+def test_the_yaml_reader_builds_no_python_objects():
+    from uq_bias import yaml_text
+
+    with pytest.raises(yaml.YAMLError, match="could not determine a constructor"):
+        yaml_text.load("!!python/object/apply:os.system ['true']")

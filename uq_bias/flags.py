@@ -87,6 +87,8 @@ def parse_text(text: str, tp, key: str, prefix: str = ""):
     type takes a string; checked against ``tp``."""
     import yaml
 
+    from uq_bias import yaml_text
+
     def label(k: str) -> str:
         return flag_name(k, prefix)
 
@@ -94,7 +96,7 @@ def parse_text(text: str, tp, key: str, prefix: str = ""):
         value = None
     else:
         try:
-            value = yaml.safe_load(text)
+            value = yaml_text.load(text)
         except yaml.YAMLError:
             value = text
     try:

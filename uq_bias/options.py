@@ -181,16 +181,9 @@ _SCALARS = {
 def _convert_scalar(value, tp, where: str, label: Label):
     if tp not in _SCALARS:
         raise TypeError(f"option type {tp} of {where} is not supported")  # a bug, not user input
-    if tp is float and isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-        return float(value)  # YAML 1.1 (PyYAML) reads 1e-3 and 1E5 as strings
     if not _SCALARS[tp](value):
         raise _wrong(where, tp, value, label)
     return float(value) if tp is float else value
-
-
-#: A decimal number with an exponent and without a dot in its mantissa, which YAML 1.1 leaves as
-#: a string ("1e-3", "2E+4", "-1e5"); also any other plain decimal written as text.
-_FLOAT_TEXT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _wrong(where: str, tp, value, label: Label) -> ConfigError:

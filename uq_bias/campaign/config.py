@@ -349,6 +349,8 @@ def load(path: str | Path) -> CampaignConfig:
     """Read and validate a campaign YAML file. Raises FileNotFoundError or ConfigError."""
     import yaml
 
+    from uq_bias import yaml_text
+
     path = Path(path)
     if path.is_dir():
         raise ConfigError(
@@ -358,7 +360,7 @@ def load(path: str | Path) -> CampaignConfig:
     if not path.is_file():
         raise FileNotFoundError(f"campaign file {str(path)!r} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_text.load(path.read_text())
     except UnicodeDecodeError as err:
         raise ConfigError(f"campaign file {str(path)!r} is not a text (YAML) file: {err}") from err
     except yaml.YAMLError as err:

@@ -282,10 +282,12 @@ def is_campaign_folder(path: Path) -> bool:
     ``oracle`` and ``model`` that :func:`check_resume` writes in full."""
     import yaml
 
+    from uq_bias import yaml_text
+
     if (path / MARKER).is_file():
         return True
     try:
-        data = yaml.safe_load((path / "config.yaml").read_text())
+        data = yaml_text.load((path / "config.yaml").read_text())
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return False
     sections = isinstance(data, dict) and {"data", "oracle", "model"} <= data.keys()
@@ -345,11 +347,13 @@ def check_resume(state: CampaignState, config: cfg.CampaignConfig) -> None:
     :data:`MARKER` file and ``config.yaml``."""
     import yaml
 
+    from uq_bias import yaml_text
+
     write_text(state.root / MARKER, "a uq_bias campaign folder\n")
     path = state.root / "config.yaml"
     current = cfg.to_dict(config)
     if path.is_file():
-        before = _flat(yaml.safe_load(path.read_text()) or {})
+        before = _flat(yaml_text.load(path.read_text()) or {})
         now = _flat(current)
         changed = {
             key: (before[key], now[key])
