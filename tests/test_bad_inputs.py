@@ -63,6 +63,7 @@ def inputs(tmp_path_factory, _tiny_mace_template) -> Path:
     fe.numbers[:] = 26
     ase.io.write(root / "iron.xyz", fe)
     ase.io.write(root / "labelled.xyz", labelled_cu(4, 10))
+    ase.io.write(root / "held_out.xyz", labelled_cu(4, 20))
     (root / "garbage.xyz").write_text("hello world\nthis is not a structure\n")
     (root / "empty.xyz").write_text("")
     (root / "thing.foo").write_text("x 0 0 0\n")
@@ -329,7 +330,7 @@ TRAIN = [
     Case(
         "train 64 gpus",
         lambda r: train_argv(
-            r, "labelled.xyz", "labelled.xyz", "--accelerator", "gpu", "--devices", "64"
+            r, "labelled.xyz", "held_out.xyz", "--accelerator", "gpu", "--devices", "64"
         ),
         "accelerator='gpu', devices=64",
     ),
