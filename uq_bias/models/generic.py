@@ -113,17 +113,16 @@ class GenericAdapter(AtomisticModel):
 
     def _features(self, captured: list[torch.Tensor], graph: Graph) -> torch.Tensor:
         """phi_i = [x_i, 1] from the one input x (n_atoms, in_features) of the last layer."""
-        name = self._last_layer_name()
         if len(captured) != 1:
             raise ValueError(
-                f"last_layer {name!r} was called {len(captured)} times in one forward pass; "
-                "last-layer features need it called once, on the per-atom features"
+                f"last_layer {self._last_layer_name()!r} was called {len(captured)} times in one "
+                "forward pass; last-layer features need it called once, on the per-atom features"
             )
         x = captured[0]
         if tuple(x.shape) != (graph.n_atoms, self.last_layer.in_features):
             raise ValueError(
-                f"last_layer {name!r} took an input of shape {tuple(x.shape)}; last-layer "
-                f"features need one row per atom, ({graph.n_atoms}, "
+                f"last_layer {self._last_layer_name()!r} took an input of shape "
+                f"{tuple(x.shape)}; last-layer features need one row per atom, ({graph.n_atoms}, "
                 f"{self.last_layer.in_features}) (apply it to atoms, not edges)"
             )
         if self.last_layer.bias is None:
@@ -131,6 +130,8 @@ class GenericAdapter(AtomisticModel):
         return torch.cat([x, torch.ones_like(x[:, :1])], 1)
 
     def _last_layer_name(self) -> str:
+        """The dotted name of the last layer in the module (for messages only: a walk over
+        every submodule, kept off the per-step path)."""
         return next(n for n, m in self.module.named_modules() if m is self.last_layer)
 
     def last_layer_parameters(self) -> list[torch.nn.Parameter]:
