@@ -64,6 +64,11 @@ def inputs(tmp_path_factory, _tiny_mace_template) -> Path:
     ase.io.write(root / "iron.xyz", fe)
     ase.io.write(root / "labelled.xyz", labelled_cu(4, 10))
     ase.io.write(root / "held_out.xyz", labelled_cu(4, 20))
+    twice = cu8()
+    ase.io.write(root / "twice.xyz", twice + twice[3:4])  # atom 3 again (a CIF expanded twice)
+    nm = cu8()
+    nm.set_cell(nm.cell / 10)  # a cell in nm, positions in A
+    ase.io.write(root / "nm_cell.xyz", nm)
     (root / "garbage.xyz").write_text("hello world\nthis is not a structure\n")
     (root / "empty.xyz").write_text("")
     (root / "thing.foo").write_text("x 0 0 0\n")
@@ -135,6 +140,16 @@ RUN = [
     Case("structures binary", run_case("s4", **data(structures="binary.xyz")), "binary.xyz"),
     Case("structures folder", run_case("s5", **data(structures="afolder.xyz")), "afolder"),
     Case("structures missing", run_case("s6", **data(structures="nope.xyz")), "nope.xyz"),
+    Case(
+        "structures atom twice",
+        run_case("s7", **data(structures="twice.xyz")),
+        "frame 0: atoms 3 (Cu) and 8 (Cu) are 0.000 A apart",
+    ),
+    Case(
+        "structures cell in nm",
+        run_case("s8", **data(structures="nm_cell.xyz")),
+        "A apart across the cell boundary",
+    ),
     Case("initial_frames 0", run_case("n0", **data(initial_frames=0)), "data.initial_frames"),
     Case("initial_frames 2", run_case("n2", **data(initial_frames=2)), "data.initial_frames"),
     Case("initial_frames -1", run_case("n3", **data(initial_frames=-1)), "initial_frames"),
@@ -209,6 +224,7 @@ MD = [
     Case("md start garbage", lambda r: md(r, "--start", str(r / "garbage.xyz")), "garbage.xyz"),
     Case("md start empty", lambda r: md(r, "--start", str(r / "empty.xyz")), "empty.xyz"),
     Case("md start binary", lambda r: md(r, "--start", str(r / "binary.xyz")), "binary.xyz"),
+    Case("md start atom twice", lambda r: md(r, "--start", str(r / "twice.xyz")), "0.000 A apart"),
     Case("md start missing", lambda r: md(r, "--start", str(r / "gone.xyz")), "gone.xyz"),
     Case("md flag typo", lambda r: md(r, "--start", "x", "--temprature", "3"), "--temperature"),
     Case("md steps -5", lambda r: md(r, "--start", str(r / "start.xyz"), "--steps", "-5"), "steps"),

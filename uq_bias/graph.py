@@ -163,6 +163,28 @@ def check_atoms(atoms: Atoms, where: str = "atoms", atomic_numbers: Sequence[int
             )
 
 
+MIN_CONTACT = 0.3  # A; the shortest bond, H2, is 0.74 A
+
+
+def check_contacts(atoms: Atoms, where: str = "atoms") -> None:
+    """Raise ValueError (naming ``where`` and the atoms) if two atoms, or an atom and a periodic
+    image, are closer than MIN_CONTACT: atoms given twice (a CIF whose symmetry copies were
+    expanded again) or a cell in other units than the positions. Checks ``atoms`` first."""
+    check_atoms(atoms, where)
+    i, j, shifts = _neighbours(atoms, MIN_CONTACT)
+    if i.size == 0:
+        return
+    vectors = atoms.positions[j] - atoms.positions[i] + shifts @ atoms.cell.array
+    k = int(np.argmin(np.linalg.norm(vectors, axis=1)))
+    a, b, image = int(i[k]), int(j[k]), bool(shifts[k].any())
+    raise ValueError(
+        f"{where}: atoms {a} ({atoms[a].symbol}) and {b} ({atoms[b].symbol}) are "
+        f"{np.linalg.norm(vectors[k]):.3f} A apart{' across the cell boundary' if image else ''} "
+        f"(less than {MIN_CONTACT} A; the shortest bond, H2, is 0.74 A): an atom given twice, or "
+        "a cell in other units than the positions (nm against A)?"
+    )
+
+
 def _rank(vectors: np.ndarray) -> int:
     """Number of independent rows of ``vectors`` (A), relative to the longest; ASE's
     ``cell.rank`` counts non-zero rows, so three coplanar vectors had rank 3."""

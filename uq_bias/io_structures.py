@@ -11,6 +11,8 @@ be bad, raises an error that names the file, what it was read as (``what``: "sta
     binary for a text format StructureFileError "... is not a text file ..."
     garbage for the format  StructureFileError "... ASE could not read it as <format>: <reason>"
     no frame in it          StructureFileError "... holds no structure"
+    atoms on top of another StructureFileError "..., frame k: atoms i (O) and j (O) are 0.000 A
+                            apart ..." (also empty frames, NaN positions, a flat periodic cell)
 
 :class:`StructureFileError` is a ``ValueError``, so callers that catch ``ValueError`` keep
 working; the ``uq-bias`` commands turn it into a one-line message and exit status 2.
@@ -99,7 +101,19 @@ def read_structures(
     frames = [frames] if isinstance(frames, Atoms) else list(frames)
     if not frames:
         raise StructureFileError(f"{what} {str(path)!r} holds no structure")
+    _check_frames(frames, f"{what} {str(path)!r}")
     return frames
+
+
+def _check_frames(frames: list[Atoms], where: str) -> None:
+    """StructureFileError for the first frame with non-finite numbers or overlapping atoms."""
+    from uq_bias.graph import check_contacts
+
+    for k, atoms in enumerate(frames):
+        try:
+            check_contacts(atoms, f"{where}, frame {k}")
+        except ValueError as err:
+            raise StructureFileError(str(err)) from None
 
 
 def frame_id(atoms: Atoms) -> str:

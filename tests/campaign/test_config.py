@@ -88,6 +88,15 @@ def test_valid_file_reads_types_and_resolves_paths(tmp_path):
             "'exploration.pressure': ExploreConfig: pressure 5.0 GPa acts only in ensemble 'npt'",
         ),
         (
+            "data: {structures: a.xyz}\nexploration: {ensemble: npt, pressure: 101325}\n",
+            "'exploration.pressure': ExploreConfig: pressure 101325.0 GPa is not a finite",
+        ),
+        (
+            "data: {structures: a.xyz}\n"
+            "exploration: {ensemble: npt, ladder: [[300, 0], [600, 1e5]]}\n",
+            "ladder point 1: pressure 100000.0 GPa is not a finite pressure within +-10000 GPa",
+        ),
+        (
             "data: {structures: a.xyz}\nexploration: {ladder: [[-5, 0]]}\n",
             "with T > 0 K",
         ),

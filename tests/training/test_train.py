@@ -182,3 +182,38 @@ def test_diverged_training_saves_nothing(data_dir, tmp_path, fast_args, capsys):
     err = capsys.readouterr().err
     assert "training diverged" in err and "learning rate in effect (1e+10: lr" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        ("REF_stress", r"frame 0 has atoms.info\['REF_stress'\].*--key-stress REF_stress"),
+        ("REF_virial", r"frame 0 has atoms.info\['REF_virial'\].*-stress \* volume"),
+        ("DFT_S", r"frame 0 has atoms.info\['DFT_S'\]"),  # no telling name: 6 numbers
+    ],
+)
+def test_stress_under_an_unnamed_key_is_an_error(
+    data_dir, tmp_path, fast_args, capsys, key, message
+):
+    """Periodic frames whose stress is in atoms.info under a key other than --key-stress: before,
+    stress was silently left out of the loss. With the key named, training reads it."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    frames = ase.io.read(data_dir / "train.extxyz", ":")
+    for frame in frames:
+        stress = frame.get_stress(voigt=True)
+        results = {"energy": frame.get_potential_energy(), "forces": frame.get_forces()}
+        frame.calc = SinglePointCalculator(frame, **results)
+        frame.info[key] = -stress * frame.get_volume() if "virial" in key else stress
+    train = tmp_path / "train.extxyz"
+    ase.io.write(train, frames)
+    out = tmp_path / "out.model"
+    args = fast_args(data_dir, out)
+    args[args.index("--train") + 1] = str(train)
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "Traceback" not in err and not out.exists()
+    if key == "REF_stress":
+        assert main(args + ["--key-stress", key, "--max-epochs", "0"]) == 0
+        assert main(args + ["--weights-stress", "0", "--max-epochs", "0"]) == 0

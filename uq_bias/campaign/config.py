@@ -25,7 +25,7 @@ import numpy as np
 from uq_bias.bias import BiasConfig
 from uq_bias.campaign.cvs import CollectiveVariable
 from uq_bias.campaign.oracles import OracleSpec
-from uq_bias.dynamics.walker import ExploreConfig
+from uq_bias.dynamics.walker import ExploreConfig, check_pressure
 from uq_bias.options import (
     INTERNAL,
     ConfigError,
@@ -162,6 +162,8 @@ class ExplorationConfig(ExploreConfig):
                 "ladder needs engine: ase (the batched engine runs one temperature "
                 "and pressure per batch)"
             )
+        for k, (_, pressure) in enumerate(points):
+            check_pressure(pressure, f"ladder point {k}: pressure")
         if self.ensemble != "npt" and any(p[1] != 0 for p in points):
             raise ValueError(
                 "ladder gives pressures, which need ensemble: npt (got "

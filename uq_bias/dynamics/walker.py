@@ -40,6 +40,19 @@ NPT_CELLS = get_args(NptCell)
 ENGINES = get_args(Engine)
 
 
+MAX_PRESSURE_GPA = 1e4
+
+
+def check_pressure(pressure: float, where: str) -> None:
+    """ValueError naming ``where`` unless ``pressure`` is finite and within +-MAX_PRESSURE_GPA
+    (10 TPa, beyond any planetary interior): larger values are pressures in bar or Pa."""
+    if not (math.isfinite(pressure) and abs(pressure) <= MAX_PRESSURE_GPA):
+        raise ValueError(
+            f"{where} {pressure!r} GPa is not a finite pressure within +-{MAX_PRESSURE_GPA:g} GPa; "
+            "the unit is GPa (1 bar = 1e-4 GPa, 1 atm = 1.01325e-4 GPa, 1 Pa = 1e-9 GPa)"
+        )
+
+
 @dataclass(frozen=True)
 class ExploreConfig:
     """Settings of an exploration run (molecular dynamics under the watchdog)."""
@@ -123,8 +136,7 @@ class ExploreConfig:
                 raise ValueError(f"ExploreConfig: {name} must be a number > 0, got {value!r}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ValueError(f"ExploreConfig: temperature must be >= 0 K, got {self.temperature}")
-        if not math.isfinite(self.pressure):
-            raise ValueError(f"ExploreConfig: pressure must be finite (GPa), got {self.pressure}")
+        check_pressure(self.pressure, "ExploreConfig: pressure")
         if self.ensemble not in ENSEMBLES:
             raise ValueError(f"ExploreConfig: ensemble {self.ensemble!r} not in {ENSEMBLES}")
         if self.pressure != 0 and self.ensemble != "npt":

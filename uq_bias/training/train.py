@@ -31,6 +31,7 @@ from uq_bias.training.labels import (
     LabelKeys,
     check_disjoint,
     check_elements,
+    check_stress_found,
     elements,
     labelled,
     read_frames,
@@ -147,6 +148,8 @@ def fit(
     check_elements(train_frames, model.atomic_numbers, "the training data", "the model")
     check_elements(valid_frames, model.atomic_numbers, "the validation data", "the model")
     check_disjoint(train_frames, valid_frames)
+    if options.weights.stress > 0:
+        check_stress_found(train_frames, "the training data")
     lightning.seed_everything(options.seed, workers=True, verbose=False)
     module = AtomisticLitModule(
         model,
