@@ -2,7 +2,8 @@
 
 It is loaded by the campaign through its file path (``/path/flaky.py:FlakyEMT``), the way a user
 plugs in their own calculator. Frames whose content hash (see ``uq_bias.campaign.state.frame_id``)
-is divisible by ``fail_every`` raise (``mode='raise'``) or get NaN forces (``mode='nan'``).
+is divisible by ``fail_every`` raise (``mode='raise'``), get NaN forces (``mode='nan'``) or
+forces of one atom too few (``mode='short'``).
 """
 
 from __future__ import annotations
@@ -34,5 +35,7 @@ class FlakyEMT(EMT):
         if fails(atoms, self.fail_every) and self.mode == "raise":
             raise RuntimeError("flaky reference: SCF did not converge")
         super().calculate(atoms, properties, system_changes)
-        if fails(atoms, self.fail_every):
+        if fails(atoms, self.fail_every) and self.mode == "nan":
             self.results["forces"] = np.full_like(self.results["forces"], np.nan)
+        if fails(atoms, self.fail_every) and self.mode == "short":
+            self.results["forces"] = self.results["forces"][:-1]

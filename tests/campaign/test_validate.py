@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
+from ase.build import bulk
 from ase.calculators.emt import EMT
 
 from uq_bias.campaign import ConfigError, from_dict, run
@@ -288,4 +290,191 @@ def test_a_late_error_of_the_batched_engine_keeps_the_frames_before_it(tmp_path,
     state = CampaignState(result.folder)
     walkers = [read_json(p) for p in sorted((state.iteration_dir(1) / "walkers").glob("*.json"))]
     assert {w["stop_reason"] for w in walkers} == {"error"} and sum(w["n_frames"] for w in walkers)
+    assert len(state.labelled()) == 8 + 3
+
+
+def test_too_few_initial_frames_after_failures_ask_for_more_and_keep_the_labels(tmp_path, capsys):
+    """The oracle fails on 1 of 4 initial frames, and 3 leave one training frame where gradient
+    features need two. Before, this surfaced after training as a fit error naming no key, and
+    data.initial_frames could not change. Now: exit 2 naming the key before training; raising
+    it resumes, keeps the 3 labels (their files are not rewritten) and labels only new frames."""
+    oracle = {"kind": "import", "calculator": f"{FLAKY}:FlakyEMT", "kwargs": {"fail_every": 4}}
+    path = write_campaign(
+        tmp_path, cu8(), oracle=oracle, data={"initial_frames": 4}, stop={"iterations": 0}
+    )
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'data.initial_frames': the oracle failed on 1 of 4 initial frames" in err
+    assert "training (2 needed, 1 given)" in err and "Raise data.initial_frames (to 6" in err
+    state = CampaignState(tmp_path / "campaign")
+    assert not state.done(0, "label") and state.labelled() == []
+    kept = sorted((state.iteration_dir(0) / "labels").glob("*.extxyz"))
+    stamps = {p.name: p.stat().st_mtime_ns for p in kept}
+    assert len(kept) == 3
+    path.write_text(path.read_text().replace("initial_frames: 4", "initial_frames: 6"))
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert len(state.labelled()) == 5 and len(state.failures()) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in kept} == stamps
+    assert (state.iteration_dir(1) / "calibration.json").is_file()
+    check_labels_against(state.labelled(), EMT)
+
+
+def _fail_every_call(monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("licence server unreachable")
+
+    monkeypatch.setattr(EMT, "calculate", broken)
+
+
+def test_an_oracle_that_fails_on_every_selected_frame_stops_once_then_records(
+    tmp_path, capsys, monkeypatch
+):
+    """Iteration 1's oracle fails on all 3 selected frames. Before, the campaign recorded them
+    as failures for good, printed 'labelled 3 of 3' and went on. Now the first time is exit 2
+    (failures forgotten: a rerun with the oracle working labels them); the second time in a
+    row they are recorded and the campaign goes on, its console line counting them."""
+    path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"}, stop={"iterations": 0})
+    assert main(["run", str(path), "--quiet"]) == 0
+    path.write_text(path.read_text().replace("iterations: 0", "iterations: 1"))
+    state = CampaignState(tmp_path / "campaign")
+    with monkeypatch.context() as patch:
+        _fail_every_call(patch)
+        assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "iteration 1: the oracle failed on all 3 selected frames" in err
+    assert "licence server unreachable" in err and "Traceback" not in err
+    assert state.failures() == [] and state.done(1, "select") and not state.done(1, "label")
+    assert main(["run", str(path), "--quiet"]) == 0
+    assert len(state.labelled()) == 8 + 3 and state.failures() == []
+    check_labels_against(state.labelled(), EMT)
+
+    path.write_text(path.read_text().replace("iterations: 1", "iterations: 2"))
+    with monkeypatch.context() as patch:
+        _fail_every_call(patch)
+        assert main(["run", str(path), "--quiet"]) == 2
+        assert main(["run", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "labelled 0 of 3 selected (3 asked), the oracle failed on 3" in out
+    assert len(state.labelled()) == 8 + 3 and len(state.failures()) == 3
+
+
+def test_labels_paid_before_an_interrupt_are_kept_when_the_campaign_is_then_ended(
+    tmp_path, monkeypatch
+):
+    """Ctrl-C while iteration 1 labels, after its first frame; then the user ends the campaign
+    (stop.iterations 0). Before, the rerun stopped at once and the paid label never reached the
+    data; now the iteration is finished first."""
+    from uq_bias.interrupts import Interrupted
+
+    path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"}, stop={"iterations": 0})
+    assert main(["run", str(path), "--quiet"]) == 0
+    path.write_text(path.read_text().replace("iterations: 0", "iterations: 1"))
+    calls, calculate = [], EMT.calculate
+
+    def interrupted_on_the_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return calculate(self, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(EMT, "calculate", interrupted_on_the_second)
+        with pytest.raises(Interrupted):
+            run(path, progress=None)
+    state = CampaignState(tmp_path / "campaign")
+    assert len(list((state.iteration_dir(1) / "labels").glob("*.extxyz"))) == 1
+    path.write_text(path.read_text().replace("iterations: 1", "iterations: 0"))
+    run(path, progress=None)
+    assert len(state.labelled()) == 8 + 3
+    check_labels_against(state.labelled(), EMT)
+
+
+def _labelled(frames):
+    """Frames labelled by EMT where it can, else by zeros (inputs only: no figure uses them)."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    out = []
+    for atoms in frames:
+        atoms = atoms.copy()
+        try:
+            atoms.calc = EMT()
+            results = {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces()}
+        except NotImplementedError:
+            results = {"energy": 0.0, "forces": np.zeros((len(atoms), 3))}
+        atoms.calc = SinglePointCalculator(atoms, **results)
+        out.append(atoms)
+    return out
+
+
+def _with_element(z: int):
+    atoms = cu8()
+    atoms.rattle(0.05, seed=z)
+    atoms.numbers[0] = z
+    return atoms
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("test Al", "config key 'data.test': 'test.xyz' holds ['Al'], which no start structure"),
+        ("head foo", "config key 'uncertainty.head': unknown head 'foo'"),
+        ("ensemble of one file", "config key 'training.max_epochs': 0 leaves all 2 ensemble"),
+        ("emt on initial_data Fe", "config key 'oracle.kind': emt has no parameters for ['Fe']"),
+        ("cvs on initial_data", "(data.initial_data frame 0)"),
+    ],
+)
+def test_what_failed_after_labels_now_fails_before(
+    tmp_path, reference_calls, capsys, tiny_mace, case, message
+):
+    """Each of these failed only after iteration 0's labels and training (a test-set element
+    the models never saw, an unknown head, an ensemble of one file trained 0 epochs, walkers
+    started on Fe frames EMT cannot label, CVs indexing atoms an initial_data frame lacks)."""
+    import ase.io
+    import torch
+
+    sections = {"oracle": {"kind": "emt"}}
+    if case == "test Al":
+        ase.io.write(tmp_path / "test.xyz", _labelled([_with_element(13)]))
+        sections["data"] = {"test": "test.xyz"}
+    elif case == "head foo":
+        sections["uncertainty"] = {"head": "foo"}
+    elif case == "ensemble of one file":
+        torch.save(tiny_mace, tmp_path / "cu.model")
+        sections["model"] = {"file": "cu.model", "ensemble": 2}
+        sections["training"] = {"max_epochs": 0}
+    elif case == "emt on initial_data Fe":
+        ase.io.write(tmp_path / "fe.xyz", _labelled([_with_element(26)] * 3))
+        sections["data"] = {"initial_data": "fe.xyz"}
+    else:
+        ase.io.write(tmp_path / "small.xyz", _labelled([bulk("Cu", "fcc", a=3.6, cubic=True)]))
+        sections["data"] = {"initial_data": "small.xyz"}
+        cv = {"name": "d07", "kind": "distance", "atoms": [0, 7], "range": [0, 10]}
+        sections["report"] = {"cvs": [cv]}
+    path = write_campaign(tmp_path, cu8(), **sections)
+    made_inputs = len(reference_calls)
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert len(reference_calls) == made_inputs and not (tmp_path / "campaign").exists()
+
+
+def test_a_start_file_changed_under_a_campaign_with_labels_is_refused(tmp_path, capsys):
+    """start.xyz rewritten with another lattice constant after iteration 0's labels. Before,
+    the path matched and the campaign went on, mixing two systems in one data set."""
+    import ase.io
+
+    path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"}, stop={"iterations": 0})
+    assert main(["run", str(path), "--quiet"]) == 0
+    original = (tmp_path / "start.xyz").read_bytes()
+    ase.io.write(tmp_path / "start.xyz", bulk("Cu", "fcc", a=3.75, cubic=True) * (2, 1, 1))
+    path.write_text(path.read_text().replace("iterations: 0", "iterations: 1"))
+    state = CampaignState(tmp_path / "campaign")
+    journal = state.journal_path.read_bytes()
+    assert main(["run", str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "config key 'data.structures': the content of data.structures" in err
+    assert "made 8 labels from it" in err and "Traceback" not in err
+    assert state.journal_path.read_bytes() == journal
+    (tmp_path / "start.xyz").write_bytes(original)
+    assert main(["run", str(path), "--quiet"]) == 0
     assert len(state.labelled()) == 8 + 3

@@ -61,11 +61,19 @@ def picked_of_asked(selection: dict) -> str:
     return f"{picked}" if asked is None else f"{picked} of {asked} asked"
 
 
-def selection_text(selection: dict, n_now: int) -> str:
-    """``labelled 4 of 8 asked (the rest add nothing new), 28 labels now``."""
-    text = f"labelled {picked_of_asked(selection)}"
+def selection_text(selection: dict, n_now: int, failed: int = 0) -> str:
+    """``labelled 4 of 8 asked (the rest add nothing new), 28 labels now``; with oracle
+    failures ``labelled 3 of 4 selected (8 asked), the oracle failed on 1, ...``."""
+    if failed:
+        picked = len(selection.get("indices", []))
+        asked = selection.get("n_asked", picked)
+        text = f"labelled {picked - failed} of {picked} selected ({asked} asked)"
+    else:
+        text = f"labelled {picked_of_asked(selection)}"
     if selection.get("n_filled"):
         text += " (the rest add nothing new)"
+    if failed:
+        text += f", the oracle failed on {failed}"
     return f"{text}, {n_now} labels now"
 
 
@@ -86,7 +94,8 @@ def iteration_line(
             parts.append(f"{split} F RMSE {metrics[split]['forces_rmse']:.3g} eV/A")
     selection = read_json(folder / "selection.json")
     if selection is not None:
-        parts.append(selection_text(selection, n_now))
+        failed = sum(1 for r in state.failures() if r.get("iteration") == k)
+        parts.append(selection_text(selection, n_now, failed))
     rows = coverage_by_iteration(state, cvs, [k + 1], reference)
     if rows:
         explored = "-" if rows[0].explored is None else f"{rows[0].explored:.3f}"

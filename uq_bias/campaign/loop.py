@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from uq_bias.campaign import config as cfg
-from uq_bias.campaign import console, cvs, explored, stages, validate
+from uq_bias.campaign import console, explored, stages, validate
 from uq_bias.campaign.executors import Executor, make_executor
 from uq_bias.campaign.oracles import OracleSpec
-from uq_bias.campaign.roles import read_test
 from uq_bias.campaign.state import CampaignState, read_json, write_json
 from uq_bias.interrupts import Interrupted, signal_name, signal_of, sigterm_interrupts
 
@@ -172,21 +171,7 @@ def _check_inputs(config: cfg.CampaignConfig) -> list:
         OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()
     except (ValueError, TypeError, ImportError, OSError) as err:
         raise cfg.ConfigError(f"config key 'oracle': cannot build the oracle: {err}") from err
-    for atoms in structures:
-        try:
-            cvs.check(config.report.cvs, len(atoms))
-        except ValueError as err:
-            raise cfg.ConfigError(f"config key {err}") from err
     validate.check_campaign(config, structures)
-    if config.data.test:
-        try:
-            test = read_test(config.path(config.data.test))
-        except (OSError, ValueError) as err:
-            raise cfg.ConfigError(
-                f"config key 'data.test': cannot use {config.data.test!r} as a test set: {err}"
-            ) from err
-        if not test:
-            raise cfg.ConfigError(f"config key 'data.test': {config.data.test!r} has no frames")
     return structures
 
 
@@ -197,9 +182,7 @@ def _iterate(ctx: stages.Context) -> tuple[int, str]:
     k = 1
     while True:
         ran = [_stage(ctx, k, name) for name in ("train", "uncertainty", "metrics")]
-        # a resumed iteration that went on to merge had no stop then (the labels counted now
-        # include its own batch and later ones)
-        reason = None if ctx.state.done(k, "merge") else stop_reason(ctx.state, ctx.config, k)
+        reason = None if _committed(ctx, k) else stop_reason(ctx.state, ctx.config, k)
         if reason is None:
             ran += [_stage(ctx, k, name) for name in ("explore", "select", "label", "evaluate")]
             ran.append(_stage(ctx, k, "merge"))
@@ -208,6 +191,19 @@ def _iterate(ctx: stages.Context) -> tuple[int, str]:
         if reason is not None:
             return k, reason
         k += 1
+
+
+def _committed(ctx: stages.Context, k: int) -> bool:
+    """Whether resumed iteration ``k`` must be finished whatever the stop rules say now: it went
+    on to merge (it had no stop then; the labels counted now include its own batch and later
+    ones), or its labelling had begun, so labels are paid for and must reach the data."""
+    if ctx.state.done(k, "merge"):
+        return True
+    labels = ctx.dir(k) / "labels"
+    if labels.is_dir() and any(labels.iterdir()):
+        ctx.state.log(f"iteration {k}: its labelling had begun; finishing it to keep the labels")
+        return True
+    return False
 
 
 def run(

@@ -154,6 +154,14 @@ def label_frame(spec: OracleSpec, atoms: Atoms, index: int = 0) -> Atoms | Failu
             results["stress"] = frame.get_stress(voigt=True)
     except Exception as err:  # the reference failed on this frame: record it, go on
         return Failure(name, f"{type(err).__name__}: {err}".strip())
+    shapes = {"forces": (len(frame), 3), "stress": (6,)}
+    wrong = [
+        f"{k} of shape {np.shape(v)}, expected {shapes[k]}"
+        for k, v in results.items()
+        if k in shapes and np.shape(v) != shapes[k]
+    ]
+    if wrong:
+        return Failure(name, f"the oracle returned {', '.join(wrong)}")
     bad = [k for k, v in results.items() if not np.isfinite(np.asarray(v, dtype=float)).all()]
     if bad:
         return Failure(name, f"non-finite {', '.join(bad)} from the oracle")

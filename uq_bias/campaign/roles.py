@@ -83,6 +83,26 @@ def split_roles(
     return Roles(train, valid, calibration if calibration_fraction > 0 else valid)
 
 
+def short_roles(
+    frames: Sequence[Atoms],
+    valid_fraction: float,
+    calibration_fraction: float,
+    seed: int,
+    least_train: int,
+) -> list[str]:
+    """The roles :func:`split_roles` leaves short for ``frames``, in words (none: the first
+    model can train on at least ``least_train`` frames, validate and calibrate)."""
+    roles = split_roles(frames, valid_fraction, calibration_fraction, seed)
+    short = {
+        f"training ({least_train} needed, {len(roles.train)} given)": (
+            len(roles.train) < least_train
+        ),
+        "validation": not roles.valid,
+        "calibration": not roles.calibration,
+    }
+    return [name for name, missing in short.items() if missing]
+
+
 def read_test(path: str | Path) -> list[Atoms]:
     """The labelled frames of a test file (energy and forces required), each with a frame id."""
     from uq_bias.training.labels import read_frames

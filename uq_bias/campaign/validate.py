@@ -15,8 +15,12 @@ would fail later fails now, in seconds, and leaves nothing behind:
 * this machine has the devices ``device``, ``exploration.device`` and ``trainer`` ask for
   (:func:`check_machine`);
 * the bias's ``weights`` name known elements, and ``gradient: closed_form`` has an ensemble;
+* ``uncertainty.head`` is a head of the models (:func:`check_head`), and an ensemble started
+  from ``model.file`` trains (:func:`check_ensemble_start`);
 * ``stop.label_budget`` is at least what iteration 0 labels or takes;
-* the oracle ``emt`` knows every element;
+* the oracle ``emt`` knows every element, of the start structures and ``data.initial_data``;
+* the report's CVs fit those frames, and ``data.test`` is labelled and holds only their
+  elements (:func:`check_test`);
 * the campaign folder can be created and written, and holds none of the names a campaign
   writes (:data:`CAMPAIGN_ENTRIES`) unless uq-bias wrote them: a campaign pointed at a folder
   of the user's own (``folder: .``) would otherwise overwrite or clear their ``config.yaml``,
@@ -25,6 +29,10 @@ would fail later fails now, in seconds, and leaves nothing behind:
 :func:`check_resume` compares the config with the one a folder was started with: the keys of
 :data:`FIXED` define the labels and must not change, unless the folder holds no label yet (then
 the stale stage files are cleared and the campaign starts over with the corrected config).
+The content of the input files is compared too, by SHA-256 (:func:`check_inputs_unchanged`).
+One exception: ``data.initial_frames`` may grow until iteration 0's labelling is done (the
+first n perturbed frames do not depend on how many follow), so a campaign whose oracle failed
+on too many initial frames can label more of them and keep the labels it has.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ from pathlib import Path
 from ase import Atoms
 
 from uq_bias.campaign import config as cfg
-from uq_bias.campaign.state import CampaignState, with_id, write_text
+from uq_bias.campaign.state import CampaignState, read_json, with_id, write_json, write_text
 
 #: Config keys that define the data and the model; they must not change when a campaign resumes
 #: with labels in its folder.
@@ -46,6 +54,9 @@ MAY_CHANGE = ("training", "trainer", "uncertainty", "calibration", "exploration"
 MAY_CHANGE += ("stop", "executor", "report", "device", "folder")
 #: What a campaign writes at the top of its folder (:class:`CampaignState`, :func:`check_resume`).
 CAMPAIGN_ENTRIES = ("config.yaml", "journal.json", "log.txt", "data", "iterations", "report")
+CAMPAIGN_ENTRIES += ("inputs.json",)
+#: SHA-256 of the input files that define the labels (:func:`check_inputs_unchanged`).
+INPUTS = "inputs.json"
 #: The file that marks a folder as a campaign's, written before anything else in it.
 MARKER = ".uq_bias_campaign"
 
@@ -213,17 +224,11 @@ def check_budget(config: cfg.CampaignConfig, n_given: int) -> None:
 
 def _short_roles(config: cfg.CampaignConfig, frames: list[Atoms]) -> list[str]:
     """The roles the first split leaves short, in words (none: it will do)."""
-    from uq_bias.campaign.roles import split_roles
+    from uq_bias.campaign.roles import short_roles
 
     d = config.data
-    roles = split_roles(frames, d.valid_fraction, d.calibration_fraction, config.seed)
     least = 1 if config.model.ensemble > 1 else 2
-    short = {
-        f"training ({least} needed, {len(roles.train)} given)": len(roles.train) < least,
-        "validation": not roles.valid,
-        "calibration": not roles.calibration,
-    }
-    return [name for name, missing in short.items() if missing]
+    return short_roles(frames, d.valid_fraction, d.calibration_fraction, config.seed, least)
 
 
 def _enough(config: cfg.CampaignConfig, frames: list[Atoms], structures: list[Atoms]) -> int | None:
@@ -239,7 +244,8 @@ def _enough(config: cfg.CampaignConfig, frames: list[Atoms], structures: list[At
 
 
 def check_oracle_elements(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
-    """The ``emt`` oracle has parameters for every element of the start structures."""
+    """The ``emt`` oracle has parameters for every element of ``structures`` (the start
+    structures and data.initial_data, where walkers may start)."""
     if config.oracle.kind != "emt":
         return
     from ase.calculators.emt import parameters
@@ -294,12 +300,88 @@ def is_campaign_folder(path: Path) -> bool:
     return sections and (path / "log.txt").is_file()
 
 
+def check_head(config: cfg.CampaignConfig) -> None:
+    """``uncertainty.head`` names a head of the models the campaign trains (a fresh MACE model
+    has the one head 'Default'; a model file, its own)."""
+    head = config.uncertainty.head
+    if head is None:
+        return
+    from uq_bias.models.mace import resolve_head
+
+    if config.model.file:
+        from uq_bias.models import load_model
+
+        try:
+            load_model(config.path(config.model.file), head=head)
+        except ValueError as err:
+            raise cfg.ConfigError(f"config key 'uncertainty.head': {err}") from err
+        return
+    try:
+        resolve_head(["Default"], head)
+    except ValueError as err:
+        raise cfg.ConfigError(
+            f"config key 'uncertainty.head': {err} (a fresh model, model.file: null)"
+        ) from err
+
+
+def check_ensemble_start(config: cfg.CampaignConfig) -> None:
+    """An ensemble fine-tuned from one ``model.file`` trains: with ``max_epochs: 0`` every
+    member would be that file, with no spread to measure."""
+    m = config.model
+    if m.file and m.ensemble > 1 and config.training.max_epochs == 0:
+        raise cfg.ConfigError(
+            f"config key 'training.max_epochs': 0 leaves all {m.ensemble} ensemble members equal "
+            f"to model.file {m.file!r} (no spread, no uncertainty); train them (max_epochs >= 1), "
+            "or use model.ensemble: 1 (gradient features of the one model)"
+        )
+
+
+def check_cvs(config: cfg.CampaignConfig, structures: list[Atoms], given: list[Atoms]) -> None:
+    """The report's collective variables fit every start structure and data.initial_data frame."""
+    from uq_bias.campaign import cvs
+
+    for what, frames in (("start structure", structures), ("data.initial_data frame", given)):
+        for k, atoms in enumerate(frames):
+            try:
+                cvs.check(config.report.cvs, len(atoms))
+            except ValueError as err:
+                raise cfg.ConfigError(f"config key {err} ({what} {k})") from err
+
+
+def check_test(config: cfg.CampaignConfig, frames: list[Atoms]) -> None:
+    """``data.test`` reads as labelled frames whose elements all occur in ``frames`` (the
+    start structures and data.initial_data: what the models are trained on)."""
+    if not config.data.test:
+        return
+    from uq_bias.campaign.roles import read_test
+
+    try:
+        test = read_test(config.path(config.data.test))
+    except (OSError, ValueError) as err:
+        raise cfg.ConfigError(
+            f"config key 'data.test': cannot use {config.data.test!r} as a test set: {err}"
+        ) from err
+    if not test:
+        raise cfg.ConfigError(f"config key 'data.test': {config.data.test!r} has no frames")
+    extra = _elements(test) - _elements(frames)
+    if extra:
+        raise cfg.ConfigError(
+            f"config key 'data.test': {config.data.test!r} holds {_symbols(extra)}, which no "
+            "start structure or data.initial_data frame has (the models never see them); "
+            "give a test set of the campaign's elements"
+        )
+
+
 def check_campaign(config: cfg.CampaignConfig, structures: list[Atoms]) -> None:
     """Every check of the module docstring, in order; raise ConfigError naming the key."""
     given = initial_data(config)
     check_extras(config)
     check_bias(config, check_model_file(config, structures + given))
-    check_oracle_elements(config, structures)
+    check_head(config)
+    check_ensemble_start(config)
+    check_oracle_elements(config, structures + given)
+    check_cvs(config, structures, given)
+    check_test(config, structures + given)
     check_first_split(config, first_frames(config, structures) + given, structures)
     check_budget(config, len(given))
     check_machine(config)
@@ -340,11 +422,59 @@ def _conflict_message(state: CampaignState, changed: dict, n_labels: int) -> str
     )
 
 
+def input_hashes(config: cfg.CampaignConfig) -> dict[str, str]:
+    """SHA-256 of each input file that defines the labels: ``data.structures`` (not a builtin),
+    ``data.initial_data`` and ``model.file``, by config key."""
+    import hashlib
+
+    files = {
+        "data.structures": config.data.structures,
+        "data.initial_data": config.data.initial_data,
+        "model.file": config.model.file,
+    }
+    out = {}
+    for key, spec in files.items():
+        if spec and not str(spec).startswith("builtin:") and config.path(spec).is_file():
+            out[key] = hashlib.sha256(config.path(spec).read_bytes()).hexdigest()
+    return out
+
+
+def check_inputs_unchanged(state: CampaignState, config: cfg.CampaignConfig) -> None:
+    """Refuse to resume a folder with labels when an input file's content changed since they
+    were made (the path alone is compared by :func:`check_resume`): the data would mix two
+    systems. Writes the current hashes to :data:`INPUTS`."""
+    path = state.root / INPUTS
+    now, before = input_hashes(config), read_json(path, {})
+    changed = [key for key in now if key in before and before[key] != now[key]]
+    n_labels = labels_spent(state) if changed else 0
+    if n_labels:
+        files = ", ".join(f"{key} ({str(config.path(_value(config, key)))!r})" for key in changed)
+        raise cfg.ConfigError(
+            f"config key {changed[0]!r}: the content of {files} changed since the campaign "
+            f"folder {str(state.root)!r} made {n_labels} labels from it; put the old file back "
+            "to resume, or start a new campaign (a new 'folder') with the new file"
+        )
+    write_json(path, now)
+
+
+def _value(config: cfg.CampaignConfig, key: str):
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def _more_initial_frames(state: CampaignState, changed: dict) -> bool:
+    """``data.initial_frames`` alone grew, before iteration 0's labelling was done."""
+    old, new = changed.get("data.initial_frames", (None, None))
+    grows = isinstance(old, int) and isinstance(new, int) and new > old
+    return grows and not state.done(0, "label")
+
+
 def check_resume(state: CampaignState, config: cfg.CampaignConfig) -> None:
     """Refuse to resume a folder whose labels were made with other data, oracle, model or seed
     (keys that exist in only one of the two versions, e.g. after an upgrade, are not compared).
-    A folder with no label yet takes the new config: its stage files are cleared. Writes the
-    :data:`MARKER` file and ``config.yaml``."""
+    A folder with no label yet takes the new config: its stage files are cleared. The input
+    files' content must not have changed either (:func:`check_inputs_unchanged`). Writes the
+    :data:`MARKER` file, :data:`INPUTS` and ``config.yaml``."""
     import yaml
 
     from uq_bias import yaml_text
@@ -360,6 +490,8 @@ def check_resume(state: CampaignState, config: cfg.CampaignConfig) -> None:
             for key in now
             if key.split(".")[0] in FIXED and key in before and before[key] != now[key]
         }
+        if _more_initial_frames(state, changed):
+            state.log(f"data.initial_frames raised {changed.pop('data.initial_frames')}")
         if changed:
             n_labels = labels_spent(state)
             if n_labels:
@@ -368,4 +500,5 @@ def check_resume(state: CampaignState, config: cfg.CampaignConfig) -> None:
                 shutil.rmtree(state.root / stale, ignore_errors=True)
             state.journal_path.unlink(missing_ok=True)
             state.log(f"config changed before any label ({list(changed)}): starting over")
+    check_inputs_unchanged(state, config)
     write_text(path, yaml.safe_dump(current, sort_keys=False))

@@ -90,13 +90,40 @@ def label_initial(ctx: Context, k: int) -> None:
     failures = label_frames(ctx, k, frames)
     if frames and len(failures) == len(frames):
         _oracle_broken(ctx, k, failures)
-    ctx.state.add_failures(failures, k)
+    given = []
     if data.initial_data:
         from uq_bias.training.labels import read_frames as read_labelled
 
         given = [with_id(a) for a in read_labelled(ctx.config.path(data.initial_data))]
-        mine = read_frames(ctx.dir(k) / "labelled.extxyz")
-        write_frames(ctx.dir(k) / "labelled.extxyz", given + mine)
+    labelled = given + read_frames(ctx.dir(k) / "labelled.extxyz")
+    _check_enough(ctx, failures, labelled)
+    ctx.state.add_failures(failures, k)
+    write_frames(ctx.dir(k) / "labelled.extxyz", labelled)
+
+
+def _check_enough(ctx: Context, failures: list[Failure], labelled: list[Atoms]) -> None:
+    """The oracle failed on some initial frames and the rest leave too few for the first split:
+    ConfigError asking for more ``data.initial_frames`` (which may grow until iteration 0 is
+    done; the frames labelled so far are kept and only new ones go to the oracle)."""
+    from uq_bias.campaign.roles import short_roles
+    from uq_bias.options import ConfigError
+
+    d = ctx.config.data
+    least = 1 if ctx.config.model.ensemble > 1 else 2
+    short = short_roles(labelled, d.valid_fraction, d.calibration_fraction, ctx.config.seed, least)
+    if not (short and failures):
+        return
+    n = ctx.config.data.initial_frames
+    first = failures[0]
+    message = (
+        f"config key 'data.initial_frames': the oracle failed on {len(failures)} of {n} initial "
+        f"frames (first, {first.frame_id}: {first.reason}), and the {len(labelled)} labelled "
+        f"frames leave too few for {' or '.join(short)}. Raise data.initial_frames (to "
+        f"{n + 2 * len(failures)}, say) and run again: the frames labelled so far are kept, "
+        "only the new ones go to the oracle"
+    )
+    ctx.state.log(message)
+    raise ConfigError(message)
 
 
 def _oracle_broken(ctx: Context, k: int, failures: list[Failure]) -> None:
@@ -127,5 +154,38 @@ def merge(ctx: Context, k: int) -> None:
 
 
 def label(ctx: Context, k: int) -> None:
-    """Label the selected frames."""
-    ctx.state.add_failures(label_frames(ctx, k, read_frames(ctx.dir(k) / "selected.extxyz")), k)
+    """Label the selected frames. If the oracle fails on all of them, the first time this is a
+    :class:`~uq_bias.errors.StageError` that forgets the failures (a broken oracle: licence,
+    executable, memory), so that a rerun labels them again; the second time in a row the
+    failures are recorded and the campaign goes on (frames beyond the oracle)."""
+    frames = read_frames(ctx.dir(k) / "selected.extxyz")
+    failures = label_frames(ctx, k, frames)
+    marker = ctx.dir(k) / ALL_FAILED
+    if frames and len(failures) == len(frames) and not marker.is_file():
+        _all_failed(ctx, k, failures)
+    if marker.is_file():
+        ctx.state.log(f"iteration {k}: the oracle failed on all selected frames again; recorded")
+    ctx.state.add_failures(failures, k)
+
+
+#: Marks an iteration whose selected frames all failed once (the next time they are recorded).
+ALL_FAILED = "labels_all_failed.json"
+
+
+def _all_failed(ctx: Context, k: int, failures: list[Failure]) -> None:
+    from uq_bias.errors import StageError
+
+    shutil.rmtree(ctx.dir(k) / "labels")
+    (ctx.dir(k) / "labelled.extxyz").unlink(missing_ok=True)
+    write_json(ctx.dir(k) / ALL_FAILED, [vars(f) for f in failures])
+    first = failures[0]
+    ctx.state.log(
+        f"iteration {k}: the oracle failed on all {len(failures)} selected frames (first: "
+        f"{first.frame_id}: {first.reason}); failures forgotten, stopping"
+    )
+    raise StageError(
+        f"iteration {k}: the oracle failed on all {len(failures)} selected frames, nothing was "
+        f"labelled (first, {first.frame_id}: {first.reason}). If the oracle is broken (licence, "
+        "executable, memory), correct it and run again: these frames go to the oracle again. "
+        "If it fails on all of them again, they are recorded as failures and the campaign goes on"
+    )
