@@ -86,6 +86,17 @@ def inputs(tmp_path_factory, _tiny_mace_template) -> Path:
     (root / "campaigns").mkdir()
     (root / "list.yaml").write_text("- data\n- oracle\n")
     (root / "bad.yaml").write_text("data: {structures: [\n")
+    ase.io.write(root / "walk_w1.xyz", cu8())  # what walker 1 of `md --out walk.xyz` writes
+    for name, key in (("nan_energy.xyz", "energy"), ("nan_forces.xyz", "forces")):
+        frames = labelled_cu(4, 30)
+        if key == "energy":
+            frames[2].calc.results["energy"] = float("nan")
+        else:
+            frames[2].calc.results["forces"][5, 1] = float("nan")
+        ase.io.write(root / name, frames)
+    mixed = labelled_cu(4, 40)
+    mixed[2].numbers[:] = 26  # frame 2 of the file: iron, which tiny.model does not know
+    ase.io.write(root / "iron_frame2.xyz", mixed)
     return root
 
 
@@ -228,6 +239,34 @@ MD = [
     Case("md start missing", lambda r: md(r, "--start", str(r / "gone.xyz")), "gone.xyz"),
     Case("md flag typo", lambda r: md(r, "--start", "x", "--temprature", "3"), "--temperature"),
     Case("md steps -5", lambda r: md(r, "--start", str(r / "start.xyz"), "--steps", "-5"), "steps"),
+    Case(
+        "md out is the start file",
+        lambda r: md(r, "--start", str(r / "start.xyz"), "--out", str(r / "start.xyz")),
+        "start.xyz' is the start structures file (--start); writing the frames there would "
+        "replace your start structures: give another file name",
+    ),
+    Case(
+        "md walker file is the start file",
+        lambda r: md(
+            r, "--start", str(r / "walk_w1.xyz"), "--out", str(r / "walk.xyz"), "--walkers", "2"
+        ),
+        "--out (walker 1) '",
+    ),
+    Case(
+        "md out .traj",
+        lambda r: md(r, "--start", str(r / "start.xyz"), "--out", str(r / "run.traj")),
+        "run.traj': frames are written as extended XYZ, so the name must end in .xyz or .extxyz",
+    ),
+    Case(
+        "md out under a file",
+        lambda r: md(r, "--start", str(r / "start.xyz"), "--out", str(r / "afile" / "t.xyz")),
+        "afile' is a file, not a folder",
+    ),
+    Case(
+        "md sample-every above steps",
+        lambda r: md(r, "--start", str(r / "start.xyz"), "--steps", "2", "--sample-every", "5"),
+        "--sample-every 5 is more than --steps 2",
+    ),
 ]
 
 
@@ -268,6 +307,57 @@ CALIBRATE = [
         lambda r: calibrate(r, "--model", str(r / "notmodel.model"), "--valid", "x.xyz"),
         "notmodel.model",
     ),
+    Case(
+        "calibrate valid NaN energy",
+        lambda r: calibrate_tiny(r, "nan_energy.xyz", "cal_out"),
+        "nan_energy.xyz' (--valid): calibration frame 2 has energy label nan",
+    ),
+    Case(
+        "calibrate valid NaN forces",
+        lambda r: calibrate_tiny(r, "nan_forces.xyz", "cal_out"),
+        "nan_forces.xyz' (--valid): calibration frame 2 has non-finite force labels on atom(s) 5",
+    ),
+    Case(
+        "calibrate valid unknown element",
+        lambda r: calibrate_tiny(r, "iron_frame2.xyz", "cal_out"),
+        "iron_frame2.xyz' (--valid), frame 2: element(s) ['Fe']",
+    ),
+    Case(
+        "calibrate train unknown element",
+        lambda r: calibrate_tiny(r, "held_out.xyz", "cal_out", train="iron_frame2.xyz"),
+        "iron_frame2.xyz' (--train), frame 2: element(s) ['Fe']",
+    ),
+    Case(
+        "calibrate train is valid",
+        lambda r: calibrate_tiny(r, "labelled.xyz", "cal_out", train="labelled.xyz"),
+        "4 of 4 validation frames are also training frames",
+    ),
+    Case(
+        "calibrate ensemble with single-model flags",
+        lambda r: [
+            *calibrate_tiny(r, "held_out.xyz", "cal_out", train="labelled.xyz"),
+            *("--model", str(r / "tiny.model"), "--sigma", "0.1", "--seed", "3"),
+        ],
+        "--train, --sigma, --seed: with 2 --model files",
+    ),
+    Case(
+        "calibrate out under a file",
+        lambda r: calibrate_tiny(r, "labelled.xyz", "afile/cal"),
+        "afile/cal': '",
+    ),
+    Case(
+        "calibrate model a folder",
+        lambda r: calibrate(r, "--model", str(r / "campaigns"), "--valid", "x.xyz"),
+        "campaigns' is a folder; give the model file itself",
+    ),
+    Case(
+        "calibrate sigma 1e300",
+        lambda r: [
+            *calibrate_tiny(r, "held_out.xyz", "cal_out", train="labelled.xyz"),
+            *("--sigma", "1e300"),
+        ],
+        "--sigma: sigma must be a positive number whose square is a finite float",
+    ),
 ]
 
 
@@ -289,6 +379,26 @@ def select_to(root: Path, out: str) -> list[str]:
 
 SELECT = [
     Case("select out a folder", lambda r: select_to(r, "campaigns"), "is a folder"),
+    Case(
+        "select out is the pool",
+        lambda r: [*features_argv(r, "features.npy"), "--out", str(r / "labelled.xyz")],
+        "labelled.xyz' is the pool file (--pool); writing the selection there would replace "
+        "your pool: give another file name",
+    ),
+    Case(
+        "select out is --labelled",
+        lambda r: [
+            *select_to(r, "labelled.xyz"),
+            *("--pool", str(r / "held_out.xyz"), "--labelled", str(r / "labelled.xyz")),
+        ],
+        "labelled.xyz' is the labelled frames file (--labelled)",
+    ),
+    Case("select out .traj", lambda r: select_to(r, "sel.traj"), "must end in .xyz or .extxyz"),
+    Case(
+        "select out under a file",
+        lambda r: select_to(r, "afile/sel.xyz"),
+        "afile' is a file, not a folder",
+    ),
     Case("select out nowhere", lambda r: select_to(r, "no/sel.xyz"), "does not exist"),
     Case(
         "features numpy .pt", lambda r: features_argv(r, "numpy_features.pt"), "other than a tensor"

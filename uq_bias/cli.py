@@ -15,6 +15,7 @@ import io
 import shlex
 import sys
 import warnings
+from pathlib import Path
 
 from uq_bias.errors import StageError
 from uq_bias.flags import add_options, collect
@@ -100,14 +101,20 @@ def _add_select(sub) -> None:
 def _run_select(args) -> int:
     from dataclasses import asdict, replace
 
+    from uq_bias.graph import check_frames
     from uq_bias.io_structures import read_structures
+    from uq_bias.outputs import check_not_input, check_xyz_name
     from uq_bias.selection import SelectionOptions, select
     from uq_bias.selection.io import annotate, check_output, load_features, write_frames
 
     options = collect(args, SelectionOptions, dest="selection")
     if args.k < 1:
         raise ValueError(f"--k: the number of frames to select must be 1 or more, got {args.k}")
-    check_output(args.out, "--out")  # before the pool's features are computed
+    # the output before the pool's features are computed
+    inputs = [(args.pool, "--pool", "pool"), (args.labelled, "--labelled", "labelled frames")]
+    check_not_input(args.out, "--out", inputs, "the selection")
+    check_output(args.out, "--out")
+    check_xyz_name(args.out, "--out")
     frames = read_structures(args.pool, "pool (--pool)")
     model, features = None, None
     if args.features:
@@ -116,14 +123,26 @@ def _run_select(args) -> int:
         from uq_bias.uncertainty import load
 
         model = load(args.unc)
+        check_frames(frames, f"pool (--pool) {args.pool!r}", model.atomic_numbers)
     labelled = read_structures(args.labelled, "--labelled") if args.labelled else None
     if labelled is not None and features is not None:
         raise ValueError("--labelled conditions an uncertainty model (--unc), not --features")
+    if labelled is not None:
+        check_frames(labelled, f"--labelled {args.labelled!r}", model.atomic_numbers)
     sel = select(
         model, frames, args.k, features=features, labelled_frames=labelled, **asdict(options)
     )
     picked = len(sel) - sel.n_filled  # frames that add nothing new are not written
     sel = replace(sel, indices=sel.indices[:picked], scores=sel.scores[:picked], n_filled=0)
+    if picked == 0:  # an empty file would replace an earlier selection, and reads as no frames
+        kept = "left as it was (an earlier file, not this selection)"
+        where = kept if Path(args.out).exists() else "not written"
+        print(
+            f"selected 0 of {args.k} asked from {len(frames)} pool frames with {sel.method}: "
+            f"every pool frame would add nothing new (duplicates or rank used up); --out "
+            f"{args.out!r} {where}"
+        )
+        return 0
     write_frames(args.out, annotate(frames, sel))
     print(
         f"selected {picked} of {args.k} asked from {len(frames)} pool frames with {sel.method} "
@@ -163,6 +182,14 @@ def _run_md(args) -> int:
 
     config = collect(args, ExploreConfig, dest="explore")
     bias = collect(args, BiasConfig, dest="bias")
+    if config.sample_every > config.steps:
+        raise ValueError(
+            f"--sample-every {config.sample_every} is more than --steps {config.steps}: a walker "
+            f"keeps a frame every {config.sample_every} steps, so --out would get none (only a "
+            f"frame where the watchdog stops a walker); give --sample-every {config.steps} or "
+            "less, or more --steps"
+        )
+    _check_md_out(args.out, args.start, args.walkers)  # before anything is read
     starts = read_structures(args.start, "start structures (--start)")
     model = load(str(args.unc), device=config.device)
     result = explore(
@@ -175,6 +202,20 @@ def _run_md(args) -> int:
             f"{walker.trajectory}" + (f" ({walker.message})" if walker.message else "")
         )
     return 0
+
+
+def _check_md_out(out: str, start: str, walkers: int) -> None:
+    """Every file the walkers of `uq-bias md` write (``out``, or ``<stem>_w<k><suffix>``) is
+    an extended-XYZ name, is not the --start file and can be written."""
+    from uq_bias.dynamics import trajectory_paths
+    from uq_bias.outputs import check_not_input, check_writable, check_xyz_name
+
+    check_xyz_name(out, "--out")
+    paths = trajectory_paths(out, walkers) if isinstance(walkers, int) and walkers > 1 else [out]
+    for k, path in enumerate(paths):
+        what = "--out" if len(paths) == 1 else f"--out (walker {k})"
+        check_not_input(path, what, [(start, "--start", "start structures")], "the frames")
+        check_writable(path, what)
 
 
 def _add_run(sub) -> None:
@@ -231,6 +272,7 @@ def _run_calibrate(args) -> int:
     from uq_bias.uncertainty.gradient import UncertaintyOptions
     from uq_bias.uncertainty.workflow import fit_and_calibrate
 
+    _check_ensemble_flags(args)
     _, report = fit_and_calibrate(
         args.model,
         args.valid,
@@ -247,6 +289,24 @@ def _run_calibrate(args) -> int:
         )
     print(f"wrote {args.out}")
     return 0
+
+
+def _check_ensemble_flags(args) -> None:
+    """With several --model (an ensemble), refuse the given flags that only the gradient-feature
+    uncertainty of one model uses (an ensemble's uncertainty is the spread of its members)."""
+    from uq_bias.flags import flag_name, given
+
+    if len(args.model) < 2:
+        return
+    unused = ["--train"] if args.train is not None else []
+    unused += [flag_name(key) for key in given(args, "uncertainty") if key != "head"]
+    if unused:
+        raise ValueError(
+            f"{', '.join(unused)}: with {len(args.model)} --model files the uncertainty is the "
+            "spread of the ensemble, which has no training fit, features, sigma or sketch, so "
+            "these flags would do nothing; drop them, or give one --model for gradient-feature "
+            "uncertainty"
+        )
 
 
 #: The subcommands, in the order of `uq-bias --help` and docs/cli.md.

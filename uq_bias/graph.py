@@ -163,6 +163,14 @@ def check_atoms(atoms: Atoms, where: str = "atoms", atomic_numbers: Sequence[int
             )
 
 
+def check_frames(frames: Sequence[Atoms], what: str, atomic_numbers: Sequence[int] | None = None):
+    """:func:`check_atoms` on each of ``frames`` read from one file, naming ``what`` (the file
+    and its flag) and the frame's index in the file: for a check right after reading, before
+    the frames are cut into batches whose errors would name the index in the batch."""
+    for k, atoms in enumerate(frames):
+        check_atoms(atoms, f"{what}, frame {k}", atomic_numbers)
+
+
 MIN_CONTACT = 0.3  # A; the shortest bond, H2, is 0.74 A
 
 

@@ -21,12 +21,13 @@ working; the ``uq-bias`` commands turn it into a one-line message and exit statu
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from ase import Atoms
 
-__all__ = ["StructureFileError", "read_structures"]
+__all__ = ["StructureFileError", "check_disjoint", "read_structures"]
 
 
 class StructureFileError(ValueError):
@@ -124,3 +125,19 @@ def frame_id(atoms: Atoms) -> str:
     digest.update(np.ascontiguousarray(atoms.cell.array, dtype=np.float64).tobytes())
     digest.update(np.ascontiguousarray(atoms.pbc, dtype=np.int8).tobytes())
     return "f-" + digest.hexdigest()[:16]
+
+
+def check_disjoint(train: Sequence[Atoms], valid: Sequence[Atoms]) -> None:
+    """ValueError if a validation frame is also a training frame (same numbers, positions, cell
+    and pbc, see :func:`frame_id`): validation stops training early and picks the best epoch,
+    and calibration scales the uncertainty to the errors on frames the model has not seen; a
+    frame it was trained or fitted on tells it nothing about those."""
+    seen = {frame_id(a): k for k, a in enumerate(train)}
+    both = [(seen[i], k) for k, a in enumerate(valid) if (i := frame_id(a)) in seen]
+    if both:
+        pairs = ", ".join(f"validation frame {v} = training frame {t}" for t, v in both[:3])
+        raise ValueError(
+            f"{len(both)} of {len(valid)} validation frames are also training frames ({pairs}"
+            f"{', ...' if len(both) > 3 else ''}); keep the validation frames apart from the "
+            "training frames"
+        )

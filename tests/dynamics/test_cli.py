@@ -58,7 +58,8 @@ def test_cli_md_bad_input(saved_model, tmp_path, capsys):
 
     write(tmp_path / "mol.xyz", molecule("CH4"))
     argv = ["md", "--unc", str(saved_model), "--start", str(tmp_path / "mol.xyz")]
-    argv += ["--out", str(tmp_path / "x.extxyz"), "--no-progress", "--steps", "2"]
+    argv += ["--out", str(tmp_path / "x.extxyz"), "--no-progress"]
+    argv += ["--steps", "2", "--sample-every", "1"]  # md refuses sample_every > steps
     assert main([*argv, "--ensemble", "npt"]) == 2
     assert "NPT needs periodic cells" in capsys.readouterr().err
     assert main([*argv, "--tau", "1", "--weights", "H"]) == 2

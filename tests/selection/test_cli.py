@@ -109,3 +109,40 @@ def test_cli_select_writes_no_frame_that_adds_nothing(tmp_path, cu_frames, capsy
             capsys.readouterr().err
         )
     assert not (tmp_path / "none.extxyz").exists()
+
+
+def test_cli_select_unknown_element_names_the_pool_file_and_frame(
+    tmp_path, tiny_mace, cu_frames, capsys
+):
+    """Frame 3 of the pool is iron: the error names --pool, the file and frame 3 of the file
+    (not the frame's index inside a chunk of --chunk-size frames), and nothing is written."""
+    from uq_bias.uncertainty import GradientFeatureUncertainty, save
+
+    torch.save(tiny_mace, tmp_path / "model.pt")
+    save(GradientFeatureUncertainty(str(tmp_path / "model.pt")).fit(cu_frames[:4]), tmp_path / "u")
+    pool = [a.copy() for a in cu_frames[4:9]]
+    pool[3].numbers[:] = 26
+    write(tmp_path / "pool.extxyz", pool, format="extxyz")
+    out = tmp_path / "selected.extxyz"
+    argv = ["select", "--unc", str(tmp_path / "u"), "--pool", str(tmp_path / "pool.extxyz")]
+    assert main([*argv, "--k", "3", "--out", str(out), "--chunk-size", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"pool (--pool) '{tmp_path / 'pool.extxyz'}', frame 3: element(s) ['Fe']" in err
+    assert not out.exists()
+
+
+def test_cli_select_nothing_new_leaves_an_existing_out_alone(tmp_path, cu_frames, capsys):
+    """All-zero features: no frame adds anything, 0 are selected; an earlier --out is not
+    replaced by an empty file, and the output says so."""
+    write(tmp_path / "pool.extxyz", cu_frames[:4], format="extxyz")
+    np.save(tmp_path / "zero.npy", np.zeros((4, 3)))
+    out = tmp_path / "selected.extxyz"
+    out.write_text("an earlier selection\n")
+    argv = ["select", "--features", str(tmp_path / "zero.npy"), "--pool"]
+    assert main([*argv, str(tmp_path / "pool.extxyz"), "--k", "2", "--out", str(out)]) == 0
+    assert out.read_text() == "an earlier selection\n"
+    text = capsys.readouterr().out
+    assert "selected 0 of 2 asked" in text and "left as it was" in text
+    out.unlink()
+    assert main([*argv, str(tmp_path / "pool.extxyz"), "--k", "2", "--out", str(out)]) == 0
+    assert not out.exists() and "not written" in capsys.readouterr().out

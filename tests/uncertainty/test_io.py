@@ -161,3 +161,36 @@ def test_a_third_model_saves_and_loads_through_the_registry(cu_model, small_cu_f
         rtol=0,
         atol=1e-12,
     )
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda config, folder: "{not json", "is not valid JSON"),
+        (lambda config, folder: "[1, 2]", "holds a JSON list, not an object"),
+        (
+            lambda config, folder: json.dumps({k: v for k, v in config.items() if k != "models"}),
+            "lacks the key(s) ['models']",
+        ),
+        (
+            lambda config, folder: (
+                (folder / STATE_FILE).write_bytes(b"not a torch file"),
+                json.dumps({k: v for k, v in config.items() if k != "state_sha256"}),
+            )[1],
+            "is not a readable state file",
+        ),
+    ],
+    ids=["not json", "a list", "no models", "state not torch"],
+)
+def test_a_damaged_folder_is_named_in_the_error(
+    cu_model, small_cu_frames, tmp_path, damage, message
+):
+    """A damaged or hand-edited uncertainty.json (or state.pt) gives a ValueError naming the
+    file and saying to save again, not a KeyError or a pickle error naming nothing."""
+    save(GradientFeatureUncertainty(cu_model).fit(small_cu_frames[:5]), tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    (tmp_path / CONFIG_FILE).write_text(damage(config, tmp_path))
+    with pytest.raises(ValueError, match="save the model again") as info:
+        load(tmp_path, model=cu_model)
+    assert message in str(info.value)
+    assert str(tmp_path) in str(info.value)

@@ -39,6 +39,7 @@ __all__ = [
     "explore",
     "run_batched",
     "run_walker",
+    "trajectory_paths",
     "walker_specs",
 ]
 
@@ -144,6 +145,12 @@ def _trajectory_path(trajectory: str | Path | None, index: int, n: int) -> Path 
         return None
     path = Path(trajectory)
     return path if n == 1 else path.with_name(f"{path.stem}_w{index}{path.suffix}")
+
+
+def trajectory_paths(trajectory: str | Path, walkers: int) -> list[Path]:
+    """The file each of ``walkers`` walkers writes: ``trajectory`` for one walker,
+    ``<stem>_w<k><suffix>`` for several (see :func:`walker_specs`)."""
+    return [_trajectory_path(trajectory, k, walkers) for k in range(walkers)]
 
 
 def walker_specs(

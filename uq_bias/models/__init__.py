@@ -28,6 +28,12 @@ def read_model_file(path: str | Path, map_location: str | torch.device = "cpu") 
     Raises FileNotFoundError for a missing file and ValueError for a file that is not a model.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"model file {str(path)!r} is a folder; give the model file itself (a folder written "
+            "by `uq-bias calibrate` or uncertainty.save is an uncertainty model: use it with --unc "
+            "or uq_bias.uncertainty.load)"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"model file {str(path)!r} does not exist")
     try:  # a MACE file unpickles mace modules, and mace must be imported before e3nn

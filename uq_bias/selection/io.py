@@ -18,6 +18,7 @@ import torch
 from ase import Atoms
 
 from uq_bias.atomic import write_frames as write_atomic
+from uq_bias.outputs import check_writable
 from uq_bias.selection.result import Selection
 
 
@@ -44,15 +45,14 @@ def annotate(frames: Sequence[Atoms], selection: Selection) -> list[Atoms]:
 
 
 def check_output(path: str | Path, what: str = "output") -> Path:
-    """``path`` can be written as a file: its folder exists and it is not a folder itself."""
+    """``path`` can be written as a file: its folder exists (and is a folder this process may
+    write in) and it is not a folder itself."""
     path = Path(path)
-    if not path.parent.is_dir():
+    if not path.parent.exists():
         raise FileNotFoundError(
             f"{what} {str(path)!r}: its folder {str(path.parent)!r} does not exist"
         )
-    if path.is_dir():
-        raise IsADirectoryError(f"{what} {str(path)!r} is a folder; give a file name")
-    return path
+    return check_writable(path, what)
 
 
 def write_frames(path: str | Path, frames: Sequence[Atoms]) -> Path:

@@ -23,7 +23,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.data import chemical_symbols
 
 from uq_bias.graph import check_atoms
-from uq_bias.io_structures import frame_id
+from uq_bias.io_structures import check_disjoint  # noqa: F401  (its home before; kept)
 from uq_bias.options import option
 
 
@@ -170,18 +170,3 @@ def _stress_like(key: str, value) -> bool:
         return True
     size = np.size(value) if isinstance(value, (list, tuple, np.ndarray)) else 0
     return size in (6, 9) and np.issubdtype(np.asarray(value).dtype, np.number)
-
-
-def check_disjoint(train: Sequence[Atoms], valid: Sequence[Atoms]) -> None:
-    """ValueError if a validation frame is also a training frame (same numbers, positions, cell
-    and pbc): validation stops training early and picks the best epoch, and a frame it has
-    trained on tells it nothing about frames it has not."""
-    seen = {frame_id(a): k for k, a in enumerate(train)}
-    both = [(seen[i], k) for k, a in enumerate(valid) if (i := frame_id(a)) in seen]
-    if both:
-        pairs = ", ".join(f"validation frame {v} = training frame {t}" for t, v in both[:3])
-        raise ValueError(
-            f"{len(both)} of {len(valid)} validation frames are also training frames ({pairs}"
-            f"{', ...' if len(both) > 3 else ''}); keep the validation frames apart from the "
-            "training frames"
-        )

@@ -208,15 +208,27 @@ def metrics(
 
 
 def labels_of(atoms: Atoms, index: int) -> tuple[float, np.ndarray]:
-    """(E (eV), F (N, 3) eV/A) of a labelled frame; ValueError naming frame ``index`` without."""
+    """(E (eV), F (N, 3) eV/A) of a labelled frame; ValueError naming frame ``index`` without
+    them, or with a NaN or infinite label (which would make the calibration factor NaN)."""
     try:
-        return float(atoms.get_potential_energy()), np.asarray(atoms.get_forces())
+        energy, forces = float(atoms.get_potential_energy()), np.asarray(atoms.get_forces())
     except Exception as err:  # no calculator, or one without energy/forces
         raise ValueError(
             f"calibration frame {index} has no energy and forces labels ({type(err).__name__}: "
             f"{err}); label the frames with a reference calculator or read an extended XYZ "
             "file that holds energy and forces"
         ) from err
+    bad_atoms = np.flatnonzero(~np.isfinite(forces).all(axis=1)) if forces.ndim == 2 else []
+    if not np.isfinite(energy) or len(bad_atoms):
+        what = f"energy label {energy}" if not np.isfinite(energy) else ""
+        if len(bad_atoms):
+            atoms_text = ", ".join(str(i) for i in bad_atoms[:5]) + (", ..." * (len(bad_atoms) > 5))
+            what += (" and " if what else "") + f"non-finite force labels on atom(s) {atoms_text}"
+        raise ValueError(
+            f"calibration frame {index} has {what} (NaN or inf: a failed reference calculation?); "
+            "remove the frame or label it again"
+        )
+    return energy, forces
 
 
 def stress_label(atoms: Atoms) -> np.ndarray | None:

@@ -19,6 +19,7 @@ float64 whatever the model's dtype; E(S) is the float64 sum of the per-atom ener
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +67,24 @@ class UncertaintyOptions:
     head: str | int | None = option(None, "Head of a multi-head MACE model; null: the default.")
 
     def __post_init__(self):
-        if not self.sigma > 0:
-            raise ValueError(f"sigma must be positive, got {self.sigma}")
+        check_sigma(self.sigma)
         if self.sketch_dim < 1:
             raise ValueError(f"sketch_dim must be >= 1, got {self.sketch_dim}")
+
+
+def check_sigma(sigma: float) -> None:
+    """ValueError unless 0 < sigma and sigma^2 is a finite, non-zero float64 (the posterior adds
+    sigma^2 I to the Gram matrix of features scaled to unit mean norm)."""
+    try:
+        ok = sigma > 0 and 0 < float(sigma) * float(sigma) < math.inf
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"sigma must be a positive number whose square is a finite float (about 1e-154 to "
+            f"1e154), got {sigma!r}; the features are scaled to unit mean norm, so 1e-3 to 1 is "
+            "the useful range (default 1e-2)"
+        )
 
 
 def _frames(frames: Atoms | Sequence[Atoms], where: str) -> list[Atoms]:
@@ -113,8 +128,7 @@ class GradientFeatureUncertainty(UncertaintyModel):
             raise ValueError(f"unknown method {method!r}; choose one of {list(METHODS)}")
         if features not in FEATURE_KINDS:
             raise ValueError(f"unknown features {features!r}; choose one of {list(FEATURE_KINDS)}")
-        if not sigma > 0:
-            raise ValueError(f"sigma must be positive, got {sigma}")
+        check_sigma(sigma)
         self.wrapped_paths = [str(model) if isinstance(model, (str, Path)) else None]
         self.model = model if isinstance(model, AtomisticModel) else load_model(model, head=head)
         self.cutoff = float(self.model.cutoff)

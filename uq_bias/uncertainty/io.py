@@ -115,6 +115,33 @@ def _recorded_paths(config: dict, folder: Path) -> list[str | None]:
     return paths
 
 
+#: Keys every uncertainty.json written by :func:`save` holds.
+CONFIG_KEYS = ("kind", "options", "model_paths", "models", "fingerprints")
+
+
+def _read_config(file: Path) -> dict:
+    """The JSON object of an uncertainty.json; ValueError naming the file if it is not JSON, not
+    an object, or lacks one of :data:`CONFIG_KEYS` (a damaged or hand-edited file)."""
+    again = "save the model again (uq_bias.uncertainty.save or `uq-bias calibrate`)"
+    try:
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{str(file)!r} is not valid JSON ({err}); {again}") from err
+    if not isinstance(config, dict):
+        raise ValueError(
+            f"{str(file)!r} holds a JSON {type(config).__name__}, not an object; {again}"
+        )
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{str(file)!r} has format version {config.get('format_version')}, this "
+            f"uq_bias reads version {FORMAT_VERSION}"
+        )
+    missing = [key for key in CONFIG_KEYS if key not in config]
+    if missing:
+        raise ValueError(f"{str(file)!r} lacks the key(s) {missing}; {again}")
+    return config
+
+
 def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
     files = [path / CONFIG_FILE, path / STATE_FILE]
     missing = [str(f) for f in files if not f.is_file()]
@@ -123,12 +150,7 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
             f"{str(path)!r} is not a saved uncertainty model: missing {missing} (write one with "
             "uq_bias.uncertainty.save(model, path) or `uq-bias calibrate`)"
         )
-    config = json.loads(files[0].read_text())
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{str(files[0])!r} has format version {config.get('format_version')}, this "
-            f"uq_bias reads version {FORMAT_VERSION}"
-        )
+    config = _read_config(files[0])
     data = files[1].read_bytes()
     expected = config.get("state_sha256")  # absent in folders saved before it was recorded
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
@@ -137,7 +159,13 @@ def _read(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
             "interrupted between the two files, or files copied from two saves); save the "
             "model again"
         )
-    return config, torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    try:
+        return config, torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle.UnpicklingError, RuntimeError, EOFError from a bad file
+        raise ValueError(
+            f"{str(files[1])!r} is not a readable state file ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); save the model again"
+        ) from err
 
 
 def _adapters(config: dict, model, path: Path) -> list[AtomisticModel]:

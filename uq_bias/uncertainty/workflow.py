@@ -29,6 +29,12 @@ def _read(frames: str | Path | Sequence[Atoms], what: str) -> list[Atoms]:
     return [frames] if isinstance(frames, Atoms) else list(frames)
 
 
+def _name(frames, what: str, flag: str) -> str:
+    """How errors name an input: "validation frames 'v.xyz' (--valid)", or "the validation
+    frames" when frames were given."""
+    return f"{what} {str(frames)!r} ({flag})" if isinstance(frames, (str, Path)) else f"the {what}"
+
+
 def build(models: Sequence, options: UncertaintyOptions | None = None) -> UncertaintyModel:
     """An unfitted uncertainty model: an :class:`Ensemble` for several models (only
     ``options.head`` applies), else a :class:`GradientFeatureUncertainty`."""
@@ -59,24 +65,36 @@ def fit_and_calibrate(
 
     All inputs are read and checked before anything is written.
     """
+    from uq_bias.graph import check_frames
+    from uq_bias.io_structures import check_disjoint
+    from uq_bias.outputs import check_writable
     from uq_bias.uncertainty.calibration import calibrate
     from uq_bias.uncertainty.report import write_json, write_plot
 
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out (--out) {str(out)!r} is a file; give a folder for the saved model")
+    check_writable(out, "out (--out)", folder=True)  # a file on its way, no permission
     model = build(models, options)
     valid_frames = _read(valid, "validation")
+    source = _name(valid, "validation frames", "--valid")
+    check_frames(valid_frames, source, model.atomic_numbers)
     for k, atoms in enumerate(valid_frames):
         try:
             labels_of(atoms, k)  # labelled, before any fit
         except ValueError as err:
-            source = f"{str(valid)!r}" if isinstance(valid, (str, Path)) else "the given frames"
-            raise ValueError(f"validation frames {source}: {err}") from err
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out (--out) {str(out)!r} is a file; give a folder for the saved model")
+            raise ValueError(f"{source}: {err}") from err
     if hasattr(model, "fit"):
         if train is None:
             raise ValueError("gradient-feature uncertainty needs training frames (--train)")
-        model.fit(_read(train, "training"))
+        train_frames = _read(train, "training")
+        where = _name(train, "training frames", "--train")
+        check_frames(train_frames, where, model.atomic_numbers)
+        try:
+            check_disjoint(train_frames, valid_frames)
+        except ValueError as err:
+            raise ValueError(f"{source} and {where}: {err}") from err
+        model.fit(train_frames)
     report = calibrate(
         model, valid_frames, **dataclasses.asdict(calibration or CalibrationOptions())
     )
