@@ -98,6 +98,10 @@ def _add_select(sub) -> None:
     p.set_defaults(func=_run_select)
 
 
+#: Exit status of `uq-bias select` when it picks no frame (nothing written).
+NOTHING_SELECTED = 3
+
+
 def _run_select(args) -> int:
     from dataclasses import asdict, replace
 
@@ -140,9 +144,9 @@ def _run_select(args) -> int:
         print(
             f"selected 0 of {args.k} asked from {len(frames)} pool frames with {sel.method}: "
             f"every pool frame would add nothing new (duplicates or rank used up); --out "
-            f"{args.out!r} {where}"
+            f"{args.out!r} {where}; exit status {NOTHING_SELECTED}"
         )
-        return 0
+        return NOTHING_SELECTED  # a script must not go on to label an earlier file
     write_frames(args.out, annotate(frames, sel))
     print(
         f"selected {picked} of {args.k} asked from {len(frames)} pool frames with {sel.method} "

@@ -3,7 +3,7 @@
 It is loaded by the campaign through its file path (``/path/flaky.py:FlakyEMT``), the way a user
 plugs in their own calculator. Frames whose content hash (see ``uq_bias.campaign.state.frame_id``)
 is divisible by ``fail_every`` raise (``mode='raise'``), get NaN forces (``mode='nan'``) or
-forces of one atom too few (``mode='short'``).
+forces of one atom too few (``mode='short'``) or a stress of 5 numbers (``mode='stress5'``).
 """
 
 from __future__ import annotations
@@ -39,3 +39,5 @@ class FlakyEMT(EMT):
             self.results["forces"] = np.full_like(self.results["forces"], np.nan)
         if fails(atoms, self.fail_every) and self.mode == "short":
             self.results["forces"] = self.results["forces"][:-1]
+        if fails(atoms, self.fail_every) and self.mode == "stress5" and "stress" in self.results:
+            self.results["stress"] = self.results["stress"][:5]

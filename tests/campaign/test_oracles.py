@@ -75,7 +75,7 @@ def test_gfn2_labels_match_tblite_and_give_no_stress():
     assert "stress" not in frame.calc.results
 
 
-@pytest.mark.parametrize("mode", ["raise", "nan", "short"])
+@pytest.mark.parametrize("mode", ["raise", "nan", "short", "stress5"])
 def test_failing_frames_are_left_out_with_a_reason(mode):
     frames = cu_frames(12, seed=3)
     expected_fail = {a.info["frame_id"] for a in frames if fails(a, 3)}
@@ -90,6 +90,7 @@ def test_failing_frames_are_left_out_with_a_reason(mode):
         "raise": "SCF did not converge",
         "nan": "non-finite forces",
         "short": "the oracle returned forces of shape (7, 3), expected (8, 3)",
+        "stress5": "the oracle returned stress of shape (5,), expected (6,)",
     }[mode]
     assert all(isinstance(f, Failure) and reason in f.reason for f in failures)
     for frame in labelled:

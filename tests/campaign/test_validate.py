@@ -359,11 +359,11 @@ def test_an_oracle_that_fails_on_every_selected_frame_stops_once_then_records(
 
 
 def test_labels_paid_before_an_interrupt_are_kept_when_the_campaign_is_then_ended(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, reference_calls
 ):
     """Ctrl-C while iteration 1 labels, after its first frame; then the user ends the campaign
     (stop.iterations 0). Before, the rerun stopped at once and the paid label never reached the
-    data; now the iteration is finished first."""
+    data; now it does, and the oracle labels nothing more."""
     from uq_bias.interrupts import Interrupted
 
     path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"}, stop={"iterations": 0})
@@ -384,8 +384,9 @@ def test_labels_paid_before_an_interrupt_are_kept_when_the_campaign_is_then_ende
     state = CampaignState(tmp_path / "campaign")
     assert len(list((state.iteration_dir(1) / "labels").glob("*.extxyz"))) == 1
     path.write_text(path.read_text().replace("iterations: 1", "iterations: 0"))
+    before = len(reference_calls)
     run(path, progress=None)
-    assert len(state.labelled()) == 8 + 3
+    assert len(reference_calls) == before and len(state.labelled()) == 8 + 1
     check_labels_against(state.labelled(), EMT)
 
 
@@ -466,14 +467,19 @@ def test_a_start_file_changed_under_a_campaign_with_labels_is_refused(tmp_path, 
     path = write_campaign(tmp_path, cu8(), oracle={"kind": "emt"}, stop={"iterations": 0})
     assert main(["run", str(path), "--quiet"]) == 0
     original = (tmp_path / "start.xyz").read_bytes()
+    same = cu8()
+    same.info["comment"] = "saved again"  # other bytes, the same structure: resumes
+    ase.io.write(tmp_path / "start.xyz", same, format="extxyz")
+    assert (tmp_path / "start.xyz").read_bytes() != original
+    assert main(["run", str(path), "--quiet"]) == 0
     ase.io.write(tmp_path / "start.xyz", bulk("Cu", "fcc", a=3.75, cubic=True) * (2, 1, 1))
     path.write_text(path.read_text().replace("iterations: 0", "iterations: 1"))
     state = CampaignState(tmp_path / "campaign")
     journal = state.journal_path.read_bytes()
     assert main(["run", str(path), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "config key 'data.structures': the content of data.structures" in err
-    assert "made 8 labels from it" in err and "Traceback" not in err
+    assert "config key 'data.structures': the frames of data.structures" in err
+    assert "made its 8 labels" in err and "Traceback" not in err
     assert state.journal_path.read_bytes() == journal
     (tmp_path / "start.xyz").write_bytes(original)
     assert main(["run", str(path), "--quiet"]) == 0

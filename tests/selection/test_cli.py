@@ -133,16 +133,17 @@ def test_cli_select_unknown_element_names_the_pool_file_and_frame(
 
 def test_cli_select_nothing_new_leaves_an_existing_out_alone(tmp_path, cu_frames, capsys):
     """All-zero features: no frame adds anything, 0 are selected; an earlier --out is not
-    replaced by an empty file, and the output says so."""
+    replaced by an empty file, the output says so, and the exit status 3 stops a script that
+    would label the earlier file."""
     write(tmp_path / "pool.extxyz", cu_frames[:4], format="extxyz")
     np.save(tmp_path / "zero.npy", np.zeros((4, 3)))
     out = tmp_path / "selected.extxyz"
     out.write_text("an earlier selection\n")
     argv = ["select", "--features", str(tmp_path / "zero.npy"), "--pool"]
-    assert main([*argv, str(tmp_path / "pool.extxyz"), "--k", "2", "--out", str(out)]) == 0
+    assert main([*argv, str(tmp_path / "pool.extxyz"), "--k", "2", "--out", str(out)]) == 3
     assert out.read_text() == "an earlier selection\n"
     text = capsys.readouterr().out
     assert "selected 0 of 2 asked" in text and "left as it was" in text
     out.unlink()
-    assert main([*argv, str(tmp_path / "pool.extxyz"), "--k", "2", "--out", str(out)]) == 0
+    assert main([*argv, str(tmp_path / "pool.extxyz"), "--k", "2", "--out", str(out)]) == 3
     assert not out.exists() and "not written" in capsys.readouterr().out

@@ -182,10 +182,14 @@ def _iterate(ctx: stages.Context) -> tuple[int, str]:
     k = 1
     while True:
         ran = [_stage(ctx, k, name) for name in ("train", "uncertainty", "metrics")]
-        reason = None if _committed(ctx, k) else stop_reason(ctx.state, ctx.config, k)
+        # a resumed iteration that went on to merge had no stop then (the labels counted now
+        # include its own batch and later ones)
+        reason = None if ctx.state.done(k, "merge") else stop_reason(ctx.state, ctx.config, k)
         if reason is None:
             ran += [_stage(ctx, k, name) for name in ("explore", "select", "label", "evaluate")]
             ran.append(_stage(ctx, k, "merge"))
+        elif not ctx.state.done(k, "label") and stages.labels_begun(ctx, k):
+            ran += [_keep_paid(ctx, k, reason)]
         if any(ran):  # a resumed iteration that had nothing left to do prints nothing
             _summary(ctx, k)
         if reason is not None:
@@ -193,17 +197,13 @@ def _iterate(ctx: stages.Context) -> tuple[int, str]:
         k += 1
 
 
-def _committed(ctx: stages.Context, k: int) -> bool:
-    """Whether resumed iteration ``k`` must be finished whatever the stop rules say now: it went
-    on to merge (it had no stop then; the labels counted now include its own batch and later
-    ones), or its labelling had begun, so labels are paid for and must reach the data."""
-    if ctx.state.done(k, "merge"):
-        return True
-    labels = ctx.dir(k) / "labels"
-    if labels.is_dir() and any(labels.iterdir()):
-        ctx.state.log(f"iteration {k}: its labelling had begun; finishing it to keep the labels")
-        return True
-    return False
+def _keep_paid(ctx: stages.Context, k: int, reason: str) -> bool:
+    """A stop rule holds in an iteration whose labelling was cut short (an interrupt, then
+    the stop rules changed): the labels paid for reach the data, with no new oracle call."""
+    ctx.state.log(f"iteration {k}: {reason}; keeping the labels its labelling had paid for")
+    _stage(ctx, k, "label", stages.label_paid)
+    _stage(ctx, k, "evaluate")
+    return _stage(ctx, k, "merge")
 
 
 def run(

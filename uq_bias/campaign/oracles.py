@@ -151,7 +151,7 @@ def label_frame(spec: OracleSpec, atoms: Atoms, index: int = 0) -> Atoms | Failu
         frame.calc = spec.build()
         results = {"energy": float(frame.get_potential_energy()), "forces": frame.get_forces()}
         if frame.pbc.all() and "stress" in frame.calc.implemented_properties:
-            results["stress"] = frame.get_stress(voigt=True)
+            results["stress"] = _voigt(frame.calc.get_property("stress", frame))
     except Exception as err:  # the reference failed on this frame: record it, go on
         return Failure(name, f"{type(err).__name__}: {err}".strip())
     shapes = {"forces": (len(frame), 3), "stress": (6,)}
@@ -168,6 +168,15 @@ def label_frame(spec: OracleSpec, atoms: Atoms, index: int = 0) -> Atoms | Failu
     frame.calc = SinglePointCalculator(frame, **{k: np.array(v) for k, v in results.items()})
     frame.calc.results["energy"] = results["energy"]
     return frame
+
+
+def _voigt(stress) -> np.ndarray:
+    """A calculator's stress as Voigt (6,), eV/A^3 (a 3x3 one converted; any other shape kept,
+    for the shape check to name). Not ``Atoms.get_stress``, whose bare assert names nothing."""
+    from ase.stress import full_3x3_to_voigt_6_stress
+
+    stress = np.asarray(stress, dtype=float)
+    return full_3x3_to_voigt_6_stress(stress) if stress.shape == (3, 3) else stress
 
 
 class _Labeller:

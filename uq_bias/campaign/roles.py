@@ -88,15 +88,15 @@ def short_roles(
     valid_fraction: float,
     calibration_fraction: float,
     seed: int,
-    least_train: int,
+    ensemble: int,
 ) -> list[str]:
     """The roles :func:`split_roles` leaves short for ``frames``, in words (none: the first
-    model can train on at least ``least_train`` frames, validate and calibrate)."""
+    model can train, validate and calibrate). A deep ensemble (``ensemble`` > 1 members) trains
+    on one frame; gradient features need two (their posterior scale and distances)."""
     roles = split_roles(frames, valid_fraction, calibration_fraction, seed)
+    least = 1 if ensemble > 1 else 2
     short = {
-        f"training ({least_train} needed, {len(roles.train)} given)": (
-            len(roles.train) < least_train
-        ),
+        f"training ({least} needed, {len(roles.train)} given)": len(roles.train) < least,
         "validation": not roles.valid,
         "calibration": not roles.calibration,
     }

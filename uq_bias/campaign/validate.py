@@ -29,7 +29,7 @@ would fail later fails now, in seconds, and leaves nothing behind:
 :func:`check_resume` compares the config with the one a folder was started with: the keys of
 :data:`FIXED` define the labels and must not change, unless the folder holds no label yet (then
 the stale stage files are cleared and the campaign starts over with the corrected config).
-The content of the input files is compared too, by SHA-256 (:func:`check_inputs_unchanged`).
+The frames of the input files are compared too, by SHA-256 (:func:`check_inputs_unchanged`).
 One exception: ``data.initial_frames`` may grow until iteration 0's labelling is done (the
 first n perturbed frames do not depend on how many follow), so a campaign whose oracle failed
 on too many initial frames can label more of them and keep the labels it has.
@@ -41,6 +41,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 from ase import Atoms
 
 from uq_bias.campaign import config as cfg
@@ -55,7 +56,7 @@ MAY_CHANGE += ("stop", "executor", "report", "device", "folder")
 #: What a campaign writes at the top of its folder (:class:`CampaignState`, :func:`check_resume`).
 CAMPAIGN_ENTRIES = ("config.yaml", "journal.json", "log.txt", "data", "iterations", "report")
 CAMPAIGN_ENTRIES += ("inputs.json",)
-#: SHA-256 of the input files that define the labels (:func:`check_inputs_unchanged`).
+#: SHA-256 of the input frames the labels come from (:func:`check_inputs_unchanged`).
 INPUTS = "inputs.json"
 #: The file that marks a folder as a campaign's, written before anything else in it.
 MARKER = ".uq_bias_campaign"
@@ -136,9 +137,12 @@ def check_model_file(config: cfg.CampaignConfig, frames: list[Atoms]) -> set[int
     path = config.path(config.model.file)
     if not path.is_file():
         raise cfg.ConfigError(f"config key 'model.file': no model file {str(path)!r}")
+    head = config.uncertainty.head
     try:
-        model = load_model(path)
+        model = load_model(path, head=head)
     except (OSError, ValueError, TypeError, AttributeError, ImportError) as err:
+        if head is not None and "head" in str(err):  # the file loads, the head is not in it
+            raise cfg.ConfigError(f"config key 'uncertainty.head': {err}") from err
         raise cfg.ConfigError(
             f"config key 'model.file': {str(path)!r} is not a model uq_bias can train: {err}"
         ) from err
@@ -227,8 +231,9 @@ def _short_roles(config: cfg.CampaignConfig, frames: list[Atoms]) -> list[str]:
     from uq_bias.campaign.roles import short_roles
 
     d = config.data
-    least = 1 if config.model.ensemble > 1 else 2
-    return short_roles(frames, d.valid_fraction, d.calibration_fraction, config.seed, least)
+    return short_roles(
+        frames, d.valid_fraction, d.calibration_fraction, config.seed, config.model.ensemble
+    )
 
 
 def _enough(config: cfg.CampaignConfig, frames: list[Atoms], structures: list[Atoms]) -> int | None:
@@ -301,21 +306,13 @@ def is_campaign_folder(path: Path) -> bool:
 
 
 def check_head(config: cfg.CampaignConfig) -> None:
-    """``uncertainty.head`` names a head of the models the campaign trains (a fresh MACE model
-    has the one head 'Default'; a model file, its own)."""
+    """``uncertainty.head`` names the one head of a fresh MACE model ('Default'); a model
+    file's heads are checked as it loads (:func:`check_model_file`)."""
     head = config.uncertainty.head
-    if head is None:
+    if head is None or config.model.file:
         return
     from uq_bias.models.mace import resolve_head
 
-    if config.model.file:
-        from uq_bias.models import load_model
-
-        try:
-            load_model(config.path(config.model.file), head=head)
-        except ValueError as err:
-            raise cfg.ConfigError(f"config key 'uncertainty.head': {err}") from err
-        return
     try:
         resolve_head(["Default"], head)
     except ValueError as err:
@@ -423,43 +420,47 @@ def _conflict_message(state: CampaignState, changed: dict, n_labels: int) -> str
 
 
 def input_hashes(config: cfg.CampaignConfig) -> dict[str, str]:
-    """SHA-256 of each input file that defines the labels: ``data.structures`` (not a builtin),
-    ``data.initial_data`` and ``model.file``, by config key."""
+    """A SHA-256 of the frames of each input file the labels come from, by config key:
+    ``data.structures`` (not a builtin: their frame ids, so a file saved again with the same
+    structures keeps it) and ``data.initial_data`` (frame ids, energies and forces)."""
     import hashlib
 
-    files = {
-        "data.structures": config.data.structures,
-        "data.initial_data": config.data.initial_data,
-        "model.file": config.model.file,
-    }
+    from uq_bias.io_structures import frame_id, read_structures
+
     out = {}
-    for key, spec in files.items():
-        if spec and not str(spec).startswith("builtin:") and config.path(spec).is_file():
-            out[key] = hashlib.sha256(config.path(spec).read_bytes()).hexdigest()
+    for name in ("structures", "initial_data"):
+        spec = getattr(config.data, name)
+        if not spec or str(spec).startswith("builtin:") or not config.path(spec).is_file():
+            continue
+        digest = hashlib.sha256()
+        for atoms in read_structures(config.path(spec), f"data.{name}"):
+            digest.update(frame_id(atoms).encode())
+            if name == "initial_data" and atoms.calc is not None:
+                for key in ("energy", "forces"):
+                    digest.update(np.asarray(atoms.calc.results.get(key, 0.0)).tobytes())
+        out[f"data.{name}"] = digest.hexdigest()
     return out
 
 
 def check_inputs_unchanged(state: CampaignState, config: cfg.CampaignConfig) -> None:
-    """Refuse to resume a folder with labels when an input file's content changed since they
-    were made (the path alone is compared by :func:`check_resume`): the data would mix two
-    systems. Writes the current hashes to :data:`INPUTS`."""
+    """Refuse to resume a folder with labels when an input file's frames changed since they
+    were made (:func:`check_resume` compares the paths alone): the data would mix two systems.
+    Writes the current hashes to :data:`INPUTS`."""
     path = state.root / INPUTS
     now, before = input_hashes(config), read_json(path, {})
     changed = [key for key in now if key in before and before[key] != now[key]]
     n_labels = labels_spent(state) if changed else 0
     if n_labels:
-        files = ", ".join(f"{key} ({str(config.path(_value(config, key)))!r})" for key in changed)
+        files = ", ".join(
+            f"{key} ({str(config.path(getattr(config.data, key.split('.')[1])))!r})"
+            for key in changed
+        )
         raise cfg.ConfigError(
-            f"config key {changed[0]!r}: the content of {files} changed since the campaign "
-            f"folder {str(state.root)!r} made {n_labels} labels from it; put the old file back "
-            "to resume, or start a new campaign (a new 'folder') with the new file"
+            f"config key {changed[0]!r}: the frames of {files} changed since the campaign "
+            f"folder {str(state.root)!r} made its {n_labels} labels; put the old file back to "
+            "resume, or start a new campaign (a new 'folder') with the new file"
         )
     write_json(path, now)
-
-
-def _value(config: cfg.CampaignConfig, key: str):
-    section, name = key.split(".")
-    return getattr(getattr(config, section), name)
 
 
 def _more_initial_frames(state: CampaignState, changed: dict) -> bool:

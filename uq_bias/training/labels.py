@@ -143,30 +143,34 @@ def _one_energy(value, where: str, key: str) -> float:
 
 
 def check_stress_found(frames: Sequence[Atoms], what: str) -> None:
-    """ValueError if ``frames`` (called ``what``) are periodic in 3D, none has a stress label, and
-    one keeps a stress-like value (6 or 9 numbers, or a key naming stress or virial) in
-    ``atoms.info``: the stress key did not match it, and training would silently drop stress."""
-    periodic = [a for a in frames if a.pbc.all()]
-    if not periodic or any("stress" in a.calc.results for a in periodic):
+    """ValueError if ``frames`` (called ``what``) are periodic in 3D, none has a stress label,
+    and one keeps 6 or 9 numbers in ``atoms.info`` under a key naming stress or virial: the
+    stress key did not match it, and training would silently drop stress."""
+    periodic = [(k, a) for k, a in enumerate(frames) if a.pbc.all()]
+    if not periodic or any("stress" in a.calc.results for _, a in periodic):
         return
-    for k, atoms in enumerate(frames):
+    for k, atoms in periodic:
         key = next((key for key, v in atoms.info.items() if _stress_like(key, v)), None)
-        if key is not None:
-            hint = (
-                "; a virial (eV) is -stress * volume, convert it to stress (eV/A^3)"
-                if "virial" in key.lower()
-                else f" (--key-stress {key}, or keys=LabelKeys(stress={key!r}) in Python)"
-            )
-            raise ValueError(
-                f"{what}: {len(periodic)} frames are periodic but none has a stress label, and "
-                f"frame {k} has atoms.info[{key!r}]: name the stress key{hint}, or set the stress "
-                "loss weight to 0 to train without stress"
-            )
+        if key is None:
+            continue
+        hint = (
+            "; a virial (eV) is -stress * volume: convert it to stress (eV/A^3)"
+            if "virial" in key.lower()
+            else f" (--key-stress {key}, or keys=LabelKeys(stress={key!r}) in Python)"
+        )
+        raise ValueError(
+            f"{what}: {len(periodic)} frames are periodic but none has a stress label, and "
+            f"frame {k} has atoms.info[{key!r}]: name the stress key{hint}, or train without "
+            "stress (--weights-stress 0; LossWeights(stress=0) in Python)"
+        )
 
 
 def _stress_like(key: str, value) -> bool:
+    """A key naming stress or virial (not a weight) with 6 or 9 numbers."""
     name = key.lower()
-    if "stress" in name or "virial" in name:
-        return True
-    size = np.size(value) if isinstance(value, (list, tuple, np.ndarray)) else 0
-    return size in (6, 9) and np.issubdtype(np.asarray(value).dtype, np.number)
+    if not ("stress" in name or "virial" in name) or "weight" in name:
+        return False
+    try:
+        return np.asarray(value, dtype=float).size in (6, 9)
+    except (TypeError, ValueError):
+        return False

@@ -44,7 +44,15 @@ from uq_bias.campaign.stages.exploration import (
     resume_frame,
     walker_starts,
 )
-from uq_bias.campaign.stages.labelling import label, label_frames, label_initial, merge, perturbed
+from uq_bias.campaign.stages.labelling import (
+    label,
+    label_frames,
+    label_initial,
+    label_paid,
+    labels_begun,
+    merge,
+    perturbed,
+)
 from uq_bias.campaign.stages.selection import select
 from uq_bias.campaign.stages.training import train
 from uq_bias.campaign.stages.uncertainty import evaluate, fit_uncertainty, metrics
@@ -75,6 +83,8 @@ __all__ = [
     "label",
     "label_frames",
     "label_initial",
+    "label_paid",
+    "labels_begun",
     "load_uncertainty",
     "map_resumable",
     "merge",

@@ -53,15 +53,38 @@ def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> list[Failure]
             write_frames(good, [result])
 
     map_resumable(ctx, Oracle(ctx.config.oracle).labeller(), list(enumerate(frames)), done, save)
+    return _collect(ctx, k, [paths(i) for i in range(len(frames))])
+
+
+def _collect(ctx: Context, k: int, files: Sequence[tuple[Path, Path]]) -> list[Failure]:
+    """Write ``labelled.extxyz`` from the (label, failure) files of each frame in ``labels/``
+    (one of the two exists); return the failures."""
     labelled, failures = [], []
-    for i in range(len(frames)):
-        good, bad = paths(i)
+    for good, bad in files:
         if good.is_file():
             labelled.extend(read_frames(good))
         else:
             failures.append(Failure(**read_json(bad)))
     write_frames(ctx.dir(k) / "labelled.extxyz", labelled)
     return failures
+
+
+def labels_begun(ctx: Context, k: int) -> bool:
+    """Whether iteration ``k``'s labelling has paid for a label (or a failure) already."""
+    folder = ctx.state.root / "iterations" / f"{k:03d}" / "labels"  # ctx.dir(k) would make it
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def label_paid(ctx: Context, k: int) -> None:
+    """Iteration ``k``'s labelling, cut short: keep the frames the oracle has answered (labels
+    and failures in ``labels/``), call it on no other."""
+    folder = ctx.dir(k) / "labels"
+    done = sorted(
+        {p.name.split(".")[0] for p in folder.glob("*.extxyz")}
+        | {p.name.split(".")[0] for p in folder.glob("*.failed.json")}
+    )
+    files = [(folder / f"{i}.extxyz", folder / f"{i}.failed.json") for i in done]
+    ctx.state.add_failures(_collect(ctx, k, files), k)
 
 
 def perturbed(atoms: Atoms, rng: np.random.Generator, rattle: float, strain: float) -> Atoms:
@@ -108,9 +131,8 @@ def _check_enough(ctx: Context, failures: list[Failure], labelled: list[Atoms]) 
     from uq_bias.campaign.roles import short_roles
     from uq_bias.options import ConfigError
 
-    d = ctx.config.data
-    least = 1 if ctx.config.model.ensemble > 1 else 2
-    short = short_roles(labelled, d.valid_fraction, d.calibration_fraction, ctx.config.seed, least)
+    d, seed, ensemble = ctx.config.data, ctx.config.seed, ctx.config.model.ensemble
+    short = short_roles(labelled, d.valid_fraction, d.calibration_fraction, seed, ensemble)
     if not (short and failures):
         return
     n = ctx.config.data.initial_frames
@@ -154,22 +176,27 @@ def merge(ctx: Context, k: int) -> None:
 
 
 def label(ctx: Context, k: int) -> None:
-    """Label the selected frames. If the oracle fails on all of them, the first time this is a
-    :class:`~uq_bias.errors.StageError` that forgets the failures (a broken oracle: licence,
-    executable, memory), so that a rerun labels them again; the second time in a row the
-    failures are recorded and the campaign goes on (frames beyond the oracle)."""
+    """Label the selected frames. If the oracle fails on all of them (at least
+    :data:`ALL_FAILED_MIN`), the first time this is a :class:`~uq_bias.errors.StageError` that
+    forgets the failures (a broken oracle: licence, executable, machine), so that a rerun labels
+    them again; the second time in a row the failures are recorded and the campaign goes on
+    (frames beyond the oracle)."""
     frames = read_frames(ctx.dir(k) / "selected.extxyz")
     failures = label_frames(ctx, k, frames)
     marker = ctx.dir(k) / ALL_FAILED
-    if frames and len(failures) == len(frames) and not marker.is_file():
-        _all_failed(ctx, k, failures)
-    if marker.is_file():
+    if len(failures) == len(frames) >= ALL_FAILED_MIN:
+        if not marker.is_file():
+            _all_failed(ctx, k, failures)
         ctx.state.log(f"iteration {k}: the oracle failed on all selected frames again; recorded")
+    marker.unlink(missing_ok=True)
     ctx.state.add_failures(failures, k)
 
 
 #: Marks an iteration whose selected frames all failed once (the next time they are recorded).
 ALL_FAILED = "labels_all_failed.json"
+#: The smallest batch whose failing whole stops the campaign (one or two distorted frames may
+#: simply be beyond the oracle).
+ALL_FAILED_MIN = 3
 
 
 def _all_failed(ctx: Context, k: int, failures: list[Failure]) -> None:
@@ -185,7 +212,10 @@ def _all_failed(ctx: Context, k: int, failures: list[Failure]) -> None:
     )
     raise StageError(
         f"iteration {k}: the oracle failed on all {len(failures)} selected frames, nothing was "
-        f"labelled (first, {first.frame_id}: {first.reason}). If the oracle is broken (licence, "
-        "executable, memory), correct it and run again: these frames go to the oracle again. "
-        "If it fails on all of them again, they are recorded as failures and the campaign goes on"
+        f"labelled (first, {first.frame_id}: {first.reason}). If something outside the config "
+        "broke it (licence, executable, PATH, the machine), correct that and run again: these "
+        "frames go to the oracle again, and if it fails on all of them again they are recorded "
+        "as failures and the campaign goes on. The 'oracle' section cannot change in this "
+        "folder; to change it, start a new campaign (a new 'folder') with data.initial_data: "
+        f"{ctx.state.data_path}"
     )
