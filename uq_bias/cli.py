@@ -256,6 +256,7 @@ def _run_demo(args) -> int:
 
 def _add_calibrate(sub) -> None:
     """`uq-bias calibrate`: see uq_bias.uncertainty.workflow.fit_and_calibrate."""
+    from uq_bias.training.labels import LabelKeys
     from uq_bias.uncertainty.calibration import CalibrationOptions
     from uq_bias.uncertainty.gradient import UncertaintyOptions
 
@@ -268,18 +269,24 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (model state, report, plot)")
     add_options(p, UncertaintyOptions, dest="uncertainty")
     add_options(p, CalibrationOptions, dest="calibration", prefix="calibration-")
+    add_options(p, LabelKeys, dest="keys", prefix="key-")
     p.set_defaults(func=_run_calibrate)
 
 
 def _run_calibrate(args) -> int:
+    from uq_bias.training.labels import LabelKeys, read_frames
     from uq_bias.uncertainty.calibration import CalibrationOptions
     from uq_bias.uncertainty.gradient import UncertaintyOptions
     from uq_bias.uncertainty.workflow import fit_and_calibrate
 
     _check_ensemble_flags(args)
+    keys = collect(args, LabelKeys, dest="keys", prefix="key-")
+    valid = args.valid  # a path: its messages name the file; other keys: labelled frames
+    if keys != LabelKeys():
+        valid = read_frames(args.valid, keys)
     _, report = fit_and_calibrate(
         args.model,
-        args.valid,
+        valid,
         args.out,
         train=args.train,
         options=collect(args, UncertaintyOptions, dest="uncertainty"),

@@ -47,6 +47,32 @@ def test_cli_calibrate_matches_python(cu_model, small_cu_frames, tmp_path, capsy
     )
 
 
+def test_cli_calibrate_reads_labels_under_other_keys(cu_model, small_cu_frames, tmp_path):
+    """Validation labels under MACE-style keys (REF_energy, REF_forces), named with --key-*:
+    the factors equal the Python API's on the same frames (before, calibrate had no --key
+    flags and said the frames held no labels)."""
+    model_file = tmp_path / "cu.model"
+    torch.save(cu_model, model_file)
+    write(tmp_path / "train.xyz", small_cu_frames[:5])
+    valid = []
+    for atoms in small_cu_frames[5:]:
+        frame = atoms.copy()  # no calculator: the labels only under REF_ keys
+        frame.info["REF_energy"] = atoms.get_potential_energy()
+        frame.arrays["REF_forces"] = atoms.get_forces()
+        valid.append(frame)
+    write(tmp_path / "valid.xyz", valid)
+    out = tmp_path / "unc"
+    argv = ["calibrate", "--model", str(model_file), "--train", str(tmp_path / "train.xyz")]
+    argv += ["--valid", str(tmp_path / "valid.xyz"), "--out", str(out)]
+    assert main(argv) == 2  # the default keys find no label
+    assert main([*argv, "--key-energy", "REF_energy", "--key-forces", "REF_forces"]) == 0
+    report = json.loads((out / REPORT_FILE).read_text())
+    reference = GradientFeatureUncertainty(cu_model).fit(small_cu_frames[:5])
+    expected = calibrate(reference, small_cu_frames[5:])
+    for name in ("energy", "atom"):
+        assert report["factors"][name] == pytest.approx(expected["factors"][name], rel=1e-6)
+
+
 def test_cli_errors(cu_model, small_cu_frames, tmp_path, capsys):
     model_file = tmp_path / "cu.model"
     torch.save(cu_model, model_file)

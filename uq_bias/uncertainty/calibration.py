@@ -216,7 +216,8 @@ def labels_of(atoms: Atoms, index: int) -> tuple[float, np.ndarray]:
         raise ValueError(
             f"calibration frame {index} has no energy and forces labels ({type(err).__name__}: "
             f"{err}); label the frames with a reference calculator or read an extended XYZ "
-            "file that holds energy and forces"
+            "file that holds energy and forces (under other keys: uq-bias calibrate "
+            "--key-energy, --key-forces)"
         ) from err
     bad_atoms = np.flatnonzero(~np.isfinite(forces).all(axis=1)) if forces.ndim == 2 else []
     if not np.isfinite(energy) or len(bad_atoms):
