@@ -195,6 +195,12 @@ def _run_md(args) -> int:
         )
     _check_md_out(args.out, args.start, args.walkers)  # before anything is read
     starts = read_structures(args.start, "start structures (--start)")
+    if len(starts) > args.walkers:
+        print(
+            f"note: {len(starts)} start structures and {args.walkers} walker(s): walker k starts "
+            f"from structure k, so structures {args.walkers} to {len(starts) - 1} are not used "
+            f"(--walkers {len(starts)} runs one walker from each)"
+        )
     model = load(str(args.unc), device=config.device)
     result = explore(
         Calculator(model, bias=bias), starts, config, walkers=args.walkers, trajectory=args.out

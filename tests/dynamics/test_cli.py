@@ -25,7 +25,7 @@ def saved_model(tmp_path_factory, fitted_ensemble, cu8_frames):
 
 
 def test_cli_md_matches_the_python_api(saved_model, cu8_frames, tmp_path, capsys):
-    write(tmp_path / "start.extxyz", cu8_frames[0], format="extxyz")
+    write(tmp_path / "start.extxyz", cu8_frames[:2], format="extxyz")  # one walker: frame 0
     out = tmp_path / "traj.extxyz"
     argv = ["md", "--unc", str(saved_model), "--start", str(tmp_path / "start.extxyz")]
     argv += ["--steps", "10", "--sample-every", "5", "--tau", "20", "--timestep", "2"]
@@ -35,7 +35,9 @@ def test_cli_md_matches_the_python_api(saved_model, cu8_frames, tmp_path, capsys
     assert main([*argv, "--seed", "4", "--out", str(out), "--no-progress"]) == 0
     frames = read(out, index=":")
     assert [f.info["step"] for f in frames] == [5, 10]
-    assert "walker 0: completed at step 10, 2 frames" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "walker 0: completed at step 10, 2 frames" in printed
+    assert "2 start structures and 1 walker(s)" in printed and "1 to 1 are not used" in printed
 
     recipe = CalculatorRecipe(str(saved_model), bias=BiasConfig(tau=20.0))
     config = ExploreConfig(
