@@ -34,7 +34,10 @@ class Calculator(ASECalculator):
         copy_to_atoms: copy the extra results into ``atoms.info`` / ``atoms.arrays``.
         bias: a :class:`~uq_bias.bias.BiasConfig` (uncertainty models only): then ``energy``,
             ``forces`` and ``stress`` are the biased ones and ``unbiased_*``, ``bias_*`` sit
-            beside them in ``results``. The bias state (tau_rel window) belongs to this calculator.
+            beside them in ``results``. The bias state (tau_rel window, the fade's lowest
+            energy) belongs to this calculator, which follows one trajectory: give each walker,
+            or each NEB image, its own calculator (a shared one makes results depend on the
+            order of calls).
         temperature: the thermostat temperature of the MD it drives, K: sets the bias's
             ``fade_kt`` fade (a walker sets it itself); None: only an absolute ``fade``.
         **kwargs: passed to ``ase.calculators.calculator.Calculator``.
@@ -63,8 +66,11 @@ class Calculator(ASECalculator):
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         stress = bool(self.atoms.pbc.all())
-        graph = self._graph(self.atoms, stress)
-        (self.results,) = split_results(evaluate(self.model, self.bias, graph, stress), graph)
+        # forces are autograd gradients: also under a caller's torch.inference_mode or no_grad
+        with torch.inference_mode(False), torch.enable_grad():
+            graph = self._graph(self.atoms, stress)
+            results = evaluate(self.model, self.bias, graph, stress)
+        (self.results,) = split_results(results, graph)
         if self.copy_to_atoms and atoms is not None:
             copy_results(self.results, atoms)
 
@@ -162,7 +168,12 @@ def _to_ase(name: str, value: torch.Tensor):
 
 
 def copy_results(results: dict, atoms: Atoms) -> None:
-    """Copy the non-ASE results into ``atoms.info`` (per structure) and ``atoms.arrays``."""
+    """Copy the non-ASE results into ``atoms.info`` (per structure) and ``atoms.arrays``,
+    replacing every extra result an earlier calculation left there (an earlier bias or stress
+    uncertainty would otherwise stay, and be written to files as if current)."""
+    for name in keys.EXTRA:
+        atoms.info.pop(name, None)
+        atoms.arrays.pop(name, None)
     for name, value in results.items():
         if name in keys.ASE_PROPERTIES:
             continue

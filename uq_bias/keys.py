@@ -82,3 +82,5 @@ MEMBERS_PER_STRUCTURE = frozenset({MEMBERS_ENERGY, MEMBERS_STRESS})
 
 #: Names ASE itself knows; only these go in ``Calculator.implemented_properties``.
 ASE_PROPERTIES = ("energy", "free_energy", "forces", "stress", "energies")
+#: Every result name beyond ASE's (what ``copy_to_atoms`` writes into an Atoms).
+EXTRA = (PER_ATOM | PER_STRUCTURE | MEMBERS_PER_ATOM | MEMBERS_PER_STRUCTURE) - set(ASE_PROPERTIES)

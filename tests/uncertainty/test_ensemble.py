@@ -180,3 +180,38 @@ def test_float32_members_at_dft_scale_match_float64(dft_scale_members, gradient)
     assert np.abs(low[keys.BIAS_FORCES] - ref[keys.BIAS_FORCES]).max() < 1e-2 * scale
     for name in (keys.ENERGY_UNCERTAINTY, keys.BIAS_FORCES, keys.MEMBERS_ENERGY):
         assert np.asarray(low[name]).dtype == np.float64
+
+
+def test_copied_results_are_replaced_not_left_from_an_earlier_calculation(
+    cu_members, small_cu_frames
+):
+    """A biased calculation, then an unbiased one on a slab (no stress): before, the bias terms
+    and the stress spread of the first stayed in atoms.info / atoms.arrays (and in any file
+    written from them); now only the second's results are there."""
+    from uq_bias.bias import BiasConfig
+
+    atoms = small_cu_frames[1].copy()
+    ensemble = Ensemble(cu_members[:3])
+    atoms.calc = Calculator(ensemble, copy_to_atoms=True, bias=BiasConfig(tau=0.3))
+    atoms.get_forces()
+    assert keys.BIAS_FORCES in atoms.arrays and keys.STRESS_UNCERTAINTY in atoms.info
+    atoms.pbc = [True, True, False]
+    atoms.calc = Calculator(ensemble, copy_to_atoms=True)
+    atoms.get_forces()
+    extra = (set(atoms.info) | set(atoms.arrays)) & keys.EXTRA
+    assert extra == set(atoms.calc.results) & keys.EXTRA
+    assert keys.BIAS_FORCES not in extra and keys.STRESS_UNCERTAINTY not in extra
+    np.testing.assert_allclose(
+        atoms.info[keys.ENERGY_UNCERTAINTY], atoms.calc.results[keys.ENERGY_UNCERTAINTY]
+    )
+
+
+def test_forces_under_inference_mode_are_those_without_it(cu_members, small_cu_frames):
+    """torch.inference_mode() around an ASE call (as in an inference script): before, the
+    autograd forces failed with 'element 0 of tensors does not require grad'."""
+    atoms = small_cu_frames[2].copy()
+    atoms.calc = Calculator(Ensemble(cu_members[:2]))
+    expected = atoms.get_forces().copy()
+    atoms.calc.reset()
+    with torch.inference_mode():
+        np.testing.assert_allclose(atoms.get_forces(), expected, rtol=0, atol=1e-12)
