@@ -163,12 +163,21 @@ def check_atoms(atoms: Atoms, where: str = "atoms", atomic_numbers: Sequence[int
             )
 
 
-def check_frames(frames: Sequence[Atoms], what: str, atomic_numbers: Sequence[int] | None = None):
-    """:func:`check_atoms` on each of ``frames`` read from one file, naming ``what`` (the file
-    and its flag) and the frame's index in the file: for a check right after reading, before
-    the frames are cut into batches whose errors would name the index in the batch."""
+def check_frames(
+    frames: Sequence[Atoms],
+    what: str,
+    atomic_numbers: Sequence[int] | None = None,
+    *,
+    contacts: bool = False,
+):
+    """:func:`check_atoms` (with ``contacts``, :func:`check_contacts` too) on each of
+    ``frames`` read from one file, naming ``what`` (the file and its flag) and the frame's
+    index in the file: for a check right after reading, before the frames are cut into batches
+    whose errors would name the index in the batch."""
     for k, atoms in enumerate(frames):
         check_atoms(atoms, f"{what}, frame {k}", atomic_numbers)
+        if contacts:
+            check_contacts(atoms, f"{what}, frame {k}")
 
 
 MIN_CONTACT = 0.3  # A; the shortest bond, H2, is 0.74 A
@@ -177,8 +186,8 @@ MIN_CONTACT = 0.3  # A; the shortest bond, H2, is 0.74 A
 def check_contacts(atoms: Atoms, where: str = "atoms") -> None:
     """Raise ValueError (naming ``where`` and the atoms) if two atoms, or an atom and a periodic
     image, are closer than MIN_CONTACT: atoms given twice (a CIF whose symmetry copies were
-    expanded again) or a cell in other units than the positions. Checks ``atoms`` first."""
-    check_atoms(atoms, where)
+    expanded again) or a cell in other units than the positions. ``atoms`` must pass
+    :func:`check_atoms` (vesin needs finite positions and an invertible periodic cell)."""
     # vesin's cell list is slow for a tiny cutoff (cells of 0.3 A): search 1.5 A, then filter
     i, j, shifts = _neighbours(atoms, 1.5)
     vectors = atoms.positions[j] - atoms.positions[i] + shifts @ atoms.cell.array

@@ -102,19 +102,13 @@ def read_structures(
     frames = [frames] if isinstance(frames, Atoms) else list(frames)
     if not frames:
         raise StructureFileError(f"{what} {str(path)!r} holds no structure")
-    _check_frames(frames, f"{what} {str(path)!r}")
+    from uq_bias.graph import check_frames
+
+    try:  # non-finite numbers, a flat periodic cell, atoms on top of another
+        check_frames(frames, f"{what} {str(path)!r}", contacts=True)
+    except ValueError as err:
+        raise StructureFileError(str(err)) from None
     return frames
-
-
-def _check_frames(frames: list[Atoms], where: str) -> None:
-    """StructureFileError for the first frame with non-finite numbers or overlapping atoms."""
-    from uq_bias.graph import check_contacts
-
-    for k, atoms in enumerate(frames):
-        try:
-            check_contacts(atoms, f"{where}, frame {k}")
-        except ValueError as err:
-            raise StructureFileError(str(err)) from None
 
 
 def frame_id(atoms: Atoms) -> str:

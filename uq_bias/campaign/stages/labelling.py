@@ -39,28 +39,32 @@ def label_frames(ctx: Context, k: int, frames: Sequence[Atoms]) -> list[Failure]
     folder.mkdir(exist_ok=True)
     frames = [_clean(a) for a in frames]
 
-    def paths(i: int) -> tuple[Path, Path]:
-        return folder / f"{i:04d}.extxyz", folder / f"{i:04d}.failed.json"
-
     def done(i: int) -> bool:
-        return any(p.is_file() for p in paths(i))
+        return any(p.is_file() for p in _paths(folder, i))
 
     def save(i: int, result) -> None:
-        good, bad = paths(i)
+        good, bad = _paths(folder, i)
         if isinstance(result, Failure):
             write_json(bad, {"frame_id": result.frame_id, "reason": result.reason})
         else:
             write_frames(good, [result])
 
     map_resumable(ctx, Oracle(ctx.config.oracle).labeller(), list(enumerate(frames)), done, save)
-    return _collect(ctx, k, [paths(i) for i in range(len(frames))])
+    return _collect(ctx, k, range(len(frames)))
 
 
-def _collect(ctx: Context, k: int, files: Sequence[tuple[Path, Path]]) -> list[Failure]:
-    """Write ``labelled.extxyz`` from the (label, failure) files of each frame in ``labels/``
-    (one of the two exists); return the failures."""
+def _paths(folder: Path, i: int) -> tuple[Path, Path]:
+    """The label file and the failure file of frame ``i`` in ``labels/`` (one of them exists
+    once the oracle has answered)."""
+    return folder / f"{i:04d}.extxyz", folder / f"{i:04d}.failed.json"
+
+
+def _collect(ctx: Context, k: int, indices: Sequence[int]) -> list[Failure]:
+    """Write ``labelled.extxyz`` from the answered frames ``indices`` in ``labels/``; return
+    the failures."""
     labelled, failures = [], []
-    for good, bad in files:
+    for i in indices:
+        good, bad = _paths(ctx.dir(k) / "labels", i)
         if good.is_file():
             labelled.extend(read_frames(good))
         else:
@@ -79,12 +83,9 @@ def label_paid(ctx: Context, k: int) -> None:
     """Iteration ``k``'s labelling, cut short: keep the frames the oracle has answered (labels
     and failures in ``labels/``), call it on no other."""
     folder = ctx.dir(k) / "labels"
-    done = sorted(
-        {p.name.split(".")[0] for p in folder.glob("*.extxyz")}
-        | {p.name.split(".")[0] for p in folder.glob("*.failed.json")}
-    )
-    files = [(folder / f"{i}.extxyz", folder / f"{i}.failed.json") for i in done]
-    ctx.state.add_failures(_collect(ctx, k, files), k)
+    n = len(read_frames(ctx.dir(k) / "selected.extxyz"))
+    answered = [i for i in range(n) if any(p.is_file() for p in _paths(folder, i))]
+    ctx.state.add_failures(_collect(ctx, k, answered), k)
 
 
 def perturbed(atoms: Atoms, rng: np.random.Generator, rattle: float, strain: float) -> Atoms:
