@@ -182,6 +182,7 @@ def _run_md(args) -> int:
     from uq_bias.bias import BiasConfig
     from uq_bias.dynamics import ExploreConfig, explore
     from uq_bias.io_structures import read_structures
+    from uq_bias.training.labels import check_elements
     from uq_bias.uncertainty import load
 
     config = collect(args, ExploreConfig, dest="explore")
@@ -202,6 +203,8 @@ def _run_md(args) -> int:
             f"(--walkers {len(starts)} runs one walker from each)"
         )
     model = load(str(args.unc), device=config.device)
+    for k, atoms in enumerate(starts):
+        check_elements([atoms], model.atomic_numbers, f"{args.start}, structure {k},", "the model")
     result = explore(
         Calculator(model, bias=bias), starts, config, walkers=args.walkers, trajectory=args.out
     )

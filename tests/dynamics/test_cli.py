@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ase import Atoms
 from ase.io import read, write
 
 from uq_bias import keys
@@ -62,7 +63,9 @@ def test_cli_md_bad_input(saved_model, tmp_path, capsys):
     argv = ["md", "--unc", str(saved_model), "--start", str(tmp_path / "mol.xyz")]
     argv += ["--out", str(tmp_path / "x.extxyz"), "--no-progress"]
     argv += ["--steps", "2", "--sample-every", "1"]  # md refuses sample_every > steps
-    assert main([*argv, "--ensemble", "npt"]) == 2
+    write(tmp_path / "cu2.xyz", Atoms("Cu2", positions=[[0, 0, 0], [0, 0, 2.5]]))
+    npt = [*argv, "--ensemble", "npt", "--start", str(tmp_path / "cu2.xyz")]
+    assert main(npt) == 2
     assert "NPT needs periodic cells" in capsys.readouterr().err
     assert main([*argv, "--tau", "1", "--weights", "H"]) == 2
     assert "--weights: expected dict[str | int, float], got str 'H'" in capsys.readouterr().err
@@ -74,5 +77,6 @@ def test_cli_md_bad_input(saved_model, tmp_path, capsys):
     (tmp_path / "x.extxyz").write_text("a trajectory of mine\n")
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "explore: start 0 contains element(s) ['H', 'C']" in err and "(['Al', 'Cu'])" in err
+    assert f"{tmp_path / 'mol.xyz'}, structure 0, contains element(s) ['H', 'C']" in err
+    assert "not in the model (['Al', 'Cu'])" in err
     assert (tmp_path / "x.extxyz").read_text() == "a trajectory of mine\n"

@@ -137,7 +137,7 @@ def _check_elements(calculator, frames: Sequence[Atoms]) -> None:
     if known is None:
         return
     for k, atoms in enumerate(frames):
-        check_elements([atoms], known, f"explore: start {k}", "the elements the model knows")
+        check_elements([atoms], known, f"explore: start structure {k}", "the model")
 
 
 def _trajectory_path(trajectory: str | Path | None, index: int, n: int) -> Path | None:
