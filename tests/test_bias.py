@@ -252,6 +252,35 @@ def test_split_interval_measures_every_mth_step(gradient_model, methanol):
     assert tau > 0  # the window filled
 
 
+def test_ensemble_without_split_measures_every_configuration(untrained_ensemble, methanol):
+    """An ensemble's forces are its members' mean, so split=False still takes both passes on
+    every step: then every configuration enters the tau_rel window of `window` configurations
+    (tau at step n from the last `window` unbiased |F| and |dU/dr| means, measured by a
+    separate calculator at tau = 1), not every split_every-th one."""
+    tau_rel, window, every, steps = 0.3, 4, 2, 7
+    bias = BiasConfig(tau_rel=tau_rel, window=window, split=False, split_every=every)
+    calc = Calculator(untrained_ensemble, bias=bias)
+    unit = Calculator(untrained_ensemble, bias=BiasConfig(tau=1.0))
+    rng = np.random.default_rng(2)
+    atoms, measured = methanol.copy(), []
+    for _ in range(steps):
+        atoms.positions += rng.normal(scale=0.02, size=atoms.positions.shape)
+        probe = atoms.copy()
+        probe.calc = unit
+        probe.get_forces()
+        forces, du_dr = unit.results[keys.UNBIASED_FORCES], unit.results[keys.BIAS_FORCES]
+        tau = 0.0
+        if len(measured) >= window:
+            recent = np.array(measured[-window:])
+            tau = tau_rel * recent[:, 0].mean() / recent[:, 1].mean()
+        atoms.calc = calc
+        np.testing.assert_allclose(atoms.get_forces(), forces + tau * du_dr, atol=1e-8)
+        measured.append(
+            (np.linalg.norm(forces, axis=1).mean(), np.linalg.norm(du_dr, axis=1).mean())
+        )
+    assert tau > 0  # the window filled
+
+
 def test_relative_strength_state_is_per_object():
     a, b = RelativeStrength(0.1, window=1), RelativeStrength(0.1, window=1)
     assert a.tau(b"x", 1.0, 2.0) == 0.0

@@ -215,3 +215,21 @@ def test_forces_under_inference_mode_are_those_without_it(cu_members, small_cu_f
     atoms.calc.reset()
     with torch.inference_mode():
         np.testing.assert_allclose(atoms.get_forces(), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_members_already_on_the_gpu_need_no_move(cu_members, small_cu_frames):
+    """An ensemble of members built on the GPU keeps its calibration there: its calibrated
+    uncertainties equal those of the same members on the CPU (no .to() called)."""
+    on_gpu = Ensemble([copy.deepcopy(m).to("cuda") for m in cu_members[:2]])
+    on_cpu = Ensemble(cu_members[:2])
+    for model in (on_gpu, on_cpu):
+        model.calibration.set(1.5, 2.0)
+    results = []
+    for model in (on_gpu, on_cpu):
+        atoms = small_cu_frames[0].copy()
+        atoms.calc = Calculator(model)
+        atoms.get_forces()
+        results.append(atoms.calc.results)
+    for name in (keys.FORCES_UNCERTAINTY, keys.ENERGY_UNCERTAINTY):
+        np.testing.assert_allclose(results[0][name], results[1][name], rtol=1e-6)

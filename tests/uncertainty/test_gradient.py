@@ -163,3 +163,21 @@ def test_float32_model_matches_float64_twin(cu_model, small_cu_frames, features)
     torch.testing.assert_close(low_g, ref_g, rtol=1e-4, atol=1e-4 * float(ref_g.abs().max()))
     bias = ref_r["bias_forces"]
     assert np.abs(low_r["bias_forces"] - bias).max() < 1e-4 * np.abs(bias).max()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_model_already_on_the_gpu_needs_no_move(cu_model, small_cu_frames):
+    """Built around a model on the GPU, the posterior and its calibration live there: fitted
+    and calibrated alike, it gives the uncertainties of its CPU twin (no .to() called)."""
+    twins = [
+        GradientFeatureUncertainty(model, sigma=1e-2).fit(small_cu_frames[:6])
+        for model in (copy.deepcopy(cu_model).to("cuda"), cu_model)
+    ]
+    got = []
+    for model in twins:
+        model.calibration.set(1.5, 2.0)
+        atoms = small_cu_frames[7].copy()
+        atoms.calc = Calculator(model)
+        atoms.get_forces()
+        got.append(atoms.calc.results["forces_uncertainty"])
+    np.testing.assert_allclose(got[0], got[1], rtol=1e-5)

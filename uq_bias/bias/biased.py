@@ -87,7 +87,11 @@ class Bias:
                 f"{dict(config.weights)} for the model's elements; unequal weights need the bias "
                 "force on its own on every step: use split=True (two backward passes per step)"
             )
-        self.taus = WalkerStrengths(config, walkers)
+        # an ensemble's own forces (or the closed form) need both passes on every step, and
+        # then every configuration enters the tau_rel window, not every split_every-th one
+        own = model.computes_forces and config.gradient != "autograd"
+        self._split = config.split or config.gradient == "closed_form" or own
+        self.taus = WalkerStrengths(config, walkers, split=self._split)
         fade = config.fade_range(temperature)
         self.fade = None if fade is None else Fade(*fade, walkers=walkers)
         self._walkers = walkers
@@ -175,9 +179,7 @@ class Bias:
         """
         self._check_walkers(graph)
         key = self.taus.count(graph)
-        own = model.computes_forces and self.config.gradient != "autograd"
-        split = self.config.split or self.config.gradient == "closed_form" or own
-        if not split and not self.taus.split_step():  # one backward pass over E_b
+        if not self._split and not self.taus.split_step():  # one backward pass over E_b
             return self._single_pass(model(graph), graph, stress)
         out = model(graph, forces=True, stress=stress)
         forces, du_dr, sigma, du_deps = map(_float64, self._gradients(out, graph, stress))

@@ -28,11 +28,13 @@ from uq_bias.graph import Graph
 class WalkerStrengths:
     """tau of W walkers (see the module docstring); ``states`` is None for an absolute tau."""
 
-    def __init__(self, config: BiasConfig, walkers: int):
+    def __init__(self, config: BiasConfig, walkers: int, split: bool | None = None):
+        """``split``: whether every configuration is measured (two passes on every step); by
+        default ``config.split``, but a bias splits anyway for some models and gradients."""
         self.config = config
         self.states: list[RelativeStrength] | None = None
         if config.tau_rel is not None:
-            every = 1 if config.split else config.split_every
+            every = 1 if (config.split if split is None else split) else config.split_every
             window = math.ceil(config.window / every)
             self.states = [
                 RelativeStrength(config.tau_rel, window, config.tau_rel_stress)

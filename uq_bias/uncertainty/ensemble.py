@@ -144,7 +144,7 @@ class Ensemble(UncertaintyModel):
         self.members = torch.nn.ModuleList(adapters)
         self.cutoff = float(adapters[0].cutoff)
         self.atomic_numbers = tuple(adapters[0].atomic_numbers)
-        self.calibration = CalibrationScales()
+        self.calibration = CalibrationScales(device=adapters[0].device)  # beside the members
 
     @property
     def n_members(self) -> int:

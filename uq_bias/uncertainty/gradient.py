@@ -135,13 +135,14 @@ class GradientFeatureUncertainty(UncertaintyModel):
         self.atomic_numbers = tuple(self.model.atomic_numbers)
         self.method, self.sigma = method, float(sigma)
         self.feature_map = FeatureMap(self.model, features, sketch_dim, seed)
-        self.calibration = CalibrationScales()
+        like = {"dtype": torch.float64, "device": self.model.device}  # beside the model
+        self.calibration = CalibrationScales(**like)
         dim = self.feature_map.dim
         for level in ("structure", "atom"):
-            self.register_buffer(f"{level}_factor", torch.zeros(dim, dim, dtype=torch.float64))
-            self.register_buffer(f"{level}_scale", torch.zeros((), dtype=torch.float64))
-            self.register_buffer(f"{level}_train", torch.zeros(0, dim, dtype=torch.float64))
-        self.register_buffer("n_train", torch.zeros((), dtype=torch.int64))
+            self.register_buffer(f"{level}_factor", torch.zeros(dim, dim, **like))
+            self.register_buffer(f"{level}_scale", torch.zeros((), **like))
+            self.register_buffer(f"{level}_train", torch.zeros(0, dim, **like))
+        self.register_buffer("n_train", torch.zeros((), dtype=torch.int64, device=like["device"]))
 
     @property
     def fitted(self) -> bool:

@@ -23,11 +23,11 @@ class CalibrationScales(torch.nn.Module):
     """Buffers ``energy`` (scalar), ``atom`` (119,), indexed by atomic number, and ``stress``
     (scalar)."""
 
-    def __init__(self, dtype: torch.dtype = torch.float64):
+    def __init__(self, dtype: torch.dtype = torch.float64, device: torch.device | None = None):
         super().__init__()
-        self.register_buffer("energy", torch.ones((), dtype=dtype))
-        self.register_buffer("atom", torch.ones(N_ELEMENTS, dtype=dtype))
-        self.register_buffer("stress", torch.ones((), dtype=dtype))
+        self.register_buffer("energy", torch.ones((), dtype=dtype, device=device))
+        self.register_buffer("atom", torch.ones(N_ELEMENTS, dtype=dtype, device=device))
+        self.register_buffer("stress", torch.ones((), dtype=dtype, device=device))
 
     def apply_energy(self, raw: torch.Tensor) -> torch.Tensor:
         """(S,) -> (S,) c_E * u(S), float64."""
