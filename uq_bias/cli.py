@@ -307,6 +307,14 @@ def _run_calibrate(args) -> int:
             f"{name}: coverage {m['coverage']:.3f}, NLL {m['nll']:.3f}, miscalibration area "
             f"{m['miscalibration_area']:.3f}, Spearman {m['spearman']:.3f}"
         )
+    for name, short in report.get("guaranteed_coverage", {}).items():
+        if short["coverage"] < 1 - report["alpha"]:
+            print(
+                f"note: the conformal {name} factor comes from {short['values']} validation "
+                f"value(s): it guarantees coverage {short['coverage']:.3f}, not 1 - alpha = "
+                f"{1 - report['alpha']:.3f} (give more --valid frames, or a larger "
+                "--calibration-alpha)"
+            )
     print(f"wrote {args.out}")
     return 0
 

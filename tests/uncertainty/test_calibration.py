@@ -15,6 +15,7 @@ from uq_bias.uncertainty.calibration import (
     LEVELS,
     calibrate,
     conformal_factor,
+    guaranteed_coverage,
     likelihood_factor,
     metrics,
     residuals,
@@ -39,6 +40,19 @@ def test_factors_follow_their_definitions():
     assert conformal_factor(error, u, 0.01) == scores[-1]  # q > n: the largest score
     c = likelihood_factor(error, u)
     assert abs(np.mean(error**2 / (c * u) ** 2) - 1) < 1e-12
+
+
+@pytest.mark.parametrize("n", [5, 8, 9, 30])
+def test_coverage_of_few_scores_by_simulation(n):
+    """With n exchangeable scores the conformal factor covers a new score with probability
+    1 - alpha (n >= 9 at alpha = 0.1), else n / (n + 1): 20000 draws of n + 1 scores agree with
+    what guaranteed_coverage says (for n >= 9 the coverage is at least 1 - alpha)."""
+    alpha, trials = 0.1, 20000
+    draws = np.random.default_rng(n).exponential(size=(trials, n + 1))
+    covered = [draw[-1] <= conformal_factor(draw[:-1], np.ones(n), alpha) for draw in draws]
+    closed = n / (n + 1) if n < 9 else math.ceil((n + 1) * (1 - alpha)) / (n + 1)
+    assert abs(np.mean(covered) - closed) < 0.01
+    assert guaranteed_coverage(n, alpha) == pytest.approx(min(closed, 1 - alpha))
 
 
 def test_metrics_against_closed_forms():

@@ -31,7 +31,12 @@ def test_cli_calibrate_matches_python(cu_model, small_cu_frames, tmp_path, capsy
         "0.2",
     ]
     assert main(argv) == 0
-    assert "forces: coverage" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "forces: coverage" in printed
+    # 3 energies at alpha 0.2: the largest score, covering a 4th with probability 3/4 only
+    assert "conformal energy factor comes from 3 validation value(s)" in printed
+    assert "guarantees coverage 0.750, not 1 - alpha = 0.800" in printed
+    assert "conformal forces factor" not in printed  # 24 atoms are enough
     report = json.loads((out / REPORT_FILE).read_text())
     reference = GradientFeatureUncertainty(cu_model).fit(small_cu_frames[:5])
     expected = calibrate(reference, small_cu_frames[5:], alpha=0.2)

@@ -28,7 +28,9 @@ u(S), k = 1 component; atoms: r = ||F_i - F_i,ref|| in eV/A against u_i, k = 3 c
 stress: r_sigma against u_sigma, k = 6 components):
 
     conformal   c = q-th smallest score, q = ceil((n + 1)(1 - alpha))
-                (P(r <= c u) >= 1 - alpha; the largest score if q > n)
+                (P(r <= c u) >= 1 - alpha; if q > n, fewer than 9 scores at alpha = 0.1, the
+                largest score, which guarantees only n / (n + 1): the report's
+                ``guaranteed_coverage``)
     likelihood  c = sqrt( mean(r^2 / u^2) / k )
                 (maximises the likelihood of r-vectors ~ N(0, c^2 u^2 I_k))
 
@@ -133,6 +135,14 @@ def conformal_factor(error: np.ndarray, u: np.ndarray, alpha: float) -> float:
     scores = np.sort(_scores(error, u))
     rank = min(len(scores), math.ceil((len(scores) + 1) * (1 - alpha)))
     return float(scores[rank - 1])
+
+
+def guaranteed_coverage(n: int, alpha: float) -> float:
+    """The coverage the conformal factor of ``n`` scores guarantees: 1 - alpha when
+    q = ceil((n + 1)(1 - alpha)) <= n, else n / (n + 1) (q > n: the largest score is taken,
+    short of the 1 - alpha quantile, which would be infinite; n >= (1 - alpha) / alpha - 1
+    scores, 9 at alpha = 0.1, are needed for the full guarantee)."""
+    return 1 - alpha if math.ceil((n + 1) * (1 - alpha)) <= n else n / (n + 1)
 
 
 def likelihood_factor(error: np.ndarray, u: np.ndarray, dof: int = 1) -> float:
@@ -337,6 +347,14 @@ def calibrate(
             "stress": c_stress,
         },
     }
+    if method == "conformal":
+        counts = {"energy": len(res.energy_error), "forces": len(res.atom_error)}
+        if len(res.stress_error):
+            counts["stress"] = len(res.stress_error)
+        report["guaranteed_coverage"] = {
+            name: {"values": n, "coverage": guaranteed_coverage(n, alpha)}
+            for name, n in counts.items()
+        }
     ones = np.ones_like(atom.cpu().numpy())
     raw = _metrics(res, 1.0, ones, method, alpha, 1.0)
     report |= _metrics(res, c_energy, atom.cpu().numpy(), method, alpha, c_stress or 1.0)
