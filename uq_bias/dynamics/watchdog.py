@@ -88,7 +88,10 @@ class WatchdogConfig:
 
     max_uncertainty: float | None = option(
         None,
-        "Stop when the largest calibrated atom uncertainty max_i u_i exceeds this.",
+        "Stop when the largest calibrated atom uncertainty max_i u_i exceeds this (conformal "
+        "calibration: u_i bounds the norm of the atom's force error at 1 - alpha; likelihood: "
+        "u_i is the standard deviation of each force component, about 2.5x smaller at "
+        "alpha = 0.1).",
         unit="eV/A",
     )
     max_hal_ratio: float | None = option(

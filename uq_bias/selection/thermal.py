@@ -18,8 +18,9 @@ and the band is
     dE <= mean + width std          (eV/atom)
 
 with dE the candidate's unbiased energy per atom above the reference minimum (the model's energy
-of the walker's start structure, which should be relaxed). With width 3 this is the upper
-0.1-0.3 % tail of the Gamma distribution for f >= 30.
+of the walker's start structure, which should be relaxed). With width 3 this cuts the upper
+tail of the Gamma distribution at 0.56 % for f = 30, 0.25 % for f = 300 and 0.17 % for f = 3000
+(the Gaussian's 0.13 % as f grows).
 
 Symbols to names: N ``n_atoms``, T ``temperature`` (K), ``width`` in standard deviations.
 """
