@@ -538,3 +538,16 @@ def test_bad_input_is_one_clear_message_and_writes_nothing(case, inputs, capsys)
     assert "Traceback" not in output
     assert snapshot(inputs) == before  # nothing written, nothing changed
     assert seconds < 15
+
+
+def test_mistyped_flag_is_one_line_without_usage(capsys):
+    """A flag the command does not have: one line naming the closest flag, not argparse's usage
+    block (which ran to 30 lines for md)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["md", "--unc", "u", "--start", "s.xyz", "--out", "o.xyz", "--temprature", "3"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.splitlines() == [
+        "uq-bias md: error: unrecognized arguments: '--temprature' (did you mean "
+        "--temperature?); see `uq-bias md --help`"
+    ]

@@ -377,7 +377,12 @@ def _unknown_flags(parser: argparse.ArgumentParser, command: str, extra: list[st
         close = difflib.get_close_matches(flag, known, n=1) if flag[:1] == "-" else []
         hint = f" (did you mean {close[0]}?)" if close else ""
         parts.append(f"{arg!r}{hint}")
-    subparser.error(f"unrecognized arguments: {', '.join(parts)}; see `uq-bias {command} --help`")
+    # one line, no usage block: the hint and --help say more than 30 lines of usage would
+    subparser.exit(
+        2,
+        f"{subparser.prog}: error: unrecognized arguments: {', '.join(parts)}; see "
+        f"`uq-bias {command} --help`\n",
+    )
 
 
 #: How to resume each command that can be resumed after an interrupt.

@@ -105,9 +105,12 @@ def cli_markdown() -> str:
         "The options of `train`, `calibrate`, `md` and `select` are generated from the same",
         "option types as the campaign YAML ([configuration reference](config.md)), with the same",
         "defaults: a flag is the key below its section with `-` for `_` and `.`",
-        "(`exploration.watchdog.max_force` is `uq-bias md --watchdog-max-force`). A `bool` is a",
-        "`--name` / `--no-name` pair; other values are read as YAML (`--devices '[0, 1]'`,",
-        "`--weights '{H: 0.0}'`, `--ema-decay null`).",
+        "(`exploration.watchdog.max_force` is `uq-bias md --watchdog-max-force`), except that",
+        "`calibrate` prefixes the `calibration` keys with `--calibration-` (`--calibration-alpha`)",
+        "and the label keys with `--key-` (`--key-energy`). A `bool` is a `--name` / `--no-name`",
+        "pair; other values are read as YAML (`--devices '[0, 1]'`, `--weights '{H: 0.0}'`,",
+        "`--ema-decay null`). Flags that are no YAML key (`--model`, `--start`, `--out`, `md",
+        "--walkers` with its own default 1) are listed with each command.",
     ]
     for name, sub in subparsers.items():
         lines += ["", f"## `uq-bias {name}`", ""]

@@ -268,8 +268,8 @@ class ReportConfig:
     )
     cvs: list[CollectiveVariable] = option(
         [],
-        "Collective variables for the coverage of CV space: a list of {name, kind: dihedral or "
-        "distance, atoms, period, range}; empty: see report.ramachandran.",
+        "Collective variables for the coverage of CV space: a list of {name, kind: dihedral, "
+        "distance, volume or shear, atoms, period, range}; empty: see report.ramachandran.",
     )
 
 
