@@ -25,7 +25,6 @@ def test_python_example_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(code.replace("steps=2000", "steps=30"), namespace)
     frames, batch = namespace["result"].frames, namespace["batch"]
-    assert len(batch.indices) == min(8, len(frames)) and len(set(batch.indices)) == len(
-        batch.indices
-    )
+    assert len(batch) == min(8, len(frames)) and len(set(batch)) == len(batch)
+    assert all(0 <= i < len(frames) for i in batch)  # indices into result.frames
     assert all("forces_uncertainty" in frame.arrays for frame in frames)
