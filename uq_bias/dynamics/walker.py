@@ -85,12 +85,16 @@ class ExploreConfig:
     bulk_modulus: float = option(
         50.0,
         "Engine batched, NPT: the bulk modulus 1/beta_T that stochastic cell rescaling assumes; "
-        "it sets only how fast the cell relaxes (pdamp times true/assumed modulus), not what is "
-        "sampled. 50 GPa: between metals (Cu 140) and frameworks or polymers (about 10).",
+        "it sets only how fast the cell relaxes (in pdamp times assumed/true modulus), not what "
+        "is sampled. 50 GPa: between metals (Cu 140) and frameworks or polymers (about 10), "
+        "where it makes the cell 5x slower than pdamp: give such a system its own modulus.",
         unit="GPa",
     )
     npt_cell: NptCell = option(
-        "full", "NPT cell motion: full (shape and volume) or isotropic (volume only)."
+        "full",
+        "NPT cell motion: full (shape and volume) or isotropic (volume only). Engine ase with "
+        "full runs ASE's MTKNPT, whose volume fluctuations measured twice too large here "
+        "(docs/concepts.md); engine batched samples the NPT ensemble for both.",
     )
     sample_every: int = option(10, "Keep a candidate frame every this many steps.")
     watchdog: WatchdogConfig = option(WatchdogConfig(), "When a walker stops.")
