@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 import torch
 from reference_data import rattled_cu_frames
 
@@ -31,12 +32,15 @@ def _rows(path):
         return list(csv.DictReader(handle))
 
 
-def test_campaign_training_with_ddp_spawn_equals_one_process(tmp_path):
+@pytest.mark.parametrize("n_valid", [3, 1])
+def test_campaign_training_with_ddp_spawn_equals_one_process(tmp_path, n_valid):
     frames = [with_id(a) for a in rattled_cu_frames(8, seed=11, amplitude=0.1, size=(1, 1, 1))]
-    # a seed whose roles are 4 training / 3 validation / 1 calibration frames: one step of
-    # 2 x 2 frames under DDP = one step of 4 in one process; 3 validation frames do not split
-    # evenly, so a padding sampler would count one twice
-    seed = next(s for s in range(500) if _sizes(frames, s) == [4, 3, 1])
+    # a seed whose roles are 4 training frames, n_valid validation frames and the rest
+    # calibration: one step of 2 x 2 frames under DDP = one step of 4 in one process; 3
+    # validation frames do not split evenly, so a padding sampler would count one twice; 1
+    # frame for 2 ranks left one rank without any (Lightning refused to validate)
+    sizes = [4, n_valid, 4 - n_valid]
+    seed = next(s for s in range(500) if _sizes(frames, s) == sizes)
     config = from_dict(
         {
             "seed": seed,

@@ -184,6 +184,31 @@ def test_diverged_training_saves_nothing(data_dir, tmp_path, fast_args, capsys):
     assert not out.exists()
 
 
+def test_broken_start_with_keep_initial_saves_nothing(data_dir, tmp_path, fast_kwargs):
+    """keep_initial with a start model whose weights hold a NaN and lr 1e10: no epoch, the
+    start included, has a finite validation loss. Before, the NaN weights were saved."""
+    from dataclasses import replace
+
+    from uq_bias.training import train
+    from uq_bias.training.build import build_mace
+
+    broken = build_mace([13, 29], cutoff=3.5, preset="tiny", seed=0)
+    with torch.no_grad():
+        next(broken.parameters()).fill_(float("nan"))
+    torch.save(broken, tmp_path / "broken.model")
+    kwargs = dict(fast_kwargs)
+    kwargs["options"] = replace(kwargs["options"], keep_initial=True, max_epochs=1, lr=1e10)
+    with pytest.raises(ValueError, match="training diverged"):
+        train(
+            ase.io.read(data_dir / "train.extxyz", ":"),
+            ase.io.read(data_dir / "valid.extxyz", ":"),
+            tmp_path / "out.model",
+            init=tmp_path / "broken.model",
+            **kwargs,
+        )
+    assert not (tmp_path / "out.model").exists()
+
+
 @pytest.mark.parametrize(
     "key, message",
     [

@@ -165,14 +165,21 @@ class AtomsDataModule(lightning.LightningDataModule):
 
 class ShardSampler(torch.utils.data.DistributedSampler):
     """Indices rank, rank + W, rank + 2W, ... of n items (W ranks): every item exactly once over
-    all ranks, no padding (a DistributedSampler subclass, so Lightning keeps it)."""
+    all ranks, no padding (a DistributedSampler subclass, so Lightning keeps it). With fewer
+    items than ranks every rank takes all n (Lightning refuses a rank with none): the epoch
+    metrics, ratios of sums reduced over the ranks, are the same as with each item once."""
 
     def __init__(self, n: int):
         super().__init__(range(n), shuffle=False)
         self.n = n
 
+    def _indices(self) -> range:
+        if self.n < self.num_replicas:
+            return range(self.n)
+        return range(self.rank, self.n, self.num_replicas)
+
     def __iter__(self):
-        return iter(range(self.rank, self.n, self.num_replicas))
+        return iter(self._indices())
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.num_replicas))
+        return len(self._indices())

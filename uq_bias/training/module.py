@@ -145,7 +145,7 @@ class AtomisticLitModule(lightning.LightningModule):
 
     def _finish_validation(self) -> None:
         fitting = self.trainer.state.fn == "fit"
-        with warnings.catch_warnings():  # a rank without validation frames adds zeros
+        with warnings.catch_warnings():  # torchmetrics warns on a rank that saw no update
             warnings.filterwarnings("ignore", message=".*compute.*before.*update", module="torch")
             metrics = self.val_errors.compute().metrics("val", self.weights)
         if fitting and self.train_errors.update_count:  # every rank trains the same steps

@@ -48,7 +48,12 @@ class TrainerOptions:
     """Passed to ``lightning.Trainer`` unchanged (multi-GPU / multi-node is configuration only)."""
 
     accelerator: str = option("auto", "Lightning accelerator: auto, cpu, gpu, ...")
-    devices: int | str | list[int] = option("auto", "Lightning devices: a count, a list or auto.")
+    devices: int | str | list[int] = option(
+        1,
+        "Lightning devices: a count, a list or auto. auto takes every GPU and, in a script, "
+        "strategy ddp, which re-runs the command line: inside `uq-bias run` use a count with "
+        "strategy ddp_spawn (docs/scaling.md).",
+    )
     num_nodes: int = option(1, "Lightning nodes for multi-node training.")
     strategy: str = option("auto", "Lightning strategy: auto, ddp, ddp_spawn, ...")
     progress_bar: bool = option(True, "Show Lightning's progress bar.")
@@ -186,7 +191,7 @@ def fit(
             trainer.fit(module, datamodule=data)
         else:
             trainer.validate(module, datamodule=data, verbose=False)
-    if training and module.best_state is None and not options.keep_initial:
+    if training and module.best_state is None:  # with keep_initial: the start was not finite
         losses = [h.get("val_loss") for h in module.history[-3:]]
         raise ValueError(
             f"training diverged: no trained epoch had a finite validation loss (last {losses}); "
@@ -223,7 +228,7 @@ def lightning_trainer(options: TrainerOptions, **kwargs) -> lightning.Trainer:
         chosen = ", ".join(f"{k}={settings[k]!r}" for k in names)
         raise ValueError(
             f"Lightning cannot run with {chosen} here: {err}; use accelerator auto or cpu, "
-            "devices auto, or run where those devices are"
+            "devices 1, or run where those devices are"
         ) from err
 
 
