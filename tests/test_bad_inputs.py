@@ -29,6 +29,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 
 from uq_bias.cli import main
 
+NO_STRESS = Path(__file__).parent / "campaign" / "flaky.py"
 CAMPAIGN = {
     "data": {"structures": "start.xyz", "initial_frames": 4},
     "oracle": {"kind": "emt"},
@@ -182,6 +183,15 @@ RUN = [
         "oracle kwargs typo",
         run_case("o3", oracle={"kind": "emt", "kwargs": {"asap_cutof": True}}),
         "oracle.kwargs.asap_cutof is not a parameter of emt (did you mean 'asap_cutoff'?)",
+    ),
+    Case(
+        "npt, oracle without stress",
+        run_case(
+            "o4",
+            oracle={"kind": "import", "calculator": f"{NO_STRESS}:NoStressEMT"},
+            exploration={"ensemble": "npt"},
+        ),
+        "exploration.ensemble npt moves the cell by the model's stress, and the oracle",
     ),
     Case(
         "initial_data garbage",

@@ -168,11 +168,28 @@ def _check_inputs(config: cfg.CampaignConfig) -> list:
         )
     oracle = config.oracle
     try:
-        OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()
+        calculator = OracleSpec(oracle.kind, oracle.calculator, oracle.kwargs).build()
     except (ValueError, TypeError, ImportError, OSError) as err:
         raise cfg.ConfigError(f"config key 'oracle': cannot build the oracle: {err}") from err
+    _check_oracle_stress(config, calculator)
     validate.check_campaign(config, structures)
     return structures
+
+
+def _check_oracle_stress(config: cfg.CampaignConfig, calculator) -> None:
+    """NPT moves the cell by the model's stress: the oracle must label stress (ASE's
+    ``implemented_properties``), or no stress is ever fitted and the cell follows noise."""
+    if config.exploration.ensemble != "npt":
+        return
+    implemented = list(getattr(calculator, "implemented_properties", []))
+    if "stress" not in implemented:
+        name = config.oracle.calculator or config.oracle.kind
+        raise cfg.ConfigError(
+            f"config key 'oracle': exploration.ensemble npt moves the cell by the model's "
+            f"stress, and the oracle {name!r} computes no stress (implemented_properties "
+            f"{implemented}), so the model would never learn one; use a calculator that gives "
+            "stress (for DFT codes: switch the stress calculation on), or ensemble nvt"
+        )
 
 
 def _iterate(ctx: stages.Context) -> tuple[int, str]:
