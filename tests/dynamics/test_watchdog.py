@@ -166,6 +166,31 @@ def test_energy_drop_is_measured_from_the_first_frame(evaluated):
     assert "energy_drop" in RESTARTABLE
 
 
+def test_npt_energy_checks_watch_the_enthalpy():
+    """Under NPT at P0 the energy checks watch H = E + P0 V per atom: a cell compressed by dV
+    at the same E has H lower by P0 |dV| / N, a drop; at P0 = 0 (or NVT) nothing changes. The
+    closed form decides the verdict on each side of the limit."""
+    from ase import units
+    from ase.build import bulk
+
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True)
+    n, results = len(atoms), {keys.ENERGY: -1.0, keys.FORCES: np.zeros((4, 3))}
+    p0 = 20.0  # GPa
+    limit = 0.05  # eV/atom
+    # the volume change that lowers P0 V by exactly the limit per atom, then 2 % less and more
+    dv = limit * n / (p0 * units.GPa)
+    for factor, expected in ((0.98, None), (1.02, "energy_drop")):
+        watchdog = Watchdog(WatchdogConfig(max_energy_drop=limit), pressure=p0)
+        assert watchdog(atoms, results).reason is None  # the first frame
+        squeezed = atoms.copy()
+        volume = atoms.get_volume() - factor * dv
+        squeezed.set_cell(atoms.cell * (volume / atoms.get_volume()) ** (1 / 3), scale_atoms=True)
+        assert watchdog(squeezed, results).reason == expected
+    nvt = Watchdog(WatchdogConfig(max_energy_drop=limit))
+    nvt(atoms, results)
+    assert nvt(squeezed, results).reason is None  # same E: no drop without the pressure
+
+
 def test_bond_stretch_compares_with_the_walkers_first_frame(evaluated):
     """A hydrogen pulled from its carbon along the bond: a blow-up past max_bond_stretch times
     the covalent radii sum (from ASE's table), not before; a crystal is never checked."""

@@ -48,6 +48,7 @@ from uq_bias.dynamics.walker import (
     _Writer,
     check_npt_cell,
     joined,
+    npt_pressure,
     observe,
     restarted,
 )
@@ -81,7 +82,7 @@ def _start(spec: WalkerSpec) -> _Walker:
         Stationary(atoms)
     steps, trajectory = spec.config.steps, spec.trajectory
     result = WalkerResult(spec.index, [], "completed", steps, trajectory=trajectory)
-    watchdog = Watchdog(spec.config.watchdog, spec.config.temperature)
+    watchdog = Watchdog(spec.config.watchdog, spec.config.temperature, npt_pressure(spec.config))
     writer = _Writer(spec.trajectory, append=spec.segment > 0)
     return _Walker(spec, atoms, rng, writer, result, watchdog)
 

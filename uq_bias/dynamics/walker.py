@@ -43,6 +43,11 @@ ENGINES = get_args(Engine)
 MAX_PRESSURE_GPA = 1e4
 
 
+def npt_pressure(config: ExploreConfig) -> float | None:
+    """The external pressure (GPa) of an NPT walker, None under NVT (for the watchdog)."""
+    return config.pressure if config.ensemble == "npt" else None
+
+
 def check_pressure(pressure: float, where: str) -> None:
     """ValueError naming ``where`` unless ``pressure`` is finite and within +-MAX_PRESSURE_GPA
     (10 TPa, beyond any planetary interior): larger values are pressures in bar or Pa."""
@@ -418,7 +423,7 @@ def _run_segment(spec: WalkerSpec) -> WalkerResult:
         thermalize_momenta(atoms, config.temperature, rng=rng)
         Stationary(atoms)
     dynamics = make_dynamics(atoms, config, rng)
-    watchdog = Watchdog(config.watchdog, config.temperature)
+    watchdog = Watchdog(config.watchdog, config.temperature, npt_pressure(config))
     writer = _Writer(spec.trajectory, append=spec.segment > 0)
     result = WalkerResult(spec.index, [], "completed", config.steps, trajectory=spec.trajectory)
     try:

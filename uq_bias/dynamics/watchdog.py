@@ -30,6 +30,8 @@ Checks, after every MD step, in this order (the first that fires gives the stop 
 * ``hal``: max_i u_i / (|F_i| + eps) > ``max_hal_ratio`` (HAL's relative criterion, F_i the
   unbiased force, eps = ``hal_eps`` in eV/A).
 
+Under NPT at pressure P0 both energy checks watch the enthalpy E + P0 V per atom instead of E.
+
 The energy limits are in units the system sets (:meth:`WatchdogConfig.energy_limits`):
 
     rise limit = max_energy_rise_kt k_B T,   drop limit = max_energy_drop_kt k_B T   (eV/atom)
@@ -56,7 +58,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from ase import Atoms
+from ase import Atoms, units
 from ase.units import kB as K_B
 
 from uq_bias import keys
@@ -273,11 +275,20 @@ def cell_shear(first: np.ndarray, cell: np.ndarray) -> float:
 
 class Watchdog:
     """Applies a :class:`WatchdogConfig` to a frame and its calculator results; ``temperature``
-    (K) of the walker sets the k_B T energy limits (None: only the eV/atom ones)."""
+    (K) of the walker sets the k_B T energy limits (None: only the eV/atom ones). ``pressure``
+    (GPa, NPT walkers): the energy checks watch the enthalpy E + P0 V, the quantity whose
+    fluctuations NPT keeps thermal (under high pressure E alone rises by P0 |dV| as the cell
+    shrinks)."""
 
-    def __init__(self, config: WatchdogConfig, temperature: float | None = None):
+    def __init__(
+        self,
+        config: WatchdogConfig,
+        temperature: float | None = None,
+        pressure: float | None = None,
+    ):
         self.config = config
         self.rise_limit, self.drop_limit = config.energy_limits(temperature)
+        self.pressure = None if pressure is None else float(pressure) * units.GPa  # eV/A^3
         self.lowest_energy = float("inf")  # eV/atom, of the frames seen so far
         self.first_energy = None  # eV/atom, of the first frame (max_energy_drop)
         self.bonds = None  # BondGraph of the first frame (max_bond_stretch, molecules)
@@ -332,16 +343,19 @@ class Watchdog:
         rise_limit, drop_limit = self.rise_limit, self.drop_limit
         if energy is None or (rise_limit is None and drop_limit is None):
             return None
+        what = "unbiased energy"
+        if self.pressure is not None and atoms.pbc.all():
+            energy, what = float(energy) + self.pressure * atoms.get_volume(), "unbiased E + P0 V"
         per_atom = float(energy) / len(atoms)
         if self.first_energy is None:
             self.first_energy = per_atom
         self.lowest_energy = min(self.lowest_energy, per_atom)
         rise, drop = per_atom - self.lowest_energy, self.first_energy - per_atom
         if rise_limit is not None and rise > rise_limit:
-            text = f"unbiased energy {rise:.3g} eV/atom above the walker's lowest > rise limit"
+            text = f"{what} {rise:.3g} eV/atom above the walker's lowest > rise limit"
             return "energy_rise", f"{text} {rise_limit:.3g}"
         if drop_limit is not None and drop > drop_limit:
-            text = f"unbiased energy {drop:.3g} eV/atom below the walker's first > drop limit"
+            text = f"{what} {drop:.3g} eV/atom below the walker's first > drop limit"
             return "energy_drop", f"{text} {drop_limit:.3g}"
         return None
 
