@@ -62,7 +62,9 @@ class BiasConfig:
         "Relative strength of the bias stress on its own: tau_sigma = tau_rel_stress "
         "<|sigma|>/<|sigma_bias/tau_sigma|> over the window (Frobenius norms; periodic cells). "
         "null: the stress bias has the force strength tau; 0: no stress bias. Needs split: true "
-        "(and tau_rel when > 0).",
+        "(and tau_rel when > 0). <|sigma|> includes the mean stress, about sqrt(3) P0 under "
+        "pressure P0, so the stress bias grows with the pressure (in a ladder the high-pressure "
+        "walkers are pushed harder).",
     )
     window: int = option(
         100,
