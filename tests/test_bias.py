@@ -223,16 +223,24 @@ def test_relative_strength_follows_the_window(untrained_ensemble, cu8):
     assert len(calc.bias.relative.forces) == window
 
 
-def test_split_interval_measures_every_mth_step(gradient_model, methanol):
-    """tau_rel with split=False, split_every=m: the window takes configurations 1, 1+m, ...;
-    between them one pass over E_b = E - tau U gives F + tau dU/dr, with F, dU/dr and the
-    means from a separate split calculator at tau = 1 (the reference)."""
+@pytest.mark.parametrize(
+    "model_name, measured_every, atol",
+    [("gradient_model", 2, 1e-10), ("untrained_ensemble", 1, 1e-8)],
+)
+def test_relative_window_without_split(request, methanol, model_name, measured_every, atol):
+    """tau_rel with split=False, split_every=m = 2: for a gradient-feature model the window
+    takes configurations 1, 1+m, ...; between them one pass over E_b = E - tau U gives
+    F + tau dU/dr. An ensemble's forces are its members' mean, so it takes both passes on every
+    step and every configuration enters the window (before, it still kept window / m of them:
+    tau followed the forces m times too soon). F, dU/dr and the means come from a separate
+    calculator at tau = 1 (the reference)."""
+    model = request.getfixturevalue(model_name)
     tau_rel, window, every, steps = 0.3, 4, 2, 9
     bias = BiasConfig(tau_rel=tau_rel, window=window, split=False, split_every=every)
-    calc = Calculator(gradient_model, bias=bias)
-    unit = Calculator(gradient_model, bias=BiasConfig(tau=1.0))
+    calc = Calculator(model, bias=bias)
+    unit = Calculator(model, bias=BiasConfig(tau=1.0))
     rng = np.random.default_rng(1)
-    atoms, measured = methanol.copy(), []
+    atoms, measured, samples = methanol.copy(), [], window // measured_every
     for step in range(steps):
         atoms.positions += rng.normal(scale=0.02, size=atoms.positions.shape)
         probe = atoms.copy()
@@ -240,44 +248,16 @@ def test_split_interval_measures_every_mth_step(gradient_model, methanol):
         probe.get_forces()
         forces, du_dr = unit.results[keys.UNBIASED_FORCES], unit.results[keys.BIAS_FORCES]
         tau = 0.0
-        if len(measured) >= window // every:
-            recent = np.array(measured[-(window // every) :])
+        if len(measured) >= samples:
+            recent = np.array(measured[-samples:])
             tau = tau_rel * recent[:, 0].mean() / recent[:, 1].mean()
         atoms.calc = calc
-        np.testing.assert_allclose(atoms.get_forces(), forces + tau * du_dr, atol=1e-10)
-        assert (keys.UNBIASED_FORCES in calc.results) == (step % every == 0)
-        if step % every == 0:
+        np.testing.assert_allclose(atoms.get_forces(), forces + tau * du_dr, atol=atol)
+        measuring = step % measured_every == 0
+        assert (keys.UNBIASED_FORCES in calc.results) == measuring
+        if measuring:
             norms = np.linalg.norm(forces, axis=1).mean(), np.linalg.norm(du_dr, axis=1).mean()
             measured.append(norms)
-    assert tau > 0  # the window filled
-
-
-def test_ensemble_without_split_measures_every_configuration(untrained_ensemble, methanol):
-    """An ensemble's forces are its members' mean, so split=False still takes both passes on
-    every step: then every configuration enters the tau_rel window of `window` configurations
-    (tau at step n from the last `window` unbiased |F| and |dU/dr| means, measured by a
-    separate calculator at tau = 1), not every split_every-th one."""
-    tau_rel, window, every, steps = 0.3, 4, 2, 7
-    bias = BiasConfig(tau_rel=tau_rel, window=window, split=False, split_every=every)
-    calc = Calculator(untrained_ensemble, bias=bias)
-    unit = Calculator(untrained_ensemble, bias=BiasConfig(tau=1.0))
-    rng = np.random.default_rng(2)
-    atoms, measured = methanol.copy(), []
-    for _ in range(steps):
-        atoms.positions += rng.normal(scale=0.02, size=atoms.positions.shape)
-        probe = atoms.copy()
-        probe.calc = unit
-        probe.get_forces()
-        forces, du_dr = unit.results[keys.UNBIASED_FORCES], unit.results[keys.BIAS_FORCES]
-        tau = 0.0
-        if len(measured) >= window:
-            recent = np.array(measured[-window:])
-            tau = tau_rel * recent[:, 0].mean() / recent[:, 1].mean()
-        atoms.calc = calc
-        np.testing.assert_allclose(atoms.get_forces(), forces + tau * du_dr, atol=1e-8)
-        measured.append(
-            (np.linalg.norm(forces, axis=1).mean(), np.linalg.norm(du_dr, axis=1).mean())
-        )
     assert tau > 0  # the window filled
 
 
