@@ -18,6 +18,7 @@ from typing import Literal
 import lightning
 import torch
 from ase import Atoms
+from ase.data import chemical_symbols
 
 from uq_bias.atomic import atomic_path
 from uq_bias.interrupts import lightning_interrupts
@@ -41,6 +42,7 @@ from uq_bias.training.module import AtomisticLitModule
 from uq_bias.training.statistics import compute_statistics
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,13 @@ class FitOptions:
         "Learning rate when training starts from a trained model (train(init=...): campaign "
         "iterations after the first, model.file); null: lr. Lower it for a pre-trained "
         "foundation model, or when a few epochs are too few to recover from the restart.",
+    )
+    refit_reference_energies: bool = option(
+        True,
+        "When training starts from a trained model (train(init=...)), first fit one energy "
+        "offset per element to the training labels and add it to the model's isolated-atom "
+        "energies (MACE; uq_bias.training.reference_energies): a model of another reference "
+        "method then starts near the new energies instead of tens of eV/atom off.",
     )
     keep_initial: bool = option(
         False,
@@ -232,6 +241,18 @@ def lightning_trainer(options: TrainerOptions, **kwargs) -> lightning.Trainer:
         ) from err
 
 
+def _refit_reference_energies(model: AtomisticModel, frames: Sequence[Atoms]) -> None:
+    """Shift the model's isolated-atom energies by the offsets fitted to ``frames`` (logged)."""
+    from uq_bias.training.reference_energies import energy_offsets, shift_reference_energies
+
+    offsets = energy_offsets(model, frames)
+    if shift_reference_energies(model, offsets):
+        shown = ", ".join(f"{chemical_symbols[z]} {c:+.4g}" for z, c in offsets.items())
+        _log.info("fine-tuning: isolated-atom energies shifted by %s eV", shown)
+    else:
+        _log.info("fine-tuning: %s keeps no isolated-atom energies to refit", type(model).__name__)
+
+
 def running(options: TrainerOptions, max_epochs: int) -> TrainerOptions:
     """The settings a fit of ``max_epochs`` runs with: validation alone (0 epochs) runs in this
     process on one device, with nothing to distribute."""
@@ -345,5 +366,7 @@ def train(
         log = out.with_name(f"{out.stem}_metrics.csv")
     if init is not None:
         options = options.for_fine_tuning()
+        if options.refit_reference_energies:
+            _refit_reference_energies(model, train_frames)
     result = fit(model, train_frames, valid_frames, options, trainer_options, log)
     return save_model(result.model, out)
