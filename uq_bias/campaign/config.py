@@ -112,7 +112,10 @@ class ModelConfig(ModelOptions):
         "fresh model from `preset`.",
     )
     ensemble: int = option(
-        1, "Members of a deep ensemble (its uncertainty replaces the gradient features); 1: one."
+        1,
+        "Members of a deep ensemble (its uncertainty replaces the gradient features); 1: one. "
+        "Members started from one `file` differ only in their batch order, so their spread "
+        "underestimates the error: from a model file, prefer gradient features (1).",
     )
     fine_tune: bool = option(
         True, "Start each iteration's training from the previous iteration's model."
