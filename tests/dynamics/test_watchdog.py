@@ -191,6 +191,28 @@ def test_npt_energy_checks_watch_the_enthalpy():
     assert nvt(squeezed, results).reason is None  # same E: no drop without the pressure
 
 
+@pytest.mark.parametrize("scale, expected", [(0.79, "< min"), (0.81, None), (1.24, None)])
+def test_cell_volume_limits_on_both_sides(scale, expected):
+    """A skewed cell scaled by s in every direction has volume ratio s^3 to its first cell:
+    min_volume_ratio 0.5 and max_volume_ratio 2 stop it below 0.5 and above 2 only."""
+    from ase.build import bulk
+
+    first = bulk("Cu", "fcc", a=3.6)  # the primitive cell: skewed
+    results = {keys.ENERGY: -1.0, keys.FORCES: np.zeros((1, 3))}
+    config = WatchdogConfig(min_volume_ratio=0.5, max_volume_ratio=2.0, min_distance=None)
+    for s, want in ((scale, expected), (1.27, "> max")):  # 1.27^3 = 2.05
+        watchdog = Watchdog(config)
+        assert watchdog(first, results).reason is None
+        moved = first.copy()
+        moved.set_cell(first.cell * s, scale_atoms=True)
+        verdict = watchdog(moved, results)
+        if want is None:
+            assert verdict.reason is None, verdict.message
+        else:
+            assert verdict.reason == "cell_volume" and f"{s**3:.3g} times" in verdict.message
+            assert f"{want}_volume_ratio" in verdict.message
+
+
 def test_bond_stretch_compares_with_the_walkers_first_frame(evaluated):
     """A hydrogen pulled from its carbon along the bond: a blow-up past max_bond_stretch times
     the covalent radii sum (from ASE's table), not before; a crystal is never checked."""

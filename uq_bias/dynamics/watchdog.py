@@ -3,8 +3,9 @@
 Checks, after every MD step, in this order (the first that fires gives the stop reason):
 
 * ``non_finite``: a NaN or inf in positions, cell, energy, forces or stress;
-* ``cell_volume``: a periodic cell's volume below ``min_volume_ratio`` times the walker's first
-  cell's (NPT: the cell collapses);
+* ``cell_volume``: a periodic cell's volume below ``min_volume_ratio`` or above
+  ``max_volume_ratio`` times the walker's first cell's (NPT: the cell collapses, or the bias
+  stress pulls it open);
 * ``cell_shear``: a periodic cell sheared past ``max_shear`` from the walker's first cell:
   max_k |ln s_k - (1/3) sum_l ln s_l|, s_k the singular values of h0^-1 h (h0, h the first and
   the current cell, rows are cell vectors), the deviatoric part of the logarithmic (Hencky)
@@ -128,6 +129,12 @@ class WatchdogConfig:
         "first cell (NPT: the cell collapses); 0.5 lets a MIL-53(Al) cell breathe from the "
         "large- to the narrow-pore state (0.67).",
     )
+    max_volume_ratio: float | None = option(
+        2.0,
+        "Stop (blow-up) when a periodic cell's volume exceeds this multiple of the walker's first "
+        "cell (NPT: the cell is pulled open, a solid boiling off); 2 lets a MIL-53(Al) cell "
+        "breathe from the narrow- to the large-pore state (1.5).",
+    )
     max_shear: float | None = option(
         1.0,
         "Stop (blow-up) when a periodic cell's shear from the walker's first cell, the largest "
@@ -172,6 +179,7 @@ class WatchdogConfig:
             "min_distance_ratio",
             "max_bond_stretch",
             "min_volume_ratio",
+            "max_volume_ratio",
             "max_shear",
             "max_energy_rise",
             "max_energy_drop",
@@ -300,7 +308,8 @@ class Watchdog:
         the first cell from the first frame it sees (a cell checked just before passes at
         once). Cells not periodic in all three directions are not checked."""
         cfg = self.config
-        if not atoms.pbc.all() or (cfg.min_volume_ratio is None and cfg.max_shear is None):
+        limits = (cfg.min_volume_ratio, cfg.max_volume_ratio, cfg.max_shear)
+        if not atoms.pbc.all() or all(limit is None for limit in limits):
             return None
         cell = atoms.cell.array
         key = cell.tobytes()
@@ -313,6 +322,9 @@ class Watchdog:
         if cfg.min_volume_ratio is not None and ratio < cfg.min_volume_ratio:
             text = f"cell volume {ratio:.3g} times the first cell's < min_volume_ratio"
             return Verdict("cell_volume", f"{text} {cfg.min_volume_ratio}")
+        if cfg.max_volume_ratio is not None and ratio > cfg.max_volume_ratio:
+            text = f"cell volume {ratio:.3g} times the first cell's > max_volume_ratio"
+            return Verdict("cell_volume", f"{text} {cfg.max_volume_ratio}")
         if cfg.max_shear is not None and shear > cfg.max_shear:
             text = f"cell shear {shear:.3g} (deviatoric log strain) > max_shear"
             return Verdict("cell_shear", f"{text} {cfg.max_shear}")
