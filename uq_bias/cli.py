@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import difflib
 import io
+import logging
 import shlex
 import sys
 import warnings
@@ -55,21 +56,42 @@ def _run_train(args) -> int:
     from uq_bias.training.build import ModelOptions
 
     model = collect(args, ModelOptions, dest="model")
-    path = train(
-        args.train,
-        args.valid,
-        args.out,
-        init=args.init,
-        preset=model.preset,
-        cutoff=model.cutoff,
-        dtype=model.dtype,
-        keys=collect(args, LabelKeys, dest="keys", prefix="key-"),
-        options=collect(args, FitOptions, dest="fit"),
-        trainer_options=collect(args, TrainerOptions, dest="trainer"),
-        log=None if args.log == "none" else args.log,
-    )
+    with _info_to_stderr("uq_bias.training"):  # e.g. the refitted reference energies
+        path = train(
+            args.train,
+            args.valid,
+            args.out,
+            init=args.init,
+            preset=model.preset,
+            cutoff=model.cutoff,
+            dtype=model.dtype,
+            keys=collect(args, LabelKeys, dest="keys", prefix="key-"),
+            options=collect(args, FitOptions, dest="fit"),
+            trainer_options=collect(args, TrainerOptions, dest="trainer"),
+            log=None if args.log == "none" else args.log,
+        )
     print(path)
     return 0
+
+
+@contextlib.contextmanager
+def _info_to_stderr(name: str):
+    """Info messages of the logger ``name`` go to stderr (the stream current at each message)
+    inside; the logger's level and handlers are restored after."""
+
+    class _Stderr(logging.Handler):
+        def emit(self, record):
+            print(f"uq-bias: {self.format(record)}", file=sys.stderr)
+
+    logger, handler = logging.getLogger(name), _Stderr()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _add_select(sub) -> None:

@@ -107,8 +107,9 @@ def cli_markdown() -> str:
         "defaults: a flag is the key below its section with `-` for `_` and `.`",
         "(`exploration.watchdog.max_force` is `uq-bias md --watchdog-max-force`), except that",
         "`calibrate` prefixes the `calibration` keys with `--calibration-` (`--calibration-alpha`)",
-        "and the label keys with `--key-` (`--key-energy`). A `bool` is a `--name` / `--no-name`",
-        "pair; other values are read as YAML (`--devices '[0, 1]'`, `--weights '{H: 0.0}'`,",
+        "and `calibrate` and `train` the label keys with `--key-` (`--key-energy`). A `bool` is",
+        "a `--name` / `--no-name` pair; other values are read as YAML (`--devices '[0, 1]'`,",
+        "`--weights '{H: 0.0}'`,",
         "`--ema-decay null`). Flags that are no YAML key (`--model`, `--start`, `--out`, `md",
         "--walkers` with its own default 1) are listed with each command.",
     ]

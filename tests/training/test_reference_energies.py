@@ -64,7 +64,8 @@ def test_shift_changes_each_energy_by_its_composition(model):
 
 
 def _epoch0_energy_rmse(tmp_path, name, train_frames, valid_frames, refit: bool) -> float:
-    options = FitOptions(max_epochs=0, batch_size=4, refit_reference_energies=refit)
+    # one epoch: with 0 the model is returned as given; row 0 is the start, before training
+    options = FitOptions(max_epochs=1, batch_size=4, refit_reference_energies=refit)
     log = tmp_path / f"{name}.csv"
     train(
         train_frames,
@@ -76,7 +77,8 @@ def _epoch0_energy_rmse(tmp_path, name, train_frames, valid_frames, refit: bool)
         log=log,
     )
     with open(log) as handle:
-        (row,) = list(csv.DictReader(handle))
+        row = next(csv.DictReader(handle))
+    assert row["epoch"] == "0"
     return float(row["val_energy_rmse"])
 
 
@@ -92,3 +94,19 @@ def test_fine_tuning_on_another_reference_starts_where_the_same_reference_does(t
     unfitted = _epoch0_energy_rmse(tmp_path, "other_off", *other, refit=False)
     assert refitted == pytest.approx(reference, rel=1e-6, abs=1e-9)
     assert unfitted > 20.0 > 100 * refitted
+
+
+def test_cli_says_what_it_shifted(data_dir, tmp_path, fast_args, capsys):
+    """`uq-bias train --init` names the shift of each element on stderr (the Python API logs
+    it); --no-refit-reference-energies says nothing and leaves E0 alone."""
+    from uq_bias.cli import main
+
+    start = build_mace([13, 29], cutoff=3.5, preset="tiny", seed=0)
+    torch.save(start, tmp_path / "start.model")
+    init = ["--init", str(tmp_path / "start.model"), "--max-epochs", "1"]
+    assert main(fast_args(data_dir, tmp_path / "a.model", *init)) == 0
+    err = capsys.readouterr().err
+    assert "uq-bias: fine-tuning: isolated-atom energies shifted by Al " in err and " eV" in err
+    off = [*init, "--no-refit-reference-energies"]
+    assert main(fast_args(data_dir, tmp_path / "b.model", *off)) == 0
+    assert "isolated-atom energies" not in capsys.readouterr().err

@@ -144,7 +144,8 @@ class WatchdogConfig:
     max_energy_rise: float | None = option(
         None,
         "Stop when the model's unbiased energy per atom rises more than this above the lowest "
-        "the walker has seen (the frame is not kept); overrides max_energy_rise_kt.",
+        "the walker has seen (the frame is not kept; NPT: the enthalpy E + P0 V); overrides "
+        "max_energy_rise_kt.",
         unit="eV/atom",
     )
     max_energy_rise_kt: float | None = option(
@@ -158,7 +159,8 @@ class WatchdogConfig:
         None,
         "Stop when the model's unbiased energy per atom falls more than this below the walker's "
         "first frame (the frame is not kept): a fall that far means a spurious low of the model "
-        "(a hole), which the bias steers into; overrides max_energy_drop_kt.",
+        "(a hole), which the bias steers into (NPT: the enthalpy E + P0 V, so start from a cell "
+        "relaxed at the target pressure); overrides max_energy_drop_kt.",
         unit="eV/atom",
     )
     max_energy_drop_kt: float | None = option(

@@ -17,6 +17,7 @@ composition fix only sum_z n_z c_z), and added to E0 of the model's head.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +25,8 @@ import torch
 from ase import Atoms
 
 from uq_bias.models import AtomisticModel
+
+_log = logging.getLogger(__name__)
 
 
 def energy_offsets(model: AtomisticModel, frames: Sequence[Atoms], batch_size: int = 8):
@@ -38,16 +41,36 @@ def energy_offsets(model: AtomisticModel, frames: Sequence[Atoms], batch_size: i
             graph = model.graph(list(frames[start : start + batch_size]))
             predicted.append(model(graph).energy.double().cpu().numpy())
     residual = labels - np.concatenate(predicted)
-    offsets, *_ = np.linalg.lstsq(counts, residual, rcond=None)
+    offsets, _, rank, _ = np.linalg.lstsq(counts, residual, rcond=None)
+    present = int(np.count_nonzero(counts.sum(axis=0)))
+    if rank < present:
+        _log.info(
+            "fine-tuning: the training compositions fix %d combination(s) of %d elements' "
+            "offsets; the split between them is the minimum-norm one, so structures of other "
+            "compositions may start further off",
+            rank,
+            present,
+        )
     return {z: float(c) for z, c in zip(numbers, offsets)}
+
+
+def _e0(model: AtomisticModel) -> torch.Tensor | None:
+    """MACE's isolated-atom energies buffer ((n_elements,) or (n_heads, n_elements)), or None."""
+    inner = getattr(model, "model", None)
+    e0 = getattr(getattr(inner, "atomic_energies_fn", None), "atomic_energies", None)
+    return e0 if isinstance(e0, torch.Tensor) else None
+
+
+def has_reference_energies(model: AtomisticModel) -> bool:
+    """Whether :func:`shift_reference_energies` can change ``model`` (MACE models)."""
+    return _e0(model) is not None
 
 
 def shift_reference_energies(model: AtomisticModel, offsets: dict[int, float]) -> bool:
     """Add ``offsets`` (eV per element) to the isolated-atom energies of a MACE model's head, in
     place; False (nothing changed) for models that keep no such buffer."""
-    inner = getattr(model, "model", None)
-    e0 = getattr(getattr(inner, "atomic_energies_fn", None), "atomic_energies", None)
-    if not isinstance(e0, torch.Tensor):
+    e0 = _e0(model)
+    if e0 is None:
         return False
     shift = torch.tensor([offsets.get(z, 0.0) for z in model.atomic_numbers], dtype=e0.dtype)
     with torch.no_grad():

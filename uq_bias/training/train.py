@@ -243,14 +243,19 @@ def lightning_trainer(options: TrainerOptions, **kwargs) -> lightning.Trainer:
 
 def _refit_reference_energies(model: AtomisticModel, frames: Sequence[Atoms]) -> None:
     """Shift the model's isolated-atom energies by the offsets fitted to ``frames`` (logged)."""
-    from uq_bias.training.reference_energies import energy_offsets, shift_reference_energies
+    from uq_bias.training.reference_energies import (
+        energy_offsets,
+        has_reference_energies,
+        shift_reference_energies,
+    )
 
-    offsets = energy_offsets(model, frames)
-    if shift_reference_energies(model, offsets):
-        shown = ", ".join(f"{chemical_symbols[z]} {c:+.4g}" for z, c in offsets.items())
-        _log.info("fine-tuning: isolated-atom energies shifted by %s eV", shown)
-    else:
+    if not has_reference_energies(model):
         _log.info("fine-tuning: %s keeps no isolated-atom energies to refit", type(model).__name__)
+        return
+    offsets = energy_offsets(model, frames)
+    shift_reference_energies(model, offsets)
+    shown = ", ".join(f"{chemical_symbols[z]} {c:+.4g}" for z, c in offsets.items())
+    _log.info("fine-tuning: isolated-atom energies shifted by %s eV", shown)
 
 
 def running(options: TrainerOptions, max_epochs: int) -> TrainerOptions:
@@ -366,7 +371,8 @@ def train(
         log = out.with_name(f"{out.stem}_metrics.csv")
     if init is not None:
         options = options.for_fine_tuning()
-        if options.refit_reference_energies:
+        if options.refit_reference_energies and options.max_epochs > 0:  # 0: the model as given
+            check_elements(train_frames, model.atomic_numbers, "the training data", "the model")
             _refit_reference_energies(model, train_frames)
     result = fit(model, train_frames, valid_frames, options, trainer_options, log)
     return save_model(result.model, out)

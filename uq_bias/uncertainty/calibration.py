@@ -140,7 +140,7 @@ def conformal_factor(error: np.ndarray, u: np.ndarray, alpha: float) -> float:
 def guaranteed_coverage(n: int, alpha: float) -> float:
     """The coverage the conformal factor of ``n`` scores guarantees: 1 - alpha when
     q = ceil((n + 1)(1 - alpha)) <= n, else n / (n + 1) (q > n: the largest score is taken,
-    short of the 1 - alpha quantile, which would be infinite; n >= (1 - alpha) / alpha - 1
+    short of the 1 - alpha quantile, which would be infinite; n >= (1 - alpha) / alpha
     scores, 9 at alpha = 0.1, are needed for the full guarantee)."""
     return 1 - alpha if math.ceil((n + 1) * (1 - alpha)) <= n else n / (n + 1)
 
